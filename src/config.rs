@@ -1,0 +1,154 @@
+//! Configuration: built-in defaults, then a TOML file, then `AMANAT_*` environment
+//! variables for the top-level keys. Every option is documented in `config/amanat.toml`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration of one amanat instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the intake listens on. Keep it on loopback; Tor or a reverse proxy publishes it.
+    pub listen: String,
+    /// Directory for ciphertext objects, the index and the instance secret.
+    pub data_dir: PathBuf,
+    /// The coalition's age recipients, one `age1...` per line.
+    pub recipients: PathBuf,
+    /// Log verbosity: error, warn, info or debug.
+    pub log_level: String,
+    pub limits: Limits,
+}
+
+/// Limits on what one request may make the server hold or store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// All files of one submission together, in bytes.
+    pub max_submission_bytes: u64,
+    /// Evidence files in one submission.
+    pub max_files: usize,
+    /// All text fields of one submission together, in bytes.
+    pub max_text_bytes: usize,
+    /// Text fields in one submission (each repeated field counts).
+    pub max_fields: usize,
+    /// Longest wait, in seconds, for the next bytes of an upload.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            recipients: "keys/recipients.txt".into(),
+            log_level: "info".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_submission_bytes: 2 * 1024 * 1024 * 1024,
+            max_files: 20,
+            max_text_bytes: 256 * 1024,
+            max_fields: 200,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+/// Where `load` looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/amanat.toml";
+
+impl Config {
+    /// Loads the configuration: `path` if given (it must exist), else `config/amanat.toml`
+    /// if present, else the defaults; then applies `AMANAT_*` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read configuration {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("configuration {} is not valid: {e}", path.display()))
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("AMANAT_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = var("AMANAT_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = var("AMANAT_RECIPIENTS") {
+            self.recipients = v.into();
+        }
+        if let Some(v) = var("AMANAT_LOG_LEVEL") {
+            self.log_level = v;
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.max_files == 0 || l.max_text_bytes == 0 || l.max_fields == 0 {
+            return Err("limits.max_files, max_text_bytes and max_fields must be above 0".into());
+        }
+        if l.idle_timeout_secs == 0 {
+            return Err("limits.idle_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let mut config: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/amanat\"\n[limits]\nmax_files = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_files, 3);
+        assert_eq!(config.limits.max_text_bytes, 256 * 1024);
+        config.apply_env(|k| (k == "AMANAT_LISTEN").then(|| "127.0.0.1:7000".to_string()));
+        assert_eq!(config.listen, "127.0.0.1:7000");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/amanat"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lsiten = \"x\"").is_err());
+    }
+
+    #[test]
+    fn shipped_file_matches_the_defaults() {
+        let shipped: Config =
+            toml::from_str(include_str!("../config/amanat.toml")).expect("shipped config parses");
+        let d = Config::default();
+        assert_eq!(shipped.listen, d.listen);
+        assert_eq!(shipped.data_dir, d.data_dir);
+        assert_eq!(shipped.recipients, d.recipients);
+        assert_eq!(
+            shipped.limits.max_submission_bytes,
+            d.limits.max_submission_bytes
+        );
+        assert_eq!(shipped.limits.max_files, d.limits.max_files);
+        assert_eq!(shipped.limits.max_text_bytes, d.limits.max_text_bytes);
+        assert_eq!(shipped.limits.max_fields, d.limits.max_fields);
+        assert_eq!(shipped.limits.idle_timeout_secs, d.limits.idle_timeout_secs);
+    }
+}

@@ -1,0 +1,56 @@
+//! The manifest: what a submission says and holds, sealed as its own object
+//! (schema `amanat/manifest/v1`). It is the only place file names, media types and
+//! plaintext hashes exist, and it is only ever plaintext in memory.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub const MANIFEST_SCHEMA: &str = "amanat/manifest/v1";
+
+/// Where a submission came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The HTML form.
+    Web,
+    /// The JSON API.
+    Api,
+    /// Sealed offline with the field kit.
+    Fieldkit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Manifest {
+    pub schema: String,
+    pub submission: String,
+    /// Hour the server received it (UTC, RFC 3339).
+    pub received_at: String,
+    pub language: String,
+    #[zeroize(skip)]
+    pub origin: Origin,
+    /// What happened, in the survivor's words.
+    pub testimony: String,
+    /// The other answers, in the order they were given.
+    pub fields: Vec<TextField>,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct TextField {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Attachment {
+    /// Object id of the encrypted file.
+    pub object: String,
+    /// The file name as the survivor's device gave it (unsanitized; sanitized on review).
+    pub name: String,
+    /// Media type as the device declared it.
+    pub media_type: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext, checked on review.
+    pub sha256: String,
+}

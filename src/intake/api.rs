@@ -1,0 +1,40 @@
+//! The JSON API: `POST /api/v1/submissions` (multipart) answers 201 with the receipt.
+
+use super::error::IntakeError;
+use super::upload;
+use super::{refusal, Intake};
+use crate::envelope::Origin;
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+pub async fn submit(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let multipart = Multipart::new(req.headers(), payload);
+    match upload::receive(&intake, content_length(&req), multipart, Origin::Api, "und").await {
+        Ok(accepted) => HttpResponse::Created().json(json!({
+            "id": accepted.id,
+            "codename": accepted.codename.as_str(),
+            "received_at": accepted.received_at,
+            "objects": accepted.objects,
+        })),
+        Err(error) => error_response(&intake, error),
+    }
+}
+
+pub fn error_response(intake: &Intake, error: IntakeError) -> HttpResponse {
+    let body = json!({
+        "error": { "code": error.code(), "message": error.message(&intake.config.limits) }
+    });
+    refusal(HttpResponse::build(error.status()).json(body), error)
+}
+
+pub fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

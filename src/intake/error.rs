@@ -1,0 +1,175 @@
+//! Refusals: a stable code for clients and tests, a status, and a message a person
+//! understands. Messages never contain anything the survivor sent.
+
+use actix_web::http::StatusCode;
+use std::io;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeError {
+    /// All files together passed `limits.max_submission_bytes`.
+    SubmissionTooLarge,
+    TooManyFiles,
+    /// All text fields together passed `limits.max_text_bytes`.
+    TextTooLarge,
+    TooManyFields,
+    NotMultipart,
+    MalformedMultipart,
+    NestedMultipart,
+    FieldWithoutName,
+    InvalidFieldName,
+    UnexpectedFile,
+    InvalidUtf8,
+    TestimonyMissing,
+    DuplicateTestimony,
+    /// The client stopped sending before the upload was complete.
+    IncompleteUpload,
+    /// No bytes arrived for `limits.idle_timeout_secs`.
+    UploadStalled,
+    StorageFull,
+    NotFound,
+    Internal,
+}
+
+impl IntakeError {
+    pub fn code(self) -> &'static str {
+        use IntakeError::*;
+        match self {
+            SubmissionTooLarge => "submission_too_large",
+            TooManyFiles => "too_many_files",
+            TextTooLarge => "text_too_large",
+            TooManyFields => "too_many_fields",
+            NotMultipart => "not_multipart",
+            MalformedMultipart => "malformed_multipart",
+            NestedMultipart => "nested_multipart",
+            FieldWithoutName => "field_without_name",
+            InvalidFieldName => "invalid_field_name",
+            UnexpectedFile => "unexpected_file",
+            InvalidUtf8 => "invalid_utf8",
+            TestimonyMissing => "testimony_missing",
+            DuplicateTestimony => "duplicate_testimony",
+            IncompleteUpload => "incomplete_upload",
+            UploadStalled => "upload_stalled",
+            StorageFull => "storage_full",
+            NotFound => "not_found",
+            Internal => "internal_error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        use IntakeError::*;
+        match self {
+            SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
+            | UnexpectedFile | InvalidUtf8 | TestimonyMissing | DuplicateTestimony
+            | IncompleteUpload => StatusCode::BAD_REQUEST,
+            UploadStalled => StatusCode::REQUEST_TIMEOUT,
+            StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            NotFound => StatusCode::NOT_FOUND,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Plain words for the person who sent the request. `limit` fills in the number
+    /// for limit refusals.
+    pub fn message(self, limits: &crate::config::Limits) -> String {
+        use IntakeError::*;
+        match self {
+            SubmissionTooLarge => format!(
+                "The files are too large together: the limit is {} for one submission \
+                 (limits.max_submission_bytes). Send fewer or smaller files now and the \
+                 rest in another submission.",
+                human_bytes(limits.max_submission_bytes)
+            ),
+            TooManyFiles => format!(
+                "Too many files: at most {} in one submission (limits.max_files). Send the \
+                 rest in another submission.",
+                limits.max_files
+            ),
+            TextTooLarge => format!(
+                "The text is too long: at most {} of text in one submission \
+                 (limits.max_text_bytes). Shorten it, or attach it as a file.",
+                human_bytes(limits.max_text_bytes as u64)
+            ),
+            TooManyFields => format!(
+                "Too many form fields: at most {} (limits.max_fields).",
+                limits.max_fields
+            ),
+            NotMultipart => {
+                "The request must be sent as multipart/form-data, as a web form with files is."
+                    .into()
+            }
+            MalformedMultipart => "The upload could not be read: its multipart structure is \
+                                   broken. Nothing was stored; please send it again."
+                .into(),
+            NestedMultipart => "Nested multipart parts are not accepted.".into(),
+            FieldWithoutName => "A part of the form has no name; nothing was stored.".into(),
+            InvalidFieldName => "A form field name is empty, too long (over 64 bytes) or \
+                                 contains control characters."
+                .into(),
+            UnexpectedFile => "Files are accepted only in the field named \"evidence\".".into(),
+            InvalidUtf8 => "A text field is not valid UTF-8 text.".into(),
+            TestimonyMissing => "Please write what happened: the testimony is the one thing \
+                                 this form needs."
+                .into(),
+            DuplicateTestimony => "The testimony field was sent more than once.".into(),
+            IncompleteUpload => "The upload ended before it was complete, so nothing was \
+                                 stored. Please send it again."
+                .into(),
+            UploadStalled => format!(
+                "The upload stopped: no data arrived for {} seconds \
+                 (limits.idle_timeout_secs). Nothing was stored; please send it again.",
+                limits.idle_timeout_secs
+            ),
+            StorageFull => "The server is out of storage space, so nothing was stored. \
+                            Please try again later."
+                .into(),
+            NotFound => "There is no such page.".into(),
+            Internal => "Something went wrong on the server and nothing was stored. \
+                         Please try again."
+                .into(),
+        }
+    }
+
+    /// Maps a storage failure: a full disk is the client's business (507, try later);
+    /// anything else is ours.
+    pub fn from_io(e: &io::Error) -> IntakeError {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => IntakeError::StorageFull,
+            _ => {
+                tracing::error!(error = %e, "storage failure");
+                IntakeError::Internal
+            }
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{} {}", value as u64, UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_named_in_human_units() {
+        assert_eq!(human_bytes(2 * 1024 * 1024 * 1024), "2 GiB");
+        assert_eq!(human_bytes(262_144), "256 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(100), "100 bytes");
+    }
+}

@@ -1,0 +1,146 @@
+//! The intake: the actix-web app survivors talk to. Routes, streaming uploads, limits,
+//! pages. Never records who connects: no addresses, agents, referrers or queries.
+
+mod api;
+pub mod error;
+mod pages;
+pub mod upload;
+
+use crate::config::Config;
+use crate::keys::Recipients;
+use crate::store::Store;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, DefaultHeaders, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use error::IntakeError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every request handler shares.
+pub struct Intake {
+    pub config: Config,
+    pub recipients: Recipients,
+    pub store: Arc<Store>,
+}
+
+/// Headers on every response: nothing leaves the page, nothing is cached, no framing.
+const SECURITY_HEADERS: [(&str, &str); 7] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+];
+
+/// Runs the intake until SIGINT/SIGTERM. The store must already be swept.
+pub async fn serve(intake: Intake) -> std::io::Result<()> {
+    let listen = intake.config.listen.clone();
+    let intake = web::Data::new(intake);
+    let server = HttpServer::new(move || {
+        let mut headers = DefaultHeaders::new();
+        for header in SECURITY_HEADERS {
+            headers = headers.add(header);
+        }
+        App::new()
+            .app_data(intake.clone())
+            .wrap(from_fn(log_request))
+            .wrap(headers)
+            .configure(routes)
+    })
+    // Slow or idle clients must not hold connections (uploads have their own timeout).
+    .client_request_timeout(Duration::from_secs(10))
+    .keep_alive(Duration::from_secs(15))
+    .shutdown_timeout(10)
+    .bind(&listen)?;
+    for addr in server.addrs() {
+        tracing::info!(address = %addr, "amanat is listening");
+    }
+    server.run().await
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/api/v1/submissions", web::post().to(api::submit))
+        .configure(pages::routes)
+        .default_service(web::to(not_found));
+}
+
+async fn healthz(intake: web::Data<Intake>) -> HttpResponse {
+    let store = intake.store.clone();
+    let result = actix_web::rt::task::spawn_blocking(move || store.check_writable()).await;
+    match result {
+        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ok\n"),
+        _ => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("store not writable\n"),
+    }
+}
+
+async fn not_found(req: actix_web::HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    if req.path().starts_with("/api/") {
+        api::error_response(&intake, IntakeError::NotFound)
+    } else {
+        pages::error_page(&intake, IntakeError::NotFound)
+    }
+}
+
+/// The error code of a refused request, for the request log.
+#[derive(Clone, Copy)]
+struct LoggedCode(&'static str);
+
+/// Logs what an operator needs and nothing about who or what: method, route pattern
+/// (never the raw path or query), status, latency, sizes.
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let bytes_in = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let response = next.call(req).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let code = response
+        .response()
+        .extensions()
+        .get::<LoggedCode>()
+        .map(|c| c.0);
+    let bytes_out = match response.response().body().size() {
+        actix_web::body::BodySize::Sized(n) => Some(n),
+        _ => None,
+    };
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        code = code.unwrap_or("-"),
+        ms = started.elapsed().as_millis() as u64,
+        bytes_in = bytes_in.unwrap_or(0),
+        bytes_out = bytes_out.unwrap_or(0),
+        "request"
+    );
+    Ok(response)
+}
+
+/// Marks a refusal for the log and closes the connection: the rest of a refused
+/// upload is never read, and an unread body cannot confuse the next request.
+fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
+    response.extensions_mut().insert(LoggedCode(error.code()));
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
+}

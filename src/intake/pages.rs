@@ -1,0 +1,125 @@
+//! Server-rendered pages that work with JavaScript off: what amanat is, the form, the
+//! receipt. No cookies, no external resources (see the CSP in `intake`).
+
+use super::error::IntakeError;
+use super::upload;
+use super::{api, refusal, Intake};
+use crate::envelope::Origin;
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+const STYLESHEET: &str = include_str!("templates/amanat.css");
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/submit", web::get().to(form))
+        .route("/submit", web::post().to(submit))
+        .route("/static/amanat.css", web::get().to(stylesheet));
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    recipients: usize,
+}
+
+#[derive(Template)]
+#[template(path = "submit.html")]
+struct FormPage<'a> {
+    max_files: usize,
+    max_size: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "receipt.html")]
+struct ReceiptPage<'a> {
+    id: &'a str,
+    codename: &'a str,
+    received_at: &'a str,
+    files: usize,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+}
+
+async fn index(intake: web::Data<Intake>) -> HttpResponse {
+    html(
+        IndexPage {
+            recipients: intake.recipients.len(),
+        }
+        .render(),
+    )
+}
+
+async fn form(intake: web::Data<Intake>) -> HttpResponse {
+    let limits = &intake.config.limits;
+    let max_size = format!("{} MiB", limits.max_submission_bytes / (1024 * 1024));
+    html(
+        FormPage {
+            max_files: limits.max_files,
+            max_size: &max_size,
+        }
+        .render(),
+    )
+}
+
+async fn submit(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let multipart = Multipart::new(req.headers(), payload);
+    let content_length = api::content_length(&req);
+    match upload::receive(&intake, content_length, multipart, Origin::Web, "en").await {
+        Ok(accepted) => html(
+            ReceiptPage {
+                id: &accepted.id,
+                codename: accepted.codename.as_str(),
+                received_at: &accepted.received_at,
+                files: accepted.objects.len() - 1,
+            }
+            .render(),
+        ),
+        Err(error) => error_page(&intake, error),
+    }
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(STYLESHEET)
+}
+
+pub fn error_page(intake: &Intake, error: IntakeError) -> HttpResponse {
+    let message = error.message(&intake.config.limits);
+    let page = ErrorPage {
+        status: error.status().as_u16(),
+        code: error.code(),
+        message: &message,
+    };
+    let body = page.render().unwrap_or_else(|_| message.clone());
+    refusal(
+        HttpResponse::build(error.status())
+            .content_type("text/html; charset=utf-8")
+            .body(body),
+        error,
+    )
+}
+
+fn html(rendered: askama::Result<String>) -> HttpResponse {
+    match rendered {
+        Ok(body) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(body),
+        Err(e) => {
+            tracing::error!(error = %e, "page rendering failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

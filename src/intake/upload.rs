@@ -1,0 +1,396 @@
+//! Reading one submission off the wire: text fields into a bounded, zeroized buffer;
+//! each file field chunk by chunk through a bounded channel to a blocking worker that
+//! hashes and age-encrypts it into `objects/tmp/`. Memory per upload is bounded by the
+//! channel depth whatever the file size, and no plaintext ever reaches a disk.
+
+use super::error::IntakeError;
+use super::Intake;
+use crate::envelope::{Attachment, Manifest, Origin, Sealer, TextField, MANIFEST_SCHEMA};
+use crate::store::{CaseRecord, PendingObjects, SubmissionRecord, TempObject};
+use crate::{codename, envelope, keys};
+use actix_multipart::{Field, Multipart, MultipartError};
+use actix_web::web::Bytes;
+use futures_util::StreamExt;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// Chunks in flight between the network and the encrypting worker, per file.
+const CHANNEL_DEPTH: usize = 8;
+/// The file field name the API and the form use.
+pub const EVIDENCE_FIELD: &str = "evidence";
+pub const TESTIMONY_FIELD: &str = "testimony";
+const LANGUAGE_FIELD: &str = "language";
+const MAX_NAME_BYTES: usize = 64;
+/// Longest original file name and media type we keep (the manifest is in memory).
+const MAX_FILE_NAME_BYTES: usize = 1024;
+const MAX_MEDIA_TYPE_BYTES: usize = 255;
+
+/// A submission that is durable and recorded: what the survivor is told.
+pub struct Accepted {
+    pub id: String,
+    pub codename: codename::Codename,
+    pub received_at: String,
+    pub objects: Vec<String>,
+}
+
+/// Everything read from one request, with its objects persisted but not committed.
+struct Received {
+    testimony: Zeroizing<String>,
+    language: Option<String>,
+    fields: Vec<TextField>,
+    attachments: Vec<Attachment>,
+    attachment_ciphertext_bytes: u64,
+}
+
+/// Deletes the request's objects unless it reaches its commit.
+struct AbandonOnDrop(PendingObjects);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
+/// Reads, seals and records one submission. Returns only once it is durable.
+pub async fn receive(
+    intake: &Intake,
+    content_length: Option<u64>,
+    mut multipart: Multipart,
+    origin: Origin,
+    page_language: &str,
+) -> Result<Accepted, IntakeError> {
+    let limits = &intake.config.limits;
+    // Refuse at once what cannot fit, before reading a byte of the body.
+    let overhead = (limits.max_files + limits.max_fields) as u64 * 4096;
+    let ceiling = limits.max_submission_bytes + limits.max_text_bytes as u64 + overhead;
+    if content_length.is_some_and(|len| len > ceiling) {
+        return Err(IntakeError::SubmissionTooLarge);
+    }
+
+    let guard = AbandonOnDrop(PendingObjects::default());
+    let received = read_parts(intake, &mut multipart, &guard.0).await?;
+    if received.testimony.trim().is_empty() {
+        return Err(IntakeError::TestimonyMissing);
+    }
+
+    let store = intake.store.clone();
+    let id = store.random_hex(16);
+    let received_at = received_hour();
+    let codename = codename::Codename::generate(store.rng());
+    let normalized = codename.normalized();
+    let case_tag = codename::tag(store.instance_secret(), &normalized);
+    let reply_recipient = keys::reply_identity(store.instance_secret(), &normalized)
+        .to_public()
+        .to_string();
+    drop(normalized);
+
+    let Received {
+        testimony,
+        language,
+        fields,
+        attachments,
+        attachment_ciphertext_bytes,
+    } = received;
+    let language = language.unwrap_or_else(|| page_language.to_string());
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        submission: id.clone(),
+        received_at: received_at.clone(),
+        language,
+        origin,
+        testimony: testimony.to_string(),
+        fields,
+        attachments,
+    };
+    drop(testimony);
+
+    let recipients = intake.recipients.clone();
+    let pending = guard.0.clone();
+    let (record, objects) = blocking(move || {
+        let plaintext = Zeroizing::new(serde_json::to_vec(&manifest).map_err(io::Error::other)?);
+        let (temp, file) = store.create_temp()?;
+        let (file, sealed) = envelope::seal_bytes(&recipients, &plaintext, file)?;
+        temp.persist(file, &sealed.id, &pending)?;
+        let attachments: Vec<String> = manifest
+            .attachments
+            .iter()
+            .map(|a| a.object.clone())
+            .collect();
+        let record = SubmissionRecord {
+            id: manifest.submission.clone(),
+            received_at: manifest.received_at.clone(),
+            manifest: sealed.id.to_string(),
+            attachments: attachments.clone(),
+            total_bytes: attachment_ciphertext_bytes + sealed.ciphertext_len,
+            recipients: recipients.fingerprint().to_string(),
+            case: manifest.submission.clone(),
+        };
+        let case = CaseRecord {
+            case: record.case.clone(),
+            reply_recipient,
+        };
+        store.commit(&pending, &record, &case_tag, &case)?;
+        let mut objects = attachments;
+        objects.push(record.manifest.clone());
+        Ok((record, objects))
+    })
+    .await?;
+
+    Ok(Accepted {
+        id: record.id,
+        codename,
+        received_at: record.received_at,
+        objects,
+    })
+}
+
+async fn read_parts(
+    intake: &Intake,
+    multipart: &mut Multipart,
+    pending: &PendingObjects,
+) -> Result<Received, IntakeError> {
+    let limits = &intake.config.limits;
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let mut received = Received {
+        testimony: Zeroizing::new(String::new()),
+        language: None,
+        fields: Vec::new(),
+        attachments: Vec::new(),
+        attachment_ciphertext_bytes: 0,
+    };
+    let mut text_bytes = 0usize;
+    let mut file_bytes = 0u64;
+    let mut parts = 0usize;
+    let mut seen_testimony = false;
+
+    while let Some(part) = within(idle, multipart.next()).await? {
+        let mut field = part.map_err(multipart_error)?;
+        parts += 1;
+        if parts > limits.max_fields + limits.max_files {
+            return Err(IntakeError::TooManyFields);
+        }
+        let name = field
+            .name()
+            .ok_or(IntakeError::FieldWithoutName)?
+            .to_string();
+        if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err(IntakeError::InvalidFieldName);
+        }
+        let file_name = field.content_disposition().and_then(|cd| cd.get_filename());
+        if name == EVIDENCE_FIELD {
+            let file_name = file_name.unwrap_or("").to_string();
+            let media_type = field
+                .content_type()
+                .map(|m| m.essence_str().to_string())
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let Some(first) = within(idle, field.next()).await? else {
+                // A form sends an empty part when no file was chosen: not evidence.
+                continue;
+            };
+            let first = first.map_err(multipart_error)?;
+            if received.attachments.len() == limits.max_files {
+                return Err(IntakeError::TooManyFiles);
+            }
+            let attachment = receive_file(intake, &mut field, first, &mut file_bytes, pending)
+                .await
+                .map(|(sealed, ciphertext_len)| {
+                    received.attachment_ciphertext_bytes += ciphertext_len;
+                    Attachment {
+                        object: sealed.id.to_string(),
+                        name: truncate(&file_name, MAX_FILE_NAME_BYTES),
+                        media_type: truncate(&media_type, MAX_MEDIA_TYPE_BYTES),
+                        size: sealed.plaintext_len,
+                        sha256: sealed.plaintext_sha256,
+                    }
+                })?;
+            received.attachments.push(attachment);
+            continue;
+        }
+        if file_name.is_some_and(|f| !f.is_empty()) {
+            return Err(IntakeError::UnexpectedFile);
+        }
+        let text_fields = parts - received.attachments.len();
+        if text_fields > limits.max_fields {
+            return Err(IntakeError::TooManyFields);
+        }
+        let value = read_text(&mut field, idle, limits.max_text_bytes, &mut text_bytes).await?;
+        match name.as_str() {
+            TESTIMONY_FIELD if seen_testimony => return Err(IntakeError::DuplicateTestimony),
+            TESTIMONY_FIELD => {
+                seen_testimony = true;
+                received.testimony = value;
+            }
+            LANGUAGE_FIELD if is_language_tag(&value) => {
+                received.language = Some(value.to_string())
+            }
+            // A skipped question is not an answer.
+            _ if value.trim().is_empty() => {}
+            _ => received.fields.push(TextField {
+                name,
+                value: value.to_string(),
+            }),
+        }
+    }
+    Ok(received)
+}
+
+/// Streams one file into a sealed, persisted object.
+async fn receive_file(
+    intake: &Intake,
+    field: &mut Field,
+    first: Bytes,
+    file_bytes: &mut u64,
+    pending: &PendingObjects,
+) -> Result<(envelope::SealedObject, u64), IntakeError> {
+    let limits = &intake.config.limits;
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let store = intake.store.clone();
+    let (temp, file) = blocking(move || store.create_temp()).await?;
+    let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
+    let recipients = intake.recipients.clone();
+    let pending = pending.clone();
+    let worker = actix_web::rt::task::spawn_blocking(move || {
+        seal_stream(&recipients, temp, file, rx, &pending)
+    });
+
+    let mut next = Some(first);
+    let sent: Result<(), IntakeError> = async {
+        loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => match within(idle, field.next()).await? {
+                    Some(chunk) => chunk.map_err(multipart_error)?,
+                    None => break,
+                },
+            };
+            *file_bytes += chunk.len() as u64;
+            if *file_bytes > limits.max_submission_bytes {
+                return Err(IntakeError::SubmissionTooLarge);
+            }
+            if tx.send(Chunk::Data(chunk)).await.is_err() {
+                // The worker stopped: its own error explains why.
+                return Ok(());
+            }
+        }
+        let _ = tx.send(Chunk::End).await;
+        Ok(())
+    }
+    .await;
+    // On error, dropping the sender without `End` makes the worker delete its file.
+    drop(tx);
+    sent?;
+    let sealed = worker
+        .await
+        .map_err(|_| IntakeError::Internal)?
+        .map_err(|e| IntakeError::from_io(&e))?;
+    let ciphertext_len = sealed.ciphertext_len;
+    Ok((sealed, ciphertext_len))
+}
+
+enum Chunk {
+    Data(Bytes),
+    End,
+}
+
+/// The blocking half of a file upload: encrypt, hash, fsync, rename.
+fn seal_stream(
+    recipients: &keys::Recipients,
+    temp: TempObject,
+    file: File,
+    mut rx: mpsc::Receiver<Chunk>,
+    pending: &PendingObjects,
+) -> io::Result<envelope::SealedObject> {
+    let mut sealer = Sealer::new(recipients, io::BufWriter::with_capacity(256 * 1024, file))?;
+    while let Some(chunk) = rx.blocking_recv() {
+        match chunk {
+            Chunk::Data(bytes) => sealer.write(&bytes)?,
+            Chunk::End => {
+                let (writer, sealed) = sealer.finish()?;
+                let file = writer.into_inner().map_err(|e| e.into_error())?;
+                temp.persist(file, &sealed.id, pending)?;
+                return Ok(sealed);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Interrupted,
+        "upload abandoned",
+    ))
+}
+
+async fn read_text(
+    field: &mut Field,
+    idle: Duration,
+    max_text_bytes: usize,
+    text_bytes: &mut usize,
+) -> Result<Zeroizing<String>, IntakeError> {
+    let mut buf = Zeroizing::new(Vec::new());
+    while let Some(chunk) = within(idle, field.next()).await? {
+        let chunk = chunk.map_err(multipart_error)?;
+        *text_bytes += chunk.len();
+        if *text_bytes > max_text_bytes {
+            return Err(IntakeError::TextTooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(std::mem::take(&mut *buf)).map_err(|e| {
+        // Wipe the rejected bytes too.
+        let mut bytes = e.into_bytes();
+        zeroize::Zeroize::zeroize(&mut bytes);
+        IntakeError::InvalidUtf8
+    })?;
+    Ok(Zeroizing::new(text))
+}
+
+/// Awaits the next piece of the upload, or refuses when it does not come in time.
+async fn within<T>(idle: Duration, next: impl Future<Output = T>) -> Result<T, IntakeError> {
+    tokio::time::timeout(idle, next)
+        .await
+        .map_err(|_| IntakeError::UploadStalled)
+}
+
+fn multipart_error(e: MultipartError) -> IntakeError {
+    match e {
+        MultipartError::ContentTypeMissing
+        | MultipartError::ContentTypeParse
+        | MultipartError::ContentTypeIncompatible => IntakeError::NotMultipart,
+        MultipartError::Nested => IntakeError::NestedMultipart,
+        MultipartError::ContentDispositionNameMissing => IntakeError::FieldWithoutName,
+        MultipartError::Incomplete | MultipartError::Payload(_) => IntakeError::IncompleteUpload,
+        _ => IntakeError::MalformedMultipart,
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, IntakeError> {
+    actix_web::rt::task::spawn_blocking(work)
+        .await
+        .map_err(|_| IntakeError::Internal)?
+        .map_err(|e| IntakeError::from_io(&e))
+}
+
+/// The current UTC hour, RFC 3339: the only time the server records.
+pub fn received_hour() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let hour = now.replace_time(time::Time::from_hms(now.hour(), 0, 0).expect("valid hour"));
+    hour.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formats any UTC time")
+}
+
+fn is_language_tag(s: &str) -> bool {
+    (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

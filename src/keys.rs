@@ -1,0 +1,340 @@
+//! Key material: the coalition's recipients, identity files, and the reply key derived
+//! from a survivor's codename. With `envelope`, the only module that touches age keys.
+
+use age::secrecy::{ExposeSecret, SecretString};
+use ring::{digest, hkdf};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use zeroize::Zeroizing;
+
+/// The coalition's public keys: every object is encrypted to all of them.
+#[derive(Clone)]
+pub struct Recipients {
+    keys: Vec<age::x25519::Recipient>,
+    fingerprint: String,
+}
+
+/// Why the server will not start with the configured keys. Messages say what to do.
+#[derive(Debug)]
+pub enum KeyError {
+    Unreadable(PathBuf, io::Error),
+    NotARecipient { path: PathBuf, line: usize },
+    NoRecipients(PathBuf),
+    SecretKeyPresent(PathBuf),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Unreadable(p, e) => write!(
+                f,
+                "cannot read the recipients file {}: {e}. Put the coalition's public keys \
+                 (age1...) there, one per line, or set `recipients` in the configuration.",
+                p.display()
+            ),
+            KeyError::NotARecipient { path, line } => write!(
+                f,
+                "line {line} of {} is not an age recipient. Each line must be one public key \
+                 starting with age1 (or a # comment); fix or remove that line.",
+                path.display()
+            ),
+            KeyError::NoRecipients(p) => write!(
+                f,
+                "{} holds no recipient, so nobody could read what survivors send. Add the \
+                 coalition's public keys (age1...), one per line; `amanat keygen` on an \
+                 offline machine makes one.",
+                p.display()
+            ),
+            KeyError::SecretKeyPresent(p) => write!(
+                f,
+                "{} holds an age secret key. Decryption keys must never be on the server: \
+                 move that file to an offline machine, then start again.",
+                p.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl Recipients {
+    /// Reads a recipients file (one `age1...` per line, `#` comments, blank lines) and
+    /// refuses if any file beside it holds a secret key.
+    pub fn load(path: &Path) -> Result<Recipients, KeyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KeyError::Unreadable(path.to_path_buf(), e))?;
+        if let Some(dir) = path.parent() {
+            refuse_secret_keys(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })?;
+        }
+        let recipients = Self::parse(&text).map_err(|line| {
+            if looks_secret(text.as_bytes()) {
+                KeyError::SecretKeyPresent(path.to_path_buf())
+            } else {
+                KeyError::NotARecipient {
+                    path: path.to_path_buf(),
+                    line,
+                }
+            }
+        })?;
+        if recipients.keys.is_empty() {
+            return Err(KeyError::NoRecipients(path.to_path_buf()));
+        }
+        Ok(recipients)
+    }
+
+    /// Parses recipients text; on failure returns the 1-based number of the bad line.
+    pub fn parse(text: &str) -> Result<Recipients, usize> {
+        let mut keys = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            keys.push(age::x25519::Recipient::from_str(line).map_err(|_| number + 1)?);
+        }
+        let mut canonical: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        canonical.sort();
+        canonical.dedup();
+        let fingerprint = hex::encode(digest::digest(
+            &digest::SHA256,
+            canonical.join("\n").as_bytes(),
+        ));
+        Ok(Recipients { keys, fingerprint })
+    }
+
+    /// The age recipients, for the encryptor.
+    pub fn as_age(&self) -> impl Iterator<Item = &dyn age::Recipient> {
+        self.keys.iter().map(|k| k as &dyn age::Recipient)
+    }
+
+    /// SHA-256 (hex) of the sorted, de-duplicated recipient strings: records which key
+    /// set an object was encrypted to without naming the keys.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// True when bytes look like an age identity: a bare secret key, or an age file
+/// (binary or armored), which is how passphrase-protected identities are stored.
+fn looks_secret(bytes: &[u8]) -> bool {
+    let has = |needle: &[u8]| {
+        bytes
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    has(b"AGE-SECRET-KEY-")
+        || bytes.starts_with(b"age-encryption.org/v1")
+        || has(b"-----BEGIN AGE ENCRYPTED FILE-----")
+}
+
+fn refuse_secret_keys(dir: &Path) -> Result<(), KeyError> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| KeyError::Unreadable(dir.clone(), e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let mut head = Vec::new();
+                // Identity files are small; 1 MiB is plenty and bounds the scan.
+                let read =
+                    std::fs::File::open(&path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
+                if read.is_ok() && looks_secret(&head) {
+                    return Err(KeyError::SecretKeyPresent(path));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fresh identity file: its text (to be written 0600) and its public recipient.
+pub struct NewIdentity {
+    pub file_text: Zeroizing<String>,
+    pub recipient: String,
+}
+
+/// Generates an X25519 identity in the format `age-keygen` writes.
+pub fn generate_identity(label: &str) -> NewIdentity {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let created = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut text = Zeroizing::new(String::new());
+    text.push_str(&format!(
+        "# created: {created}\n# public key: {recipient}\n"
+    ));
+    if !label.is_empty() {
+        text.push_str(&format!("# {label}\n"));
+    }
+    text.push_str(identity.to_string().expose_secret());
+    text.push('\n');
+    NewIdentity {
+        file_text: text,
+        recipient,
+    }
+}
+
+/// Encrypts an identity file with a passphrase (age's scrypt recipient, ASCII-armored),
+/// the form stock `age -d -i FILE` accepts and prompts for.
+pub fn protect_with_passphrase(plain: &str, passphrase: SecretString) -> io::Result<Vec<u8>> {
+    use age::armor::{ArmoredWriter, Format};
+    let encryptor = age::Encryptor::with_user_passphrase(passphrase);
+    let mut out = Vec::new();
+    let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)?;
+    let mut writer = encryptor.wrap_output(armor)?;
+    writer.write_all(plain.as_bytes())?;
+    writer.finish()?.finish()?;
+    Ok(out)
+}
+
+/// Reads identities from a file, plain or passphrase-protected.
+pub fn read_identities(
+    path: &Path,
+    passphrase: impl FnOnce() -> io::Result<SecretString>,
+) -> io::Result<Vec<age::x25519::Identity>> {
+    let bytes = Zeroizing::new(std::fs::read(path)?);
+    let plain: Zeroizing<Vec<u8>> = if looks_secret(&bytes) && !has_bare_key(&bytes) {
+        let reader = age::armor::ArmoredReader::new(&bytes[..]);
+        let decryptor = age::Decryptor::new(reader).map_err(invalid)?;
+        let identity = age::scrypt::Identity::new(passphrase()?);
+        let mut stream = decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .map_err(|_| invalid("wrong passphrase, or not an identity file"))?;
+        let mut plain = Zeroizing::new(Vec::new());
+        stream.read_to_end(&mut plain)?;
+        plain
+    } else {
+        bytes
+    };
+    let text = std::str::from_utf8(&plain).map_err(|_| invalid("identity file is not text"))?;
+    let mut identities = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        identities
+            .push(age::x25519::Identity::from_str(line).map_err(|_| {
+                invalid("identity file holds a line that is not an age secret key")
+            })?);
+    }
+    if identities.is_empty() {
+        return Err(invalid("identity file holds no secret key"));
+    }
+    Ok(identities)
+}
+
+fn has_bare_key(bytes: &[u8]) -> bool {
+    bytes.windows(15).any(|w| w == b"AGE-SECRET-KEY-")
+}
+
+fn invalid(e: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The age identity that replies to a case are encrypted to, derived from the case's
+/// codename so that only someone holding the codename can read them (DESIGN: Follow-up).
+/// HKDF-SHA256 keyed by the instance secret turns the normalized codename into an X25519
+/// secret, which age's own Bech32 parser then accepts.
+pub fn reply_identity(instance_secret: &[u8], normalized_codename: &str) -> age::x25519::Identity {
+    struct Len32;
+    impl hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, instance_secret);
+    let prk = salt.extract(normalized_codename.as_bytes());
+    let mut secret = Zeroizing::new([0u8; 32]);
+    prk.expand(&[b"amanat/v1 reply identity"], Len32)
+        .and_then(|okm| okm.fill(&mut secret[..]))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    let hrp = bech32::Hrp::parse("age-secret-key-").expect("valid human-readable part");
+    let encoded = Zeroizing::new(
+        bech32::encode::<bech32::Bech32>(hrp, &secret[..])
+            .expect("32 bytes fit in Bech32")
+            .to_uppercase(),
+    );
+    age::x25519::Identity::from_str(&encoded).expect("age parses its own key encoding")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_file_parses_with_comments_and_rejects_junk() {
+        let a = generate_identity("").recipient;
+        let b = generate_identity("").recipient;
+        let ok = Recipients::parse(&format!("# coalition\n{a}\n\n  {b}  \n")).unwrap();
+        assert_eq!(ok.len(), 2);
+        // Same set in another order: same fingerprint.
+        let again = Recipients::parse(&format!("{b}\n{a}\n")).unwrap();
+        assert_eq!(ok.fingerprint(), again.fingerprint());
+        assert_eq!(
+            Recipients::parse(&format!("{a}\nnot-a-key\n")).err(),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn passphrase_protected_identity_round_trips() {
+        let id = generate_identity("test");
+        let sealed = protect_with_passphrase(&id.file_text, "correct horse".into()).unwrap();
+        assert!(sealed.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert!(!String::from_utf8_lossy(&sealed).contains("AGE-SECRET-KEY-"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.age");
+        std::fs::write(&path, &sealed).unwrap();
+        let ids = read_identities(&path, || Ok("correct horse".into())).unwrap();
+        assert_eq!(ids[0].to_public().to_string(), id.recipient);
+        assert!(read_identities(&path, || Ok("wrong".into())).is_err());
+    }
+
+    #[test]
+    fn reply_identity_is_stable_and_depends_on_codename_and_secret() {
+        let a = reply_identity(b"secret-one", "bafokimudero")
+            .to_public()
+            .to_string();
+        assert_eq!(
+            a,
+            reply_identity(b"secret-one", "bafokimudero")
+                .to_public()
+                .to_string()
+        );
+        assert_ne!(
+            a,
+            reply_identity(b"secret-one", "bafokimuderu")
+                .to_public()
+                .to_string()
+        );
+        assert_ne!(
+            a,
+            reply_identity(b"secret-two", "bafokimudero")
+                .to_public()
+                .to_string()
+        );
+        assert!(a.starts_with("age1"));
+    }
+}

@@ -1,0 +1,12 @@
+//! amanat: a secure intake for testimony and evidence of torture and state violence.
+//! Everything is encrypted on arrival to the coalition's age keys; the server keeps only
+//! ciphertext. See DESIGN.md for the architecture; each module below is one of its pieces.
+#![forbid(unsafe_code)]
+
+pub mod codename;
+pub mod config;
+pub mod envelope;
+pub mod intake;
+pub mod keys;
+pub mod serve;
+pub mod store;

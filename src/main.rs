@@ -1,0 +1,205 @@
+//! The `amanat` command: parses arguments and dispatches, nothing else.
+#![forbid(unsafe_code)]
+
+use age::secrecy::SecretString;
+use amanat::config::Config;
+use amanat::keys;
+use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "amanat",
+    version,
+    about = "Secure intake for testimony and evidence"
+)]
+struct Cli {
+    /// Configuration file (default: config/amanat.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the intake server.
+    Serve,
+    /// Create an age identity for a coalition key holder (do this offline).
+    Keygen {
+        /// Where to write the identity file (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Write the identity unencrypted (only for machines that are themselves encrypted).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        no_passphrase: bool,
+        /// Read the passphrase from the first line of this file instead of the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve => Config::load(cli.config.as_deref()).and_then(|config| {
+            init_logging(&config.log_level);
+            amanat::serve::run(config)
+        }),
+        Command::Keygen {
+            out,
+            no_passphrase,
+            passphrase_file,
+        } => keygen(&out, no_passphrase, passphrase_file.as_deref()),
+        Command::Demo { listen } => demo(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("amanat: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let level = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+    // Our own events at the chosen level; libraries only when something is wrong.
+    let filter = Targets::new()
+        .with_target("amanat", level)
+        .with_default(LevelFilter::WARN);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .init();
+}
+
+fn keygen(out: &Path, no_passphrase: bool, passphrase_file: Option<&Path>) -> Result<(), String> {
+    let identity = keys::generate_identity("");
+    let contents: Vec<u8> = if no_passphrase {
+        identity.file_text.as_bytes().to_vec()
+    } else {
+        let passphrase = match passphrase_file {
+            Some(path) => read_passphrase_file(path)?,
+            None => prompt_new_passphrase()?,
+        };
+        keys::protect_with_passphrase(&identity.file_text, passphrase)
+            .map_err(|e| format!("cannot encrypt the identity: {e}"))?
+    };
+    write_private_file(out, &contents)?;
+    eprintln!(
+        "Wrote the identity to {}. Keep it offline; losing it loses access.",
+        out.display()
+    );
+    println!("{}", identity.recipient);
+    Ok(())
+}
+
+fn read_passphrase_file(path: &Path) -> Result<SecretString, String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the passphrase file {}: {e}", path.display()))?,
+    );
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(format!("the passphrase file {} is empty", path.display()));
+    }
+    Ok(SecretString::from(line.to_string()))
+}
+
+fn prompt_new_passphrase() -> Result<SecretString, String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            "no terminal to ask for a passphrase: use --passphrase-file FILE, or \
+                    --no-passphrase on an encrypted machine"
+                .into(),
+        );
+    }
+    let first = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Passphrase for the new identity: ")
+            .map_err(|e| e.to_string())?,
+    );
+    let second = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Same passphrase again: ").map_err(|e| e.to_string())?,
+    );
+    if first.is_empty() {
+        return Err("the passphrase is empty".into());
+    }
+    if *first != *second {
+        return Err("the two passphrases differ; nothing was written".into());
+    }
+    Ok(SecretString::from(first.to_string()))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot create {}: {e} (an existing file is never overwritten)",
+                path.display()
+            )
+        })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A newcomer's first run: a throwaway, clearly labelled key, and the server with it.
+fn demo(listen: String) -> Result<(), String> {
+    let demo = Path::new("demo");
+    let keys_dir = demo.join("keys");
+    let identity_path = demo.join("identity.txt");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&keys_dir)
+        .map_err(|e| format!("cannot create {}: {e}", keys_dir.display()))?;
+    let recipients_path = keys_dir.join("recipients.txt");
+    if !identity_path.exists() {
+        let identity = keys::generate_identity(
+            "DEMO KEY made by `amanat demo`: throwaway, never use it for real testimony.",
+        );
+        write_private_file(&identity_path, identity.file_text.as_bytes())?;
+        std::fs::write(
+            &recipients_path,
+            format!("# DEMO recipient (amanat demo)\n{}\n", identity.recipient),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", recipients_path.display()))?;
+    }
+    let config = Config {
+        listen: listen.clone(),
+        data_dir: demo.join("data"),
+        recipients: recipients_path,
+        ..Config::default()
+    };
+    init_logging(&config.log_level);
+    println!(
+        "\n  amanat DEMO: a throwaway key in demo/identity.txt is the only recipient.\n\
+         \n  Open   http://{listen}/   and send a testimony with a photo.\n\
+         \n  Then decrypt everything that was stored (needs Debian's `age`):\n\
+         \n    mkdir -p demo/decrypted && for f in $(find demo/data/objects -maxdepth 1 -type f); do \
+         age -d -i demo/identity.txt -o demo/decrypted/$(basename $f) $f; done\n\
+         \n  Each submission has one JSON manifest naming its files by object id; the other\n  \
+         files are the evidence exactly as sent (`file demo/decrypted/*` tells which is which).\n\
+         \n  Stop with Ctrl-C.\n"
+    );
+    amanat::serve::run(config)
+}

@@ -1,0 +1,39 @@
+//! Starting the server: check keys, open and sweep the store, then listen.
+//! Shared by `amanat serve` and `amanat demo`.
+
+use crate::config::Config;
+use crate::intake::{self, Intake};
+use crate::keys::Recipients;
+use crate::store::Store;
+use std::sync::Arc;
+
+/// Why the server did not start (or stopped).
+pub type StartError = String;
+
+pub fn run(config: Config) -> Result<(), StartError> {
+    let recipients = Recipients::load(&config.recipients).map_err(|e| e.to_string())?;
+    let store = Store::open(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot open the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let swept = store
+        .sweep()
+        .map_err(|e| format!("start-up sweep failed: {e}"))?;
+    tracing::info!(
+        recipients = recipients.len(),
+        submissions = store.submission_count(),
+        swept_temp_files = swept.temp_files,
+        swept_orphan_objects = swept.orphan_objects,
+        "store ready"
+    );
+    let intake = Intake {
+        config,
+        recipients,
+        store: Arc::new(store),
+    };
+    actix_web::rt::System::new()
+        .block_on(intake::serve(intake))
+        .map_err(|e| format!("server failed: {e}"))
+}

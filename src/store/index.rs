@@ -1,0 +1,223 @@
+//! The sled index: submission records and cases. Only small records live here (values
+//! over ~128 KiB go to sled blob files that sled never fsyncs, sled #1077).
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+use std::sync::{Condvar, Mutex};
+
+/// What the server keeps in plaintext about a submission, and nothing more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmissionRecord {
+    pub id: String,
+    /// UTC hour of receipt (RFC 3339); never finer, so records cannot be matched
+    /// against network logs.
+    pub received_at: String,
+    pub manifest: String,
+    pub attachments: Vec<String>,
+    /// Ciphertext bytes of all its objects.
+    pub total_bytes: u64,
+    /// Fingerprint of the recipient set the objects were encrypted to.
+    pub recipients: String,
+    /// The case this submission belongs to (the first submission's id).
+    pub case: String,
+}
+
+/// A case, found by the codename tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub case: String,
+    /// age recipient derived from the codename; replies are encrypted to it.
+    pub reply_recipient: String,
+}
+
+pub(super) struct Index {
+    db: sled::Db,
+    submissions: sled::Tree,
+    cases: sled::Tree,
+    flush: GroupFlush,
+}
+
+impl Index {
+    pub(super) fn open(path: &Path) -> io::Result<Index> {
+        let db = sled::Config::new()
+            .path(path)
+            // Records are small; a small cache keeps the server's memory bounded.
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(sled_io)?;
+        let submissions = db.open_tree("submissions").map_err(sled_io)?;
+        let cases = db.open_tree("cases").map_err(sled_io)?;
+        Ok(Index {
+            db,
+            submissions,
+            cases,
+            flush: GroupFlush::default(),
+        })
+    }
+
+    /// One transaction for the submission and its case, then a durable flush.
+    pub(super) fn insert_submission(
+        &self,
+        record: &SubmissionRecord,
+        case_tag: &[u8; 32],
+        case: &CaseRecord,
+    ) -> io::Result<()> {
+        let record_bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let case_bytes = serde_json::to_vec(case).map_err(io::Error::other)?;
+        (&self.submissions, &self.cases)
+            .transaction(|(submissions, cases)| {
+                if submissions.get(record.id.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "submission id already recorded",
+                    )));
+                }
+                if cases.get(case_tag)?.is_none() {
+                    cases.insert(&case_tag[..], case_bytes.as_slice())?;
+                }
+                submissions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })?;
+        self.flush
+            .flush(|| self.db.flush().map(drop).map_err(sled_io))
+    }
+
+    pub(super) fn submission(&self, id: &str) -> io::Result<Option<SubmissionRecord>> {
+        match self.submissions.get(id.as_bytes()).map_err(sled_io)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn submission_count(&self) -> usize {
+        self.submissions.len()
+    }
+
+    /// Ids of every object any record names (for the start-up sweep).
+    pub(super) fn referenced_objects(&self) -> io::Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        for item in self.submissions.iter() {
+            let (_, bytes) = item.map_err(sled_io)?;
+            let record: SubmissionRecord =
+                serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            ids.insert(record.manifest);
+            ids.extend(record.attachments);
+        }
+        Ok(ids)
+    }
+
+    pub(super) fn check_writable(&self) -> io::Result<()> {
+        self.db.insert("health", &b"ok"[..]).map_err(sled_io)?;
+        self.flush
+            .flush(|| self.db.flush().map(drop).map_err(sled_io))
+    }
+}
+
+fn sled_io(e: sled::Error) -> io::Error {
+    match e {
+        sled::Error::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Group commit: a caller needs a flush that *started* after its write; while one
+/// flush runs, later callers wait and the next flush serves all of them at once.
+#[derive(Default)]
+struct GroupFlush {
+    state: Mutex<FlushState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    started: u64,
+    completed: u64,
+    running: bool,
+    waiting: usize,
+}
+
+impl GroupFlush {
+    fn flush(&self, flush: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let needed = state.started + 1;
+        loop {
+            if state.completed >= needed {
+                return Ok(());
+            }
+            if !state.running {
+                state.running = true;
+                state.started += 1;
+                let generation = state.started;
+                drop(state);
+                let result = flush();
+                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.running = false;
+                if result.is_ok() {
+                    state.completed = generation;
+                }
+                self.done.notify_all();
+                // A failed flush fails its caller; waiters retry with their own flush.
+                result?;
+            } else {
+                state.waiting += 1;
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.waiting -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn callers_arriving_during_a_flush_share_the_next_one() {
+        let group = Arc::new(GroupFlush::default());
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let call = |group: Arc<GroupFlush>, flushes: Arc<AtomicUsize>, gate: Arc<Mutex<_>>| {
+            std::thread::spawn(move || {
+                group.flush(|| {
+                    // The first flush holds until the test releases it.
+                    if flushes.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let gate: std::sync::MutexGuard<'_, std::sync::mpsc::Receiver<()>> =
+                            gate.lock().unwrap();
+                        gate.recv().unwrap();
+                    }
+                    Ok(())
+                })
+            })
+        };
+        let first = call(group.clone(), flushes.clone(), gate.clone());
+        while flushes.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let later: Vec<_> = (0..15)
+            .map(|_| call(group.clone(), flushes.clone(), gate.clone()))
+            .collect();
+        while group.state.lock().unwrap().waiting < 15 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        for t in later {
+            t.join().unwrap().unwrap();
+        }
+        // Fifteen callers wrote while the first flush ran: one more flush covers them all.
+        assert_eq!(flushes.load(Ordering::SeqCst), 2);
+    }
+}

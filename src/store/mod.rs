@@ -1,0 +1,186 @@
+//! The store: ciphertext objects as fsynced files (`objects`), small records in sled
+//! (`index`). Nothing here ever sees plaintext.
+//!
+//! Layout of the data directory (created 0700):
+//! ```text
+//! objects/<id>      one age file per object, named by the SHA-256 of its bytes
+//! objects/tmp/      objects being written; swept at start-up
+//! index/            sled: submission records and cases
+//! instance.secret   32 random bytes keying codename tags (0600)
+//! ```
+
+mod index;
+mod objects;
+
+pub use index::{CaseRecord, SubmissionRecord};
+pub use objects::{PendingObjects, TempObject};
+
+use crate::envelope::ObjectId;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+pub struct Store {
+    objects: PathBuf,
+    tmp: PathBuf,
+    index: index::Index,
+    instance_secret: Zeroizing<Vec<u8>>,
+    rng: SystemRandom,
+}
+
+/// What the start-up sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub temp_files: usize,
+    pub orphan_objects: usize,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> io::Result<Store> {
+        let objects = dir.join("objects");
+        let tmp = objects.join("tmp");
+        for d in [dir, &objects, &tmp] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)?;
+        }
+        let index = index::Index::open(&dir.join("index"))?;
+        let rng = SystemRandom::new();
+        let instance_secret = load_or_create_secret(&dir.join("instance.secret"), &rng)?;
+        Ok(Store {
+            objects,
+            tmp,
+            index,
+            instance_secret,
+            rng,
+        })
+    }
+
+    /// Removes what a crash or an aborted request left behind: every temporary file,
+    /// and every object no record references (written, but never acknowledged).
+    /// Runs before the server accepts requests.
+    pub fn sweep(&self) -> io::Result<SweepReport> {
+        let mut report = SweepReport::default();
+        for entry in fs::read_dir(&self.tmp)? {
+            fs::remove_file(entry?.path())?;
+            report.temp_files += 1;
+        }
+        let referenced: HashSet<String> = self.index.referenced_objects()?;
+        for entry in fs::read_dir(&self.objects)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            if !referenced.contains(name.to_string_lossy().as_ref()) {
+                fs::remove_file(entry.path())?;
+                report.orphan_objects += 1;
+            }
+        }
+        sync_dir(&self.objects)?;
+        Ok(report)
+    }
+
+    /// A new temporary object file, deleted unless persisted.
+    pub fn create_temp(&self) -> io::Result<(TempObject, File)> {
+        TempObject::create(&self.tmp, &self.objects, &self.random_hex(16))
+    }
+
+    /// Records a submission and its case in one transaction and makes it durable.
+    /// The objects it names must already be persisted; on success they stop being
+    /// pending and will never be swept.
+    pub fn commit(
+        &self,
+        pending: &PendingObjects,
+        record: &SubmissionRecord,
+        case_tag: &[u8; 32],
+        case: &CaseRecord,
+    ) -> io::Result<()> {
+        pending.commit_with(|| self.index.insert_submission(record, case_tag, case))
+    }
+
+    pub fn submission(&self, id: &str) -> io::Result<Option<SubmissionRecord>> {
+        self.index.submission(id)
+    }
+
+    pub fn submission_count(&self) -> usize {
+        self.index.submission_count()
+    }
+
+    pub fn object_path(&self, id: &ObjectId) -> PathBuf {
+        self.objects.join(id.as_str())
+    }
+
+    pub fn instance_secret(&self) -> &[u8] {
+        &self.instance_secret
+    }
+
+    pub fn rng(&self) -> &SystemRandom {
+        &self.rng
+    }
+
+    /// Random bytes as lowercase hex (ids, temp names).
+    pub fn random_hex(&self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.rng
+            .fill(&mut buf)
+            .expect("the system random source works");
+        hex::encode(buf)
+    }
+
+    /// Proves the object directory and the index accept durable writes.
+    pub fn check_writable(&self) -> io::Result<()> {
+        let probe = self.tmp.join(format!("health-{}", self.random_hex(8)));
+        let result = File::create(&probe).and_then(|mut f| {
+            f.write_all(b"ok")?;
+            f.sync_all()
+        });
+        let _ = fs::remove_file(&probe);
+        result?;
+        self.index.check_writable()
+    }
+}
+
+/// fsyncs a directory so that a rename or unlink in it survives power loss.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn load_or_create_secret(path: &Path, rng: &SystemRandom) -> io::Result<Zeroizing<Vec<u8>>> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut secret = Zeroizing::new(Vec::new());
+            f.read_to_end(&mut secret)?;
+            if secret.len() != 32 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is damaged (expected 32 bytes)", path.display()),
+                ));
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut secret = Zeroizing::new(vec![0u8; 32]);
+            rng.fill(&mut secret)
+                .expect("the system random source works");
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(&secret)?;
+            f.sync_all()?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(secret)
+        }
+        Err(e) => Err(e),
+    }
+}

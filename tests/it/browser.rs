@@ -1,0 +1,191 @@
+//! A survivor in a real browser (Debian's Chromium, headless, JavaScript disabled)
+//! fills the form, attaches a photo, sends it, and sees a codename; the key holder
+//! decrypts exactly that photo. Driven over WebDriver (chromedriver).
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Browser {
+    fn start(profile: &std::path::Path) -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (apt-get install chromium chromium-driver)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until("chromedriver answers", || {
+            TcpStream::connect(addr)
+                .ok()
+                .and_then(|s| try_request(s, "GET", "/status", &[], b"").ok())
+                .is_some_and(|r| r.status == 200)
+        });
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+        };
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-quic",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+                // Tor Browser at "Safest": no JavaScript at all.
+                "prefs": {"profile.managed_default_content_settings.javascript": 2}
+            }
+        }}});
+        let created = browser.call("POST", "/session", capabilities);
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a session")
+            .to_string();
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        };
+        let stream = TcpStream::connect(self.addr).unwrap();
+        let response = try_request(
+            stream,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .expect("chromedriver answers");
+        let value = response.json()["value"].clone();
+        assert_eq!(response.status, 200, "WebDriver {method} {path}: {value}");
+        value
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn open(&self, url: &str) {
+        self.session_call("POST", "/url", json!({"url": url}));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let found = self.session_call(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        found[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/value"),
+            json!({"text": text}),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.session_call("POST", &format!("/element/{element}/click"), json!({}));
+    }
+
+    fn text_of(&self, css: &str) -> String {
+        let element = self.find(css);
+        self.session_call("GET", &format!("/element/{element}/text"), Value::Null)
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let stream = TcpStream::connect(self.addr);
+            if let Ok(stream) = stream {
+                let _ = try_request(
+                    stream,
+                    "DELETE",
+                    &format!("/session/{}", self.session),
+                    &[],
+                    b"",
+                );
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn survivor_sends_a_photo_from_a_browser_without_javascript() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let photo = noise(2 * 1024 * 1024, 77);
+    let photo_path = dir.path().join("injury-photo.jpg");
+    std::fs::write(&photo_path, &photo).unwrap();
+
+    let browser = Browser::start(&dir.path().join("profile"));
+    browser.open(&format!("http://{}/", server.addr));
+    browser.click("a.button");
+    browser.type_into("#testimony", "Меня забрали из больницы и били в изоляторе.");
+    browser.type_into("#where", "Алматы");
+    browser.type_into("#evidence", photo_path.to_str().unwrap());
+    browser.click("button[type=submit]");
+
+    let codename = browser.text_of("#codename");
+    assert_eq!(
+        codename.split_whitespace().count(),
+        5,
+        "codename shown: {codename:?}"
+    );
+    let reference = browser.text_of("#submission-id");
+    assert_eq!(reference.len(), 32);
+
+    // The key holder gets exactly what the browser sent.
+    let mut manifest = None;
+    for path in server.object_files() {
+        let plain = decrypt(&std::fs::read(&path).unwrap(), &coalition.identities[0]);
+        if plain != photo {
+            manifest = Some(serde_json::from_slice::<Value>(&plain).unwrap());
+        }
+    }
+    let manifest = manifest.expect("a manifest");
+    assert_eq!(manifest["submission"], reference.as_str());
+    assert_eq!(
+        manifest["testimony"],
+        "Меня забрали из больницы и били в изоляторе."
+    );
+    assert_eq!(
+        manifest["fields"],
+        json!([{"name": "where", "value": "Алматы"}])
+    );
+    assert_eq!(manifest["attachments"][0]["name"], "injury-photo.jpg");
+    assert_eq!(manifest["attachments"][0]["media_type"], "image/jpeg");
+    assert_eq!(manifest["attachments"][0]["sha256"], sha256_hex(&photo));
+}

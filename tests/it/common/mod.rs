@@ -1,0 +1,482 @@
+//! The test harness: a real server, a coalition of real age identities, and a small
+//! HTTP/1.1 client on raw sockets, because the limit tests must stall, truncate and
+//! stream bodies in ways a high-level client will not.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_amanat");
+/// Every test client connects from this address, so logs can be checked for it.
+pub const CLIENT_IP: &str = "127.0.0.3";
+
+/// The coalition: key holders whose public keys the server encrypts to.
+pub struct Coalition {
+    pub identities: Vec<age::x25519::Identity>,
+    pub identity_files: Vec<PathBuf>,
+    pub recipients_file: PathBuf,
+}
+
+impl Coalition {
+    /// `n` identities; identity files go in `dir/offline/`, recipients in `dir/keys/`.
+    pub fn new(dir: &Path, n: usize) -> Coalition {
+        use age::secrecy::ExposeSecret;
+        let offline = dir.join("offline");
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&offline).unwrap();
+        std::fs::create_dir_all(&keys).unwrap();
+        let mut identities = Vec::new();
+        let mut identity_files = Vec::new();
+        let mut recipients = String::from("# test coalition\n");
+        for i in 0..n {
+            let identity = age::x25519::Identity::generate();
+            let path = offline.join(format!("holder{i}.txt"));
+            std::fs::write(&path, format!("{}\n", identity.to_string().expose_secret())).unwrap();
+            recipients.push_str(&format!("{}\n", identity.to_public()));
+            identities.push(identity);
+            identity_files.push(path);
+        }
+        let recipients_file = keys.join("recipients.txt");
+        std::fs::write(&recipients_file, recipients).unwrap();
+        Coalition {
+            identities,
+            identity_files,
+            recipients_file,
+        }
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `amanat serve` with data in `dir/data`; `limits` is the body of a
+    /// `[limits]` table.
+    pub fn start(dir: &Path, coalition: &Coalition, limits: &str) -> Server {
+        Self::start_with_data(dir, &dir.join("data"), coalition, limits)
+    }
+
+    pub fn start_with_data(
+        dir: &Path,
+        data_dir: &Path,
+        coalition: &Coalition,
+        limits: &str,
+    ) -> Server {
+        let config = dir.join("amanat.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n[limits]\n{limits}\n",
+                data_dir, coalition.recipients_file
+            ),
+        )
+        .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = spawn(&config, &log);
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            config,
+            log,
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to clean up, as on power loss.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.config, &self.log);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.data_dir.join("objects")
+    }
+
+    /// Object files in the store (not counting the temp directory).
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        files_in(&self.objects_dir())
+    }
+
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        files_in(&self.objects_dir().join("tmp"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(config: &Path, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("amanat starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let shared = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("address=").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+            let mut log = shared.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("server did not start; log:\n{}", log.lock().unwrap()));
+    (child, SocketAddr::from_str(&addr).unwrap())
+}
+
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Every file under `dir`, recursively.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+/// Polls for a condition the server reaches on its own (not a timing assumption: the
+/// deadline is only there so a broken server fails the test instead of hanging it).
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------- HTTP ----------
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The stable error code of a JSON refusal.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// A TCP connection from `CLIENT_IP`.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &SocketAddr::from_str(&format!("{CLIENT_IP}:0"))
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+}
+
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(connect(addr), method, path, headers, body).expect("the server answers")
+}
+
+/// One request on an open connection; errors (a reset, a killed server) are returned.
+pub fn try_request(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let addr = stream.peer_addr()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    try_read_response(&mut stream)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// Reads one response: status, headers, and a body by Content-Length or to the close.
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    try_read_response(stream).expect("a complete response")
+}
+
+pub fn try_read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').ok_or_else(|| bad("bad header"))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub struct Part {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+pub fn text(name: &str, value: &str) -> Part {
+    Part {
+        name: name.into(),
+        file_name: None,
+        content_type: None,
+        data: value.as_bytes().to_vec(),
+    }
+}
+
+pub fn file(name: &str, file_name: &str, content_type: &str, data: &[u8]) -> Part {
+    Part {
+        name: name.into(),
+        file_name: Some(file_name.into()),
+        content_type: Some(content_type.into()),
+        data: data.to_vec(),
+    }
+}
+
+pub const BOUNDARY: &str = "----amanat-test-boundary-7MA4YWxkTrZu0gW";
+
+/// The head of one part, up to and including the blank line before its data.
+pub fn part_head(part: &Part) -> Vec<u8> {
+    let mut head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"",
+        part.name
+    );
+    if let Some(f) = &part.file_name {
+        head.push_str(&format!("; filename=\"{f}\""));
+    }
+    head.push_str("\r\n");
+    if let Some(ct) = &part.content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+pub fn multipart_body(parts: &[Part]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(&part_head(part));
+        body.extend_from_slice(&part.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+pub fn multipart_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+pub fn post_multipart(addr: SocketAddr, path: &str, parts: &[Part]) -> Response {
+    let body = multipart_body(parts);
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", &multipart_type())],
+        &body,
+    )
+}
+
+// ---------- age ----------
+
+/// Decrypts with the age crate.
+pub fn decrypt(ciphertext: &[u8], identity: &age::x25519::Identity) -> Vec<u8> {
+    let decryptor = age::Decryptor::new(ciphertext).expect("an age file");
+    let mut out = Vec::new();
+    decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .expect("decrypts with this identity")
+        .read_to_end(&mut out)
+        .expect("the whole stream authenticates");
+    out
+}
+
+/// Decrypts with the stock `age` command-line tool (Debian's Go age).
+pub fn decrypt_with_age_cli(object: &Path, identity_file: &Path) -> Vec<u8> {
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity_file)
+        .arg(object)
+        .output()
+        .expect("the stock `age` tool is installed (apt-get install age)");
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+/// Deterministic pseudo-random bytes (xorshift) for test files.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Reads and decrypts a submission's manifest (the last object of a receipt).
+pub fn manifest(
+    server: &Server,
+    objects: &[String],
+    identity: &age::x25519::Identity,
+) -> serde_json::Value {
+    let id = objects.last().expect("the manifest is the last object");
+    let bytes = std::fs::read(server.objects_dir().join(id)).expect("manifest object stored");
+    serde_json::from_slice(&decrypt(&bytes, identity)).expect("manifest is JSON")
+}
+
+pub fn receipt_objects(receipt: &serde_json::Value) -> Vec<String> {
+    receipt["objects"]
+        .as_array()
+        .expect("objects in the receipt")
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `amanat` binary on a loopback port, real files, the stock
+//! `age` CLI, real SIGKILLs. One test binary so the suite links once.
+
+mod common;
+
+mod browser;
+mod crash;
+mod intake;
+mod keygen;
+mod limits;
+mod startup;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what the tests need (the
+# stock `age` tool, Chromium and its WebDriver), then checks formatting and lints and
+# runs every test. Run as root: it installs packages, and one test mounts a small
+# tmpfs to fill a disk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "$0" "$@"
+fi
+
+need=()
+command -v age >/dev/null || need+=(age)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --release --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --release --locked --no-fail-fast
+else
+    cargo test --release --locked --no-fail-fast
+fi
