@@ -146,7 +146,8 @@ impl IntakeError {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+/// Sizes as people read them: "2 GiB", "256 KiB".
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
     let mut unit = 0;

@@ -59,7 +59,7 @@ async fn index(intake: web::Data<Intake>) -> HttpResponse {
 
 async fn form(intake: web::Data<Intake>) -> HttpResponse {
     let limits = &intake.config.limits;
-    let max_size = format!("{} MiB", limits.max_submission_bytes / (1024 * 1024));
+    let max_size = super::error::human_bytes(limits.max_submission_bytes);
     html(
         FormPage {
             max_files: limits.max_files,

@@ -62,22 +62,7 @@ fn survivor_submits_testimony_and_photos_through_the_api_and_every_key_holder_de
 
     // Every object is on disk under the hash of its ciphertext, and every key holder
     // reads the same plaintext, with the age crate and with the stock age tool.
-    let mut plaintexts = Vec::new();
-    for object in &objects {
-        let path = server.objects_dir().join(object);
-        let ciphertext = std::fs::read(&path).unwrap();
-        assert_eq!(
-            &sha256_hex(&ciphertext),
-            object,
-            "object id is the ciphertext's SHA-256"
-        );
-        let first = decrypt(&ciphertext, &coalition.identities[0]);
-        for (identity, file) in coalition.identities.iter().zip(&coalition.identity_files) {
-            assert_eq!(decrypt(&ciphertext, identity), first);
-            assert_eq!(decrypt_with_age_cli(&path, file), first);
-        }
-        plaintexts.push(first);
-    }
+    let plaintexts = every_holder_reads(&server, &coalition, &objects);
     assert_eq!(plaintexts[0], photo, "the photo comes back bit for bit");
     assert_eq!(plaintexts[1], letter);
 
@@ -119,7 +104,7 @@ fn survivor_submits_testimony_and_photos_through_the_api_and_every_key_holder_de
 #[test]
 fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     let dir = tempfile::tempdir().unwrap();
-    let coalition = Coalition::new(dir.path(), 1);
+    let coalition = Coalition::new(dir.path(), 3);
     let server = Server::start(dir.path(), &coalition, "");
 
     let form = get(server.addr, "/submit");
@@ -140,7 +125,8 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
         "no cookies on the submit path"
     );
 
-    let photo = noise(300_000, 7);
+    let video = noise(5 * 1024 * 1024 + 17, 7);
+    let photo = noise(300_000, 8);
     // What a browser sends: every field, and an empty file part for an unused input.
     let response = post_multipart(
         server.addr,
@@ -151,41 +137,107 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
             text("when", "январь 2022"),
             text("where", ""),
             text("contact", ""),
+            file("evidence", "arrest.mp4", "video/mp4", &video),
             file("evidence", "scar.jpg", "image/jpeg", &photo),
             file("evidence", "", "application/octet-stream", b""),
         ],
     );
     assert_eq!(response.status, 200, "{}", response.text());
     let page = response.text();
-    assert!(
-        page.contains("class=\"codename\""),
+    assert!(response.header("set-cookie").is_none());
+    let codename = page
+        .split("id=\"codename\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    assert_eq!(
+        codename.split(' ').count(),
+        5,
         "the receipt page shows the codename"
     );
-    assert!(response.header("set-cookie").is_none());
+    let reference = page
+        .split("id=\"submission-id\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
 
-    // The stored submission: one photo and the manifest.
-    let files = server.object_files();
-    assert_eq!(files.len(), 2);
-    let mut manifest = None;
-    for path in &files {
-        let plain = decrypt(&std::fs::read(path).unwrap(), &coalition.identities[0]);
-        if plain == photo {
-            continue;
-        }
-        manifest = Some(serde_json::from_slice::<serde_json::Value>(&plain).unwrap());
-    }
-    let manifest = manifest.expect("a manifest object");
+    // Stored: two files and the manifest, each readable by every key holder.
+    let objects: Vec<String> = server
+        .object_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(objects.len(), 3);
+    let plaintexts = every_holder_reads(&server, &coalition, &objects);
+    let manifest = plaintexts
+        .iter()
+        .find_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .expect("a manifest object");
+    assert_eq!(manifest["submission"], reference);
     assert_eq!(manifest["origin"], "web");
     assert_eq!(manifest["language"], "en");
     assert_eq!(manifest["testimony"], "Они били меня дубинками в РОВД.");
-    assert_eq!(manifest["attachments"].as_array().unwrap().len(), 1);
-    assert_eq!(manifest["attachments"][0]["sha256"], sha256_hex(&photo));
-    let codename_shown = page
-        .split("class=\"codename\" id=\"codename\">")
-        .nth(1)
+    assert_eq!(
+        manifest["fields"],
+        serde_json::json!([{"name": "when", "value": "январь 2022"}]),
+        "skipped questions are not stored as answers"
+    );
+    let attachments = manifest["attachments"].as_array().unwrap();
+    assert_eq!(attachments.len(), 2);
+    for (attachment, original) in attachments.iter().zip([&video, &photo]) {
+        assert_eq!(attachment["sha256"], sha256_hex(original));
+        let object = attachment["object"].as_str().unwrap();
+        let index = objects
+            .iter()
+            .position(|o| o == object)
+            .expect("attachment stored");
+        assert_eq!(
+            &plaintexts[index], original,
+            "the file comes back bit for bit"
+        );
+    }
+}
+
+#[test]
+fn memory_stays_bounded_whatever_the_upload_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 3);
+    let server = Server::start(dir.path(), &coalition, "");
+    let size: usize = 300 << 20;
+    let head = part_head(&file("evidence", "long-video.mp4", "video/mp4", b""));
+    let testimony = multipart_body(&[text("testimony", "a long video")]);
+    let testimony = &testimony[..testimony.len() - BOUNDARY.len() - 6]; // without the closing
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let mut stream = connect(server.addr);
+    let length = testimony.len() + head.len() + size + tail.len();
+    stream
+        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
         .unwrap();
-    let codename_shown = codename_shown.split('<').next().unwrap();
-    assert_eq!(codename_shown.split(' ').count(), 5);
+    stream.write_all(testimony).unwrap();
+    stream.write_all(&head).unwrap();
+    let block = noise(1 << 20, 11);
+    for _ in 0..size >> 20 {
+        stream.write_all(&block).unwrap();
+    }
+    stream.write_all(tail.as_bytes()).unwrap();
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 201, "{}", response.text());
+    let peak = peak_memory_kib(server.pid());
+    println!("peak server memory after a 300 MiB upload: {peak} KiB");
+    assert!(
+        peak < 48 * 1024,
+        "server peak memory {peak} KiB for a 300 MiB upload"
+    );
+    let manifest = manifest(
+        &server,
+        &receipt_objects(&response.json()),
+        &coalition.identities[2],
+    );
+    assert_eq!(manifest["attachments"][0]["size"], size as u64);
 }
 
 #[test]
@@ -223,13 +275,10 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
     // Abandoned: the connection drops halfway through the photo.
     let body = multipart_body(&parts(TEXT_CANARY));
     let mut stream = connect(server.addr);
-    write!(
-        stream,
-        "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        multipart_type(),
-        body.len()
-    )
-    .unwrap();
+    let length = body.len();
+    stream
+        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
+        .unwrap();
     stream.write_all(&body[..body.len() * 2 / 3]).unwrap();
     drop(stream);
 

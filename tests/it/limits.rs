@@ -228,16 +228,10 @@ fn a_huge_upload_is_refused_without_being_read_to_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, SMALL_LIMITS);
-    let head = |framing: &str| {
-        format!(
-            "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\n{framing}\r\n\r\n",
-            multipart_type()
-        )
-    };
     let file_head = part_head(&file("evidence", "video.mp4", "video/mp4", b""));
 
     // Declared 2 GiB: refused before the body is read at all.
-    let declared = head("Content-Length: 2147483648");
+    let declared = upload_head("Content-Length: 2147483648");
     let first = file_head.clone();
     let body = std::iter::once(first).chain(std::iter::repeat(vec![0u8; 65536]));
     let (response, sent) = stream_until_answered(&server, &declared, body);
@@ -248,7 +242,7 @@ fn a_huge_upload_is_refused_without_being_read_to_the_end() {
     );
 
     // Chunked, so the size is unknown until it is crossed: refused once past 1 MiB.
-    let streamed = head("Transfer-Encoding: chunked");
+    let streamed = upload_head("Transfer-Encoding: chunked");
     let body = std::iter::once(chunked(file_head))
         .chain(std::iter::repeat_with(|| chunked(noise(65536, 9))));
     let (response, sent) = stream_until_answered(&server, &streamed, body);
@@ -272,13 +266,10 @@ fn a_stalled_upload_is_refused_and_forgotten() {
         file("evidence", "a.jpg", "image/jpeg", &noise(500_000, 5)),
     ]);
     let mut stream = connect(server.addr);
-    write!(
-        stream,
-        "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        multipart_type(),
-        body.len()
-    )
-    .unwrap();
+    let length = body.len();
+    stream
+        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
+        .unwrap();
     stream.write_all(&body[..300_000]).unwrap();
     // Then nothing more: the server gives up after idle_timeout_secs (1 s).
     let response = read_response(&mut stream);

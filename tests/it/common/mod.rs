@@ -93,6 +93,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Everything the server has logged so far.
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -401,6 +405,15 @@ pub fn multipart_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
+/// The head of a multipart upload to the API whose body the caller streams itself;
+/// `framing` is `Content-Length: N` or `Transfer-Encoding: chunked`.
+pub fn upload_head(framing: &str) -> String {
+    format!(
+        "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\n{framing}\r\n\r\n",
+        multipart_type()
+    )
+}
+
 pub fn post_multipart(addr: SocketAddr, path: &str, parts: &[Part]) -> Response {
     let body = multipart_body(parts);
     request(
@@ -470,6 +483,41 @@ pub fn manifest(
     let id = objects.last().expect("the manifest is the last object");
     let bytes = std::fs::read(server.objects_dir().join(id)).expect("manifest object stored");
     serde_json::from_slice(&decrypt(&bytes, identity)).expect("manifest is JSON")
+}
+
+/// Checks that every key holder reads each object identically, with the age crate and
+/// with the stock `age` tool, and that each object's id is its ciphertext's SHA-256.
+/// Returns the plaintexts in the order given.
+pub fn every_holder_reads(
+    server: &Server,
+    coalition: &Coalition,
+    objects: &[String],
+) -> Vec<Vec<u8>> {
+    objects
+        .iter()
+        .map(|object| {
+            let path = server.objects_dir().join(object);
+            let ciphertext = std::fs::read(&path).expect("object stored");
+            assert_eq!(
+                &sha256_hex(&ciphertext),
+                object,
+                "object id is the ciphertext's SHA-256"
+            );
+            let plaintext = decrypt(&ciphertext, &coalition.identities[0]);
+            for (identity, file) in coalition.identities.iter().zip(&coalition.identity_files) {
+                assert_eq!(decrypt(&ciphertext, identity), plaintext);
+                assert_eq!(decrypt_with_age_cli(&path, file), plaintext);
+            }
+            plaintext
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process, in KiB (VmHWM).
+pub fn peak_memory_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 pub fn receipt_objects(receipt: &serde_json::Value) -> Vec<String> {
