@@ -99,6 +99,17 @@ impl Browser {
         found[ELEMENT].as_str().unwrap().to_string()
     }
 
+    fn exists(&self, css: &str) -> bool {
+        let found = self.session_call(
+            "POST",
+            "/elements",
+            json!({"using": "css selector", "value": css}),
+        );
+        found
+            .as_array()
+            .is_some_and(|elements| !elements.is_empty())
+    }
+
     fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css);
         self.session_call(
@@ -158,6 +169,8 @@ fn survivor_sends_a_photo_from_a_browser_without_javascript() {
     browser.type_into("#evidence", photo_path.to_str().unwrap());
     browser.click("button[type=submit]");
 
+    // The upload runs after the click returns; the old page stays until the answer.
+    wait_until("the receipt page is shown", || browser.exists("#codename"));
     let codename = browser.text_of("#codename");
     assert_eq!(
         codename.split_whitespace().count(),
