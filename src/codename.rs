@@ -12,9 +12,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-const CONSONANTS: [char; 13] = [
-    'b', 'd', 'f', 'g', 'k', 'l', 'm', 'n', 'r', 's', 't', 'v', 'z',
-];
+const CONSONANTS: [char; 13] = ['b', 'd', 'f', 'g', 'k', 'l', 'm', 'n', 'r', 's', 't', 'v', 'z'];
 const VOWELS: [char; 5] = ['a', 'e', 'i', 'o', 'u'];
 const SYLLABLES: usize = CONSONANTS.len() * VOWELS.len();
 pub const WORDS: usize = 5;
@@ -148,9 +146,6 @@ mod tests {
             counts[uniform_index(&rng, SYLLABLES)] += 1;
         }
         // Expected 1000 each; plain modulo of a byte would give the last 4 about 760.
-        assert!(
-            counts.iter().all(|&c| (850..1150).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
     }
 }

@@ -142,10 +142,7 @@ mod tests {
         assert_eq!(shipped.listen, d.listen);
         assert_eq!(shipped.data_dir, d.data_dir);
         assert_eq!(shipped.recipients, d.recipients);
-        assert_eq!(
-            shipped.limits.max_submission_bytes,
-            d.limits.max_submission_bytes
-        );
+        assert_eq!(shipped.limits.max_submission_bytes, d.limits.max_submission_bytes);
         assert_eq!(shipped.limits.max_files, d.limits.max_files);
         assert_eq!(shipped.limits.max_text_bytes, d.limits.max_text_bytes);
         assert_eq!(shipped.limits.max_fields, d.limits.max_fields);

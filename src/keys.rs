@@ -30,8 +30,9 @@ impl fmt::Display for KeyError {
         match self {
             KeyError::Unreadable(p, e) => write!(
                 f,
-                "cannot read the recipients file {}: {e}. Put the coalition's public keys \
-                 (age1...) there, one per line, or set `recipients` in the configuration.",
+                "cannot read {}: {e}. The recipients file must hold the coalition's public \
+                 keys (age1...), one per line, and every file beside it must be readable \
+                 (amanat checks that none is a secret key).",
                 p.display()
             ),
             KeyError::NotARecipient { path, line } => write!(
@@ -66,20 +67,13 @@ impl Recipients {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KeyError::Unreadable(path.to_path_buf(), e))?;
         if let Some(dir) = path.parent() {
-            refuse_secret_keys(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            })?;
+            refuse_secret_keys(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?;
         }
         let recipients = Self::parse(&text).map_err(|line| {
             if looks_secret(text.as_bytes()) {
                 KeyError::SecretKeyPresent(path.to_path_buf())
             } else {
-                KeyError::NotARecipient {
-                    path: path.to_path_buf(),
-                    line,
-                }
+                KeyError::NotARecipient { path: path.to_path_buf(), line }
             }
         })?;
         if recipients.keys.is_empty() {
@@ -101,10 +95,8 @@ impl Recipients {
         let mut canonical: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         canonical.sort();
         canonical.dedup();
-        let fingerprint = hex::encode(digest::digest(
-            &digest::SHA256,
-            canonical.join("\n").as_bytes(),
-        ));
+        let fingerprint =
+            hex::encode(digest::digest(&digest::SHA256, canonical.join("\n").as_bytes()));
         Ok(Recipients { keys, fingerprint })
     }
 
@@ -131,11 +123,7 @@ impl Recipients {
 /// True when bytes look like an age identity: a bare secret key, or an age file
 /// (binary or armored), which is how passphrase-protected identities are stored.
 fn looks_secret(bytes: &[u8]) -> bool {
-    let has = |needle: &[u8]| {
-        bytes
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
     has(b"AGE-SECRET-KEY-")
         || bytes.starts_with(b"age-encryption.org/v1")
         || has(b"-----BEGIN AGE ENCRYPTED FILE-----")
@@ -143,21 +131,27 @@ fn looks_secret(bytes: &[u8]) -> bool {
 
 fn refuse_secret_keys(dir: &Path) -> Result<(), KeyError> {
     let mut pending = vec![dir.to_path_buf()];
+    let mut visited = 0;
     while let Some(dir) = pending.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| KeyError::Unreadable(dir.clone(), e))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
+        for entry in entries {
+            let path = entry.map_err(|e| KeyError::Unreadable(dir.clone(), e))?.path();
+            visited += 1;
+            if visited > 10_000 {
+                break;
+            }
+            // Follow links: a link to an identity is an identity in keys/.
+            let meta =
+                std::fs::metadata(&path).map_err(|e| KeyError::Unreadable(path.clone(), e))?;
+            if meta.is_dir() {
                 pending.push(path);
-            } else if kind.is_file() {
+            } else if meta.is_file() {
+                // A file we cannot read could be a key: refuse rather than guess.
                 let mut head = Vec::new();
-                // Identity files are small; 1 MiB is plenty and bounds the scan.
-                let read =
-                    std::fs::File::open(&path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
-                if read.is_ok() && looks_secret(&head) {
+                std::fs::File::open(&path)
+                    .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
+                    .map_err(|e| KeyError::Unreadable(path.clone(), e))?;
+                if looks_secret(&head) {
                     return Err(KeyError::SecretKeyPresent(path));
                 }
             }
@@ -182,18 +176,13 @@ pub fn generate_identity(label: &str) -> NewIdentity {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let mut text = Zeroizing::new(String::new());
-    text.push_str(&format!(
-        "# created: {created}\n# public key: {recipient}\n"
-    ));
+    text.push_str(&format!("# created: {created}\n# public key: {recipient}\n"));
     if !label.is_empty() {
         text.push_str(&format!("# {label}\n"));
     }
     text.push_str(identity.to_string().expose_secret());
     text.push('\n');
-    NewIdentity {
-        file_text: text,
-        recipient,
-    }
+    NewIdentity { file_text: text, recipient }
 }
 
 /// Encrypts an identity file with a passphrase (age's scrypt recipient, ASCII-armored),
@@ -292,10 +281,7 @@ mod tests {
         // Same set in another order: same fingerprint.
         let again = Recipients::parse(&format!("{b}\n{a}\n")).unwrap();
         assert_eq!(ok.fingerprint(), again.fingerprint());
-        assert_eq!(
-            Recipients::parse(&format!("{a}\nnot-a-key\n")).err(),
-            Some(2)
-        );
+        assert_eq!(Recipients::parse(&format!("{a}\nnot-a-key\n")).err(), Some(2));
     }
 
     #[test]
@@ -314,27 +300,10 @@ mod tests {
 
     #[test]
     fn reply_identity_is_stable_and_depends_on_codename_and_secret() {
-        let a = reply_identity(b"secret-one", "bafokimudero")
-            .to_public()
-            .to_string();
-        assert_eq!(
-            a,
-            reply_identity(b"secret-one", "bafokimudero")
-                .to_public()
-                .to_string()
-        );
-        assert_ne!(
-            a,
-            reply_identity(b"secret-one", "bafokimuderu")
-                .to_public()
-                .to_string()
-        );
-        assert_ne!(
-            a,
-            reply_identity(b"secret-two", "bafokimudero")
-                .to_public()
-                .to_string()
-        );
+        let a = reply_identity(b"secret-one", "bafokimudero").to_public().to_string();
+        assert_eq!(a, reply_identity(b"secret-one", "bafokimudero").to_public().to_string());
+        assert_ne!(a, reply_identity(b"secret-one", "bafokimuderu").to_public().to_string());
+        assert_ne!(a, reply_identity(b"secret-two", "bafokimudero").to_public().to_string());
         assert!(a.starts_with("age1"));
     }
 }

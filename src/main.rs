@@ -11,11 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "amanat",
-    version,
-    about = "Secure intake for testimony and evidence"
-)]
+#[command(name = "amanat", version, about = "Secure intake for testimony and evidence")]
 struct Cli {
     /// Configuration file (default: config/amanat.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -54,11 +50,9 @@ fn main() -> ExitCode {
             init_logging(&config.log_level);
             amanat::serve::run(config)
         }),
-        Command::Keygen {
-            out,
-            no_passphrase,
-            passphrase_file,
-        } => keygen(&out, no_passphrase, passphrase_file.as_deref()),
+        Command::Keygen { out, no_passphrase, passphrase_file } => {
+            keygen(&out, no_passphrase, passphrase_file.as_deref())
+        }
         Command::Demo { listen } => demo(listen),
     };
     match result {
@@ -75,15 +69,9 @@ fn init_logging(level: &str) {
     use tracing_subscriber::prelude::*;
     let level = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
     // Our own events at the chosen level; libraries only when something is wrong.
-    let filter = Targets::new()
-        .with_target("amanat", level)
-        .with_default(LevelFilter::WARN);
+    let filter = Targets::new().with_target("amanat", level).with_default(LevelFilter::WARN);
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
         .with(filter)
         .init();
 }
@@ -101,10 +89,7 @@ fn keygen(out: &Path, no_passphrase: bool, passphrase_file: Option<&Path>) -> Re
             .map_err(|e| format!("cannot encrypt the identity: {e}"))?
     };
     write_private_file(out, &contents)?;
-    eprintln!(
-        "Wrote the identity to {}. Keep it offline; losing it loses access.",
-        out.display()
-    );
+    eprintln!("Wrote the identity to {}. Keep it offline; losing it loses access.", out.display());
     println!("{}", identity.recipient);
     Ok(())
 }
@@ -123,11 +108,9 @@ fn read_passphrase_file(path: &Path) -> Result<SecretString, String> {
 
 fn prompt_new_passphrase() -> Result<SecretString, String> {
     if !std::io::stdin().is_terminal() {
-        return Err(
-            "no terminal to ask for a passphrase: use --passphrase-file FILE, or \
+        return Err("no terminal to ask for a passphrase: use --passphrase-file FILE, or \
                     --no-passphrase on an encrypted machine"
-                .into(),
-        );
+            .into());
     }
     let first = zeroize::Zeroizing::new(
         rpassword::prompt_password("Passphrase for the new identity: ")
@@ -152,10 +135,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| {
-            format!(
-                "cannot create {}: {e} (an existing file is never overwritten)",
-                path.display()
-            )
+            format!("cannot create {}: {e} (an existing file is never overwritten)", path.display())
         })?;
     file.write_all(contents)
         .and_then(|()| file.sync_all())

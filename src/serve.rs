@@ -13,14 +13,9 @@ pub type StartError = String;
 pub fn run(config: Config) -> Result<(), StartError> {
     let recipients = Recipients::load(&config.recipients).map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot open the data directory {}: {e}",
-            config.data_dir.display()
-        )
+        format!("cannot open the data directory {}: {e}", config.data_dir.display())
     })?;
-    let swept = store
-        .sweep()
-        .map_err(|e| format!("start-up sweep failed: {e}"))?;
+    let swept = store.sweep().map_err(|e| format!("start-up sweep failed: {e}"))?;
     tracing::info!(
         recipients = recipients.len(),
         submissions = store.submission_count(),
@@ -28,11 +23,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         swept_orphan_objects = swept.orphan_objects,
         "store ready"
     );
-    let intake = Intake {
-        config,
-        recipients,
-        store: Arc::new(store),
-    };
+    let intake = Intake { config, recipients, store: Arc::new(store) };
     actix_web::rt::System::new()
         .block_on(intake::serve(intake))
         .map_err(|e| format!("server failed: {e}"))

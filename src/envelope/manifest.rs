@@ -3,7 +3,7 @@
 //! plaintext hashes exist, and it is only ever plaintext in memory.
 
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 pub const MANIFEST_SCHEMA: &str = "amanat/manifest/v1";
 
@@ -33,6 +33,28 @@ pub struct Manifest {
     /// The other answers, in the order they were given.
     pub fields: Vec<TextField>,
     pub attachments: Vec<Attachment>,
+}
+
+impl Manifest {
+    /// The JSON to seal, in a buffer sized exactly once and wiped on drop (serializing
+    /// into a growing Vec would leave unwiped copies behind).
+    pub fn to_plaintext(&self) -> std::io::Result<Zeroizing<Vec<u8>>> {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, self).map_err(std::io::Error::other)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(count.0));
+        serde_json::to_writer(&mut *out, self).map_err(std::io::Error::other)?;
+        Ok(out)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]

@@ -12,7 +12,7 @@ pub use manifest::{Attachment, Manifest, Origin, TextField, MANIFEST_SCHEMA};
 use crate::keys::Recipients;
 use ring::digest;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 /// Hex SHA-256 of an object's ciphertext.
 #[derive(
@@ -24,10 +24,8 @@ pub struct ObjectId(String);
 impl ObjectId {
     /// Accepts exactly 64 lowercase hex digits, so an id is always safe as a file name.
     pub fn parse(s: &str) -> Option<ObjectId> {
-        (s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| ObjectId(s.to_string()))
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| ObjectId(s.to_string()))
     }
 
     /// The id of the given ciphertext bytes.
@@ -81,11 +79,7 @@ impl<W: Write> Sealer<W> {
         let encryptor = age::Encryptor::with_recipients(recipients.as_age())
             .map_err(|e| io::Error::other(e.to_string()))?;
         let stream = encryptor.wrap_output(HashingWriter::new(out))?;
-        Ok(Sealer {
-            stream,
-            plaintext: digest::Context::new(&digest::SHA256),
-            plaintext_len: 0,
-        })
+        Ok(Sealer { stream, plaintext: digest::Context::new(&digest::SHA256), plaintext_len: 0 })
     }
 
     pub fn write(&mut self, plaintext: &[u8]) -> io::Result<()> {
@@ -122,6 +116,124 @@ pub fn seal_bytes<W: Write>(
     sealer.finish()
 }
 
+/// What opening one object proved.
+#[derive(Clone, Debug)]
+pub struct OpenedObject {
+    /// The id its bytes hash to (compare with the id it was stored under).
+    pub id: ObjectId,
+    pub plaintext_len: u64,
+    pub plaintext_sha256: String,
+}
+
+/// Why an object could not be opened. Never carries plaintext.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Not an age file, or a header we cannot parse.
+    Header(String),
+    /// None of the given identities is a recipient of this object.
+    NoMatchingIdentity,
+    /// The encrypted payload failed authentication: altered or truncated.
+    Payload(String),
+    /// Writing the plaintext failed.
+    Output(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Header(e) => write!(f, "not a valid age object ({e})"),
+            OpenError::NoMatchingIdentity => {
+                write!(f, "none of the given identities can decrypt it (wrong key?)")
+            }
+            OpenError::Payload(e) => {
+                write!(f, "its encrypted content is altered or cut short ({e})")
+            }
+            OpenError::Output(e) => write!(f, "cannot write the decrypted content: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Decrypts one object, streaming, while hashing both sides: the one decryption
+/// function of amanat (reviewer, verification, replies). Plaintext is written to
+/// `plaintext` as it is authenticated chunk by chunk; on error the caller must discard
+/// what was written.
+pub fn open_object<R: Read, W: Write>(
+    ciphertext: R,
+    identities: &[age::x25519::Identity],
+    mut plaintext: W,
+) -> Result<(W, OpenedObject), OpenError> {
+    let mut input = io::BufReader::with_capacity(256 * 1024, HashingReader::new(ciphertext));
+    let decryptor =
+        age::Decryptor::new_buffered(&mut input).map_err(|e| OpenError::Header(e.to_string()))?;
+    let mut stream = decryptor
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => OpenError::NoMatchingIdentity,
+            other => OpenError::Header(other.to_string()),
+        })?;
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                zeroize::Zeroize::zeroize(&mut buf);
+                return Err(OpenError::Payload(e.to_string()));
+            }
+        };
+        hash.update(&buf[..n]);
+        len += n as u64;
+        plaintext.write_all(&buf[..n]).map_err(OpenError::Output)?;
+    }
+    zeroize::Zeroize::zeroize(&mut buf);
+    drop(stream);
+    // Whatever follows the final age chunk is not part of the object: refuse it.
+    let mut rest = [0u8; 1];
+    if input.read(&mut rest).map_err(|e| OpenError::Payload(e.to_string()))? != 0 {
+        return Err(OpenError::Payload("trailing data after the end of the object".into()));
+    }
+    let (ciphertext_sha256, _) = input.into_inner().finish();
+    Ok((
+        plaintext,
+        OpenedObject {
+            id: ObjectId(hex::encode(ciphertext_sha256)),
+            plaintext_len: len,
+            plaintext_sha256: hex::encode(hash.finish()),
+        },
+    ))
+}
+
+/// Reads bytes through while computing their SHA-256 and length.
+struct HashingReader<R> {
+    inner: R,
+    hash: digest::Context,
+    len: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader { inner, hash: digest::Context::new(&digest::SHA256), len: 0 }
+    }
+
+    fn finish(self) -> (digest::Digest, u64) {
+        (self.hash.finish(), self.len)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 /// Passes bytes through while computing their SHA-256 and length.
 struct HashingWriter<W> {
     inner: W,
@@ -131,11 +243,7 @@ struct HashingWriter<W> {
 
 impl<W> HashingWriter<W> {
     fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hash: digest::Context::new(&digest::SHA256),
-            len: 0,
-        }
+        HashingWriter { inner, hash: digest::Context::new(&digest::SHA256), len: 0 }
     }
 
     fn finish(self) -> (W, digest::Digest, u64) {

@@ -12,6 +12,8 @@ pub enum IntakeError {
     /// All text fields together passed `limits.max_text_bytes`.
     TextTooLarge,
     TooManyFields,
+    /// A part's headers did not fit the multipart parser's buffer.
+    PartHeadersTooLarge,
     NotMultipart,
     MalformedMultipart,
     NestedMultipart,
@@ -38,6 +40,7 @@ impl IntakeError {
             TooManyFiles => "too_many_files",
             TextTooLarge => "text_too_large",
             TooManyFields => "too_many_fields",
+            PartHeadersTooLarge => "part_headers_too_large",
             NotMultipart => "not_multipart",
             MalformedMultipart => "malformed_multipart",
             NestedMultipart => "nested_multipart",
@@ -58,9 +61,8 @@ impl IntakeError {
     pub fn status(self) -> StatusCode {
         use IntakeError::*;
         match self {
-            SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields
+            | PartHeadersTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
             | UnexpectedFile | InvalidUtf8 | TestimonyMissing | DuplicateTestimony
@@ -93,10 +95,13 @@ impl IntakeError {
                  (limits.max_text_bytes). Shorten it, or attach it as a file.",
                 human_bytes(limits.max_text_bytes as u64)
             ),
-            TooManyFields => format!(
-                "Too many form fields: at most {} (limits.max_fields).",
-                limits.max_fields
-            ),
+            TooManyFields => {
+                format!("Too many form fields: at most {} (limits.max_fields).", limits.max_fields)
+            }
+            PartHeadersTooLarge => "A part of the form has headers that are too long \
+                                    (a file name of many kilobytes?). Rename the file and send \
+                                    again."
+                .into(),
             NotMultipart => {
                 "The request must be sent as multipart/form-data, as a web form with files is."
                     .into()

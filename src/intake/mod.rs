@@ -102,22 +102,19 @@ async fn log_request(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    // Only standard methods by name: an invented one is client text.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m.to_string(),
+        _ => "OTHER".to_string(),
+    };
     let bytes_in = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let response = next.call(req).await?;
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
-    let code = response
-        .response()
-        .extensions()
-        .get::<LoggedCode>()
-        .map(|c| c.0);
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    let code = response.response().extensions().get::<LoggedCode>().map(|c| c.0);
     let bytes_out = match response.response().body().size() {
         actix_web::body::BodySize::Sized(n) => Some(n),
         _ => None,
@@ -139,8 +136,6 @@ async fn log_request(
 /// upload is never read, and an unread body cannot confuse the next request.
 fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
     response.extensions_mut().insert(LoggedCode(error.code()));
-    response
-        .head_mut()
-        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     response
 }

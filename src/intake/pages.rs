@@ -49,24 +49,13 @@ struct ErrorPage<'a> {
 }
 
 async fn index(intake: web::Data<Intake>) -> HttpResponse {
-    html(
-        IndexPage {
-            recipients: intake.recipients.len(),
-        }
-        .render(),
-    )
+    html(IndexPage { recipients: intake.recipients.len() }.render())
 }
 
 async fn form(intake: web::Data<Intake>) -> HttpResponse {
     let limits = &intake.config.limits;
     let max_size = super::error::human_bytes(limits.max_submission_bytes);
-    html(
-        FormPage {
-            max_files: limits.max_files,
-            max_size: &max_size,
-        }
-        .render(),
-    )
+    html(FormPage { max_files: limits.max_files, max_size: &max_size }.render())
 }
 
 async fn submit(
@@ -91,32 +80,22 @@ async fn submit(
 }
 
 async fn stylesheet() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .body(STYLESHEET)
+    HttpResponse::Ok().content_type("text/css; charset=utf-8").body(STYLESHEET)
 }
 
 pub fn error_page(intake: &Intake, error: IntakeError) -> HttpResponse {
     let message = error.message(&intake.config.limits);
-    let page = ErrorPage {
-        status: error.status().as_u16(),
-        code: error.code(),
-        message: &message,
-    };
+    let page = ErrorPage { status: error.status().as_u16(), code: error.code(), message: &message };
     let body = page.render().unwrap_or_else(|_| message.clone());
     refusal(
-        HttpResponse::build(error.status())
-            .content_type("text/html; charset=utf-8")
-            .body(body),
+        HttpResponse::build(error.status()).content_type("text/html; charset=utf-8").body(body),
         error,
     )
 }
 
 fn html(rendered: askama::Result<String>) -> HttpResponse {
     match rendered {
-        Ok(body) => HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body(body),
+        Ok(body) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body),
         Err(e) => {
             tracing::error!(error = %e, "page rendering failed");
             HttpResponse::InternalServerError().finish()

@@ -51,7 +51,12 @@ struct AbandonOnDrop(PendingObjects);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        self.0.abandon();
+        // If this request's commit is flushing right now, waiting for it would stall
+        // every connection on this async thread: finish the job on a blocking thread.
+        if !self.0.try_abandon() {
+            let pending = self.0.clone();
+            actix_web::rt::task::spawn_blocking(move || pending.abandon());
+        }
     }
 }
 
@@ -83,18 +88,12 @@ pub async fn receive(
     let codename = codename::Codename::generate(store.rng());
     let normalized = codename.normalized();
     let case_tag = codename::tag(store.instance_secret(), &normalized);
-    let reply_recipient = keys::reply_identity(store.instance_secret(), &normalized)
-        .to_public()
-        .to_string();
+    let reply_recipient =
+        keys::reply_identity(store.instance_secret(), &normalized).to_public().to_string();
     drop(normalized);
 
-    let Received {
-        testimony,
-        language,
-        fields,
-        attachments,
-        attachment_ciphertext_bytes,
-    } = received;
+    let Received { testimony, language, fields, attachments, attachment_ciphertext_bytes } =
+        received;
     let language = language.unwrap_or_else(|| page_language.to_string());
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
@@ -111,15 +110,12 @@ pub async fn receive(
     let recipients = intake.recipients.clone();
     let pending = guard.0.clone();
     let (record, objects) = blocking(move || {
-        let plaintext = Zeroizing::new(serde_json::to_vec(&manifest).map_err(io::Error::other)?);
+        let plaintext = manifest.to_plaintext()?;
         let (temp, file) = store.create_temp()?;
         let (file, sealed) = envelope::seal_bytes(&recipients, &plaintext, file)?;
         temp.persist(file, &sealed.id, &pending)?;
-        let attachments: Vec<String> = manifest
-            .attachments
-            .iter()
-            .map(|a| a.object.clone())
-            .collect();
+        let attachments: Vec<String> =
+            manifest.attachments.iter().map(|a| a.object.clone()).collect();
         let record = SubmissionRecord {
             id: manifest.submission.clone(),
             received_at: manifest.received_at.clone(),
@@ -129,10 +125,7 @@ pub async fn receive(
             recipients: recipients.fingerprint().to_string(),
             case: manifest.submission.clone(),
         };
-        let case = CaseRecord {
-            case: record.case.clone(),
-            reply_recipient,
-        };
+        let case = CaseRecord { case: record.case.clone(), reply_recipient };
         store.commit(&pending, &record, &case_tag, &case)?;
         let mut objects = attachments;
         objects.push(record.manifest.clone());
@@ -140,12 +133,7 @@ pub async fn receive(
     })
     .await?;
 
-    Ok(Accepted {
-        id: record.id,
-        codename,
-        received_at: record.received_at,
-        objects,
-    })
+    Ok(Accepted { id: record.id, codename, received_at: record.received_at, objects })
 }
 
 async fn read_parts(
@@ -163,6 +151,9 @@ async fn read_parts(
         attachment_ciphertext_bytes: 0,
     };
     let mut text_bytes = 0usize;
+    // One buffer for every text field, sized once: growing a Vec would leave unwiped
+    // copies of the testimony in freed memory.
+    let mut text_buffer = Zeroizing::new(Vec::new());
     let mut file_bytes = 0u64;
     let mut parts = 0usize;
     let mut seen_testimony = false;
@@ -173,10 +164,7 @@ async fn read_parts(
         if parts > limits.max_fields + limits.max_files {
             return Err(IntakeError::TooManyFields);
         }
-        let name = field
-            .name()
-            .ok_or(IntakeError::FieldWithoutName)?
-            .to_string();
+        let name = field.name().ok_or(IntakeError::FieldWithoutName)?.to_string();
         if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
             return Err(IntakeError::InvalidFieldName);
         }
@@ -217,7 +205,12 @@ async fn read_parts(
         if text_fields > limits.max_fields {
             return Err(IntakeError::TooManyFields);
         }
-        let value = read_text(&mut field, idle, limits.max_text_bytes, &mut text_bytes).await?;
+        if text_buffer.capacity() == 0 {
+            text_buffer.reserve_exact(limits.max_text_bytes);
+        }
+        let value =
+            read_text(&mut field, idle, limits.max_text_bytes, &mut text_bytes, &mut text_buffer)
+                .await?;
         match name.as_str() {
             TESTIMONY_FIELD if seen_testimony => return Err(IntakeError::DuplicateTestimony),
             TESTIMONY_FIELD => {
@@ -229,10 +222,7 @@ async fn read_parts(
             }
             // A skipped question is not an answer.
             _ if value.trim().is_empty() => {}
-            _ => received.fields.push(TextField {
-                name,
-                value: value.to_string(),
-            }),
+            _ => received.fields.push(TextField { name, value: value.to_string() }),
         }
     }
     Ok(received)
@@ -283,10 +273,8 @@ async fn receive_file(
     // On error, dropping the sender without `End` makes the worker delete its file.
     drop(tx);
     sent?;
-    let sealed = worker
-        .await
-        .map_err(|_| IntakeError::Internal)?
-        .map_err(|e| IntakeError::from_io(&e))?;
+    let sealed =
+        worker.await.map_err(|_| IntakeError::Internal)?.map_err(|e| IntakeError::from_io(&e))?;
     let ciphertext_len = sealed.ciphertext_len;
     Ok((sealed, ciphertext_len))
 }
@@ -316,10 +304,7 @@ fn seal_stream(
             }
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::Interrupted,
-        "upload abandoned",
-    ))
+    Err(io::Error::new(io::ErrorKind::Interrupted, "upload abandoned"))
 }
 
 async fn read_text(
@@ -327,8 +312,9 @@ async fn read_text(
     idle: Duration,
     max_text_bytes: usize,
     text_bytes: &mut usize,
+    buf: &mut Zeroizing<Vec<u8>>,
 ) -> Result<Zeroizing<String>, IntakeError> {
-    let mut buf = Zeroizing::new(Vec::new());
+    buf.clear();
     while let Some(chunk) = within(idle, field.next()).await? {
         let chunk = chunk.map_err(multipart_error)?;
         *text_bytes += chunk.len();
@@ -337,20 +323,15 @@ async fn read_text(
         }
         buf.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(std::mem::take(&mut *buf)).map_err(|e| {
-        // Wipe the rejected bytes too.
-        let mut bytes = e.into_bytes();
-        zeroize::Zeroize::zeroize(&mut bytes);
-        IntakeError::InvalidUtf8
-    })?;
-    Ok(Zeroizing::new(text))
+    let text = std::str::from_utf8(buf).map_err(|_| IntakeError::InvalidUtf8)?;
+    let value = Zeroizing::new(text.to_string());
+    zeroize::Zeroize::zeroize(&mut buf[..]);
+    Ok(value)
 }
 
 /// Awaits the next piece of the upload, or refuses when it does not come in time.
 async fn within<T>(idle: Duration, next: impl Future<Output = T>) -> Result<T, IntakeError> {
-    tokio::time::timeout(idle, next)
-        .await
-        .map_err(|_| IntakeError::UploadStalled)
+    tokio::time::timeout(idle, next).await.map_err(|_| IntakeError::UploadStalled)
 }
 
 fn multipart_error(e: MultipartError) -> IntakeError {
@@ -360,6 +341,9 @@ fn multipart_error(e: MultipartError) -> IntakeError {
         | MultipartError::ContentTypeIncompatible => IntakeError::NotMultipart,
         MultipartError::Nested => IntakeError::NestedMultipart,
         MultipartError::ContentDispositionNameMissing => IntakeError::FieldWithoutName,
+        MultipartError::Payload(actix_web::error::PayloadError::Overflow) => {
+            IntakeError::PartHeadersTooLarge
+        }
         MultipartError::Incomplete | MultipartError::Payload(_) => IntakeError::IncompleteUpload,
         _ => IntakeError::MalformedMultipart,
     }

@@ -19,19 +19,8 @@ pub struct TempObject {
 impl TempObject {
     pub(super) fn create(tmp: &Path, objects: &Path, name: &str) -> io::Result<(TempObject, File)> {
         let path = tmp.join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        Ok((
-            TempObject {
-                path,
-                objects: objects.to_path_buf(),
-                persisted: false,
-            },
-            file,
-        ))
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        Ok((TempObject { path, objects: objects.to_path_buf(), persisted: false }, file))
     }
 
     /// Makes the object durable under its id and hands it to `pending` (the request it
@@ -46,10 +35,7 @@ impl TempObject {
         drop(file);
         let mut state = pending.lock();
         if state.status != Status::Open {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "request was abandoned",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
         let target = self.objects.join(id.as_str());
         fs::rename(&self.path, &target)?;
@@ -89,32 +75,58 @@ enum Status {
 
 impl PendingObjects {
     fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs the commit; on success the objects are no longer pending.
-    pub(super) fn commit_with(&self, commit: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    /// Runs the commit; on success the objects are no longer pending. The commit reports
+    /// with its error whether the record may nonetheless have been applied, in which case
+    /// the objects are kept (never delete what a record may point to).
+    pub(super) fn commit_with(
+        &self,
+        commit: impl FnOnce() -> Result<(), (io::Error, bool)>,
+    ) -> io::Result<()> {
         let mut state = self.lock();
         if state.status != Status::Open {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "request was abandoned",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
-        commit()?;
-        state.status = Status::Committed;
-        state.paths.clear();
-        Ok(())
+        let (result, applied) = match commit() {
+            Ok(()) => (Ok(()), true),
+            Err((e, applied)) => (Err(e), applied),
+        };
+        if applied {
+            state.status = Status::Committed;
+            state.paths.clear();
+        }
+        result
     }
 
     /// Deletes every uncommitted object now (called by the owning request's guard).
+    /// Waits for a commit in progress, so call it off the async threads.
     pub fn abandon(&self) {
-        let mut state = self.lock();
-        if state.status == Status::Open {
-            state.status = Status::Abandoned;
-            for path in state.paths.drain(..) {
+        self.lock().abandon();
+    }
+
+    /// `abandon` if that needs no waiting; false when a commit holds the lock.
+    pub fn try_abandon(&self) -> bool {
+        match self.0.try_lock() {
+            Ok(mut state) => {
+                state.abandon();
+                true
+            }
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().abandon();
+                true
+            }
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+}
+
+impl PendingState {
+    fn abandon(&mut self) {
+        if self.status == Status::Open {
+            self.status = Status::Abandoned;
+            for path in self.paths.drain(..) {
                 let _ = fs::remove_file(path);
             }
         }

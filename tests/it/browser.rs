@@ -17,11 +17,7 @@ struct Browser {
 
 impl Browser {
     fn start(profile: &std::path::Path) -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -35,11 +31,7 @@ impl Browser {
                 .and_then(|s| try_request(s, "GET", "/status", &[], b"").ok())
                 .is_some_and(|r| r.status == 200)
         });
-        let mut browser = Browser {
-            driver,
-            addr,
-            session: String::new(),
-        };
+        let mut browser = Browser { driver, addr, session: String::new() };
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -55,28 +47,16 @@ impl Browser {
             }
         }}});
         let created = browser.call("POST", "/session", capabilities);
-        browser.session = created["sessionId"]
-            .as_str()
-            .expect("a session")
-            .to_string();
+        browser.session = created["sessionId"].as_str().expect("a session").to_string();
         browser
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&body).unwrap()
-        };
+        let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
         let stream = TcpStream::connect(self.addr).unwrap();
-        let response = try_request(
-            stream,
-            method,
-            path,
-            &[("Content-Type", "application/json")],
-            &body,
-        )
-        .expect("chromedriver answers");
+        let response =
+            try_request(stream, method, path, &[("Content-Type", "application/json")], &body)
+                .expect("chromedriver answers");
         let value = response.json()["value"].clone();
         assert_eq!(response.status, 200, "WebDriver {method} {path}: {value}");
         value
@@ -91,32 +71,20 @@ impl Browser {
     }
 
     fn find(&self, css: &str) -> String {
-        let found = self.session_call(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": css}),
-        );
+        let found =
+            self.session_call("POST", "/element", json!({"using": "css selector", "value": css}));
         found[ELEMENT].as_str().unwrap().to_string()
     }
 
     fn exists(&self, css: &str) -> bool {
-        let found = self.session_call(
-            "POST",
-            "/elements",
-            json!({"using": "css selector", "value": css}),
-        );
-        found
-            .as_array()
-            .is_some_and(|elements| !elements.is_empty())
+        let found =
+            self.session_call("POST", "/elements", json!({"using": "css selector", "value": css}));
+        found.as_array().is_some_and(|elements| !elements.is_empty())
     }
 
     fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css);
-        self.session_call(
-            "POST",
-            &format!("/element/{element}/value"),
-            json!({"text": text}),
-        );
+        self.session_call("POST", &format!("/element/{element}/value"), json!({"text": text}));
     }
 
     fn click(&self, css: &str) {
@@ -138,13 +106,8 @@ impl Drop for Browser {
         if !self.session.is_empty() {
             let stream = TcpStream::connect(self.addr);
             if let Ok(stream) = stream {
-                let _ = try_request(
-                    stream,
-                    "DELETE",
-                    &format!("/session/{}", self.session),
-                    &[],
-                    b"",
-                );
+                let _ =
+                    try_request(stream, "DELETE", &format!("/session/{}", self.session), &[], b"");
             }
         }
         let _ = self.driver.kill();
@@ -172,11 +135,7 @@ fn survivor_sends_a_photo_from_a_browser_without_javascript() {
     // The upload runs after the click returns; the old page stays until the answer.
     wait_until("the receipt page is shown", || browser.exists("#codename"));
     let codename = browser.text_of("#codename");
-    assert_eq!(
-        codename.split_whitespace().count(),
-        5,
-        "codename shown: {codename:?}"
-    );
+    assert_eq!(codename.split_whitespace().count(), 5, "codename shown: {codename:?}");
     let reference = browser.text_of("#submission-id");
     assert_eq!(reference.len(), 32);
 
@@ -190,14 +149,8 @@ fn survivor_sends_a_photo_from_a_browser_without_javascript() {
     }
     let manifest = manifest.expect("a manifest");
     assert_eq!(manifest["submission"], reference.as_str());
-    assert_eq!(
-        manifest["testimony"],
-        "Меня забрали из больницы и били в изоляторе."
-    );
-    assert_eq!(
-        manifest["fields"],
-        json!([{"name": "where", "value": "Алматы"}])
-    );
+    assert_eq!(manifest["testimony"], "Меня забрали из больницы и били в изоляторе.");
+    assert_eq!(manifest["fields"], json!([{"name": "where", "value": "Алматы"}]));
     assert_eq!(manifest["attachments"][0]["name"], "injury-photo.jpg");
     assert_eq!(manifest["attachments"][0]["media_type"], "image/jpeg");
     assert_eq!(manifest["attachments"][0]["sha256"], sha256_hex(&photo));

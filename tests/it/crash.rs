@@ -57,12 +57,8 @@ fn acknowledged_submissions_survive_sigkill_and_half_written_ones_vanish() {
             .collect();
         // Kill at a moment that varies from cycle to cycle, once uploads are under way.
         let before = acknowledged.lock().unwrap().len();
-        wait_until("some uploads are acknowledged", || {
-            acknowledged.lock().unwrap().len() > before
-        });
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        wait_until("some uploads are acknowledged", || acknowledged.lock().unwrap().len() > before);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         std::thread::sleep(std::time::Duration::from_millis(50 + (seed >> 33) % 400));
         server.kill();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -72,16 +68,10 @@ fn acknowledged_submissions_survive_sigkill_and_half_written_ones_vanish() {
         server.restart();
 
         // After the start-up sweep: no temp files, and every object is whole.
-        assert!(
-            server.temp_files().is_empty(),
-            "temp files survived the sweep"
-        );
+        assert!(server.temp_files().is_empty(), "temp files survived the sweep");
         for path in server.object_files() {
             let bytes = std::fs::read(&path).unwrap();
-            assert_eq!(
-                sha256_hex(&bytes),
-                path.file_name().unwrap().to_str().unwrap()
-            );
+            assert_eq!(sha256_hex(&bytes), path.file_name().unwrap().to_str().unwrap());
             decrypt(&bytes, &coalition.identities[0]);
         }
     }

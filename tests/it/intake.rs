@@ -11,12 +11,7 @@ const FIELD_CANARY: &str = "CANARY-WHERE-Almaty-71ac";
 /// A photo-sized file with a recognizable run of plaintext bytes in the middle.
 fn photo_with_canary(len: usize) -> (Vec<u8>, Vec<u8>) {
     let mut data = noise(len, 42);
-    let canary: Vec<u8> = b"CANARY-BYTES-"
-        .iter()
-        .copied()
-        .cycle()
-        .take(4096)
-        .collect();
+    let canary: Vec<u8> = b"CANARY-BYTES-".iter().copied().cycle().take(4096).collect();
     data[len / 2..len / 2 + canary.len()].copy_from_slice(&canary);
     (data, canary[..64].to_vec())
 }
@@ -40,10 +35,7 @@ fn survivor_submits_testimony_and_photos_through_the_api_and_every_key_holder_de
         server.addr,
         "/api/v1/submissions",
         &[
-            text(
-                "testimony",
-                "They took me from the hospital bed on 6 January.",
-            ),
+            text("testimony", "They took me from the hospital bed on 6 January."),
             text("where", "Almaty, city hospital No. 4"),
             file("evidence", "IMG_0042.jpg", "image/jpeg", &photo),
             text("when", "2022-01-06"),
@@ -70,10 +62,7 @@ fn survivor_submits_testimony_and_photos_through_the_api_and_every_key_holder_de
     assert_eq!(manifest["schema"], "amanat/manifest/v1");
     assert_eq!(manifest["submission"], id);
     assert_eq!(manifest["origin"], "api");
-    assert_eq!(
-        manifest["testimony"],
-        "They took me from the hospital bed on 6 January."
-    );
+    assert_eq!(manifest["testimony"], "They took me from the hospital bed on 6 January.");
     assert_eq!(
         manifest["fields"],
         serde_json::json!([
@@ -82,20 +71,15 @@ fn survivor_submits_testimony_and_photos_through_the_api_and_every_key_holder_de
         ])
     );
     let attachments = manifest["attachments"].as_array().unwrap();
-    for (attachment, (original, (name, media_type))) in
-        attachments.iter().zip([&photo, &letter].into_iter().zip([
-            ("IMG_0042.jpg", "image/jpeg"),
-            ("certificate.pdf", "application/pdf"),
-        ]))
-    {
+    for (attachment, (original, (name, media_type))) in attachments.iter().zip(
+        [&photo, &letter]
+            .into_iter()
+            .zip([("IMG_0042.jpg", "image/jpeg"), ("certificate.pdf", "application/pdf")]),
+    ) {
         assert_eq!(attachment["name"], name);
         assert_eq!(attachment["media_type"], media_type);
         assert_eq!(attachment["size"], original.len() as u64);
-        assert_eq!(
-            attachment["sha256"],
-            sha256_hex(original),
-            "manifest hash of {name}"
-        );
+        assert_eq!(attachment["sha256"], sha256_hex(original), "manifest hash of {name}");
     }
     assert_eq!(attachments[0]["object"], objects[0].as_str());
     assert_eq!(attachments[1]["object"], objects[1].as_str());
@@ -112,18 +96,12 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     let html = form.text();
     assert!(html.contains("enctype=\"multipart/form-data\""));
     assert!(html.contains("name=\"testimony\"") && html.contains("type=\"file\""));
-    assert!(
-        !html.to_lowercase().contains("<script"),
-        "the form needs no JavaScript"
-    );
+    assert!(!html.to_lowercase().contains("<script"), "the form needs no JavaScript");
     let csp = form.header("content-security-policy").unwrap();
     assert!(csp.contains("default-src 'none'"));
     assert_eq!(form.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(form.header("cache-control"), Some("no-store"));
-    assert!(
-        form.header("set-cookie").is_none(),
-        "no cookies on the submit path"
-    );
+    assert!(form.header("set-cookie").is_none(), "no cookies on the submit path");
 
     let video = noise(5 * 1024 * 1024 + 17, 7);
     let photo = noise(300_000, 8);
@@ -145,25 +123,9 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     assert_eq!(response.status, 200, "{}", response.text());
     let page = response.text();
     assert!(response.header("set-cookie").is_none());
-    let codename = page
-        .split("id=\"codename\">")
-        .nth(1)
-        .unwrap()
-        .split('<')
-        .next()
-        .unwrap();
-    assert_eq!(
-        codename.split(' ').count(),
-        5,
-        "the receipt page shows the codename"
-    );
-    let reference = page
-        .split("id=\"submission-id\">")
-        .nth(1)
-        .unwrap()
-        .split('<')
-        .next()
-        .unwrap();
+    let codename = page.split("id=\"codename\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_eq!(codename.split(' ').count(), 5, "the receipt page shows the codename");
+    let reference = page.split("id=\"submission-id\">").nth(1).unwrap().split('<').next().unwrap();
 
     // Stored: two files and the manifest, each readable by every key holder.
     let objects: Vec<String> = server
@@ -191,14 +153,8 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     for (attachment, original) in attachments.iter().zip([&video, &photo]) {
         assert_eq!(attachment["sha256"], sha256_hex(original));
         let object = attachment["object"].as_str().unwrap();
-        let index = objects
-            .iter()
-            .position(|o| o == object)
-            .expect("attachment stored");
-        assert_eq!(
-            &plaintexts[index], original,
-            "the file comes back bit for bit"
-        );
+        let index = objects.iter().position(|o| o == object).expect("attachment stored");
+        assert_eq!(&plaintexts[index], original, "the file comes back bit for bit");
     }
 }
 
@@ -214,9 +170,7 @@ fn memory_stays_bounded_whatever_the_upload_size() {
     let tail = format!("\r\n--{BOUNDARY}--\r\n");
     let mut stream = connect(server.addr);
     let length = testimony.len() + head.len() + size + tail.len();
-    stream
-        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
-        .unwrap();
+    stream.write_all(upload_head(&format!("Content-Length: {length}")).as_bytes()).unwrap();
     stream.write_all(testimony).unwrap();
     stream.write_all(&head).unwrap();
     let block = noise(1 << 20, 11);
@@ -228,15 +182,8 @@ fn memory_stays_bounded_whatever_the_upload_size() {
     assert_eq!(response.status, 201, "{}", response.text());
     let peak = peak_memory_kib(server.pid());
     println!("peak server memory after a 300 MiB upload: {peak} KiB");
-    assert!(
-        peak < 48 * 1024,
-        "server peak memory {peak} KiB for a 300 MiB upload"
-    );
-    let manifest = manifest(
-        &server,
-        &receipt_objects(&response.json()),
-        &coalition.identities[2],
-    );
+    assert!(peak < 48 * 1024, "server peak memory {peak} KiB for a 300 MiB upload");
+    let manifest = manifest(&server, &receipt_objects(&response.json()), &coalition.identities[2]);
     assert_eq!(manifest["attachments"][0]["size"], size as u64);
 }
 
@@ -263,12 +210,7 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
 
     // Refused: too large, after the canary bytes were already streamed and encrypted.
     let mut too_big = parts(TEXT_CANARY);
-    too_big.push(file(
-        "evidence",
-        NAME_CANARY,
-        "image/jpeg",
-        &noise(6 * 1024 * 1024, 3),
-    ));
+    too_big.push(file("evidence", NAME_CANARY, "image/jpeg", &noise(6 * 1024 * 1024, 3)));
     let refused = post_multipart(server.addr, "/api/v1/submissions", &too_big);
     assert_eq!(refused.status, 413);
 
@@ -276,9 +218,7 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
     let body = multipart_body(&parts(TEXT_CANARY));
     let mut stream = connect(server.addr);
     let length = body.len();
-    stream
-        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
-        .unwrap();
+    stream.write_all(upload_head(&format!("Content-Length: {length}")).as_bytes()).unwrap();
     stream.write_all(&body[..body.len() * 2 / 3]).unwrap();
     drop(stream);
 
@@ -297,42 +237,22 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
         ("codename", codename.as_bytes().to_vec()),
     ];
     let files = all_files(&server.data_dir);
-    assert!(
-        files.len() >= 4,
-        "the store holds objects and an index: {files:?}"
-    );
+    assert!(files.len() >= 4, "the store holds objects and an index: {files:?}");
     for path in &files {
         let bytes = std::fs::read(path).unwrap();
         for (what, needle) in &needles {
-            assert!(
-                !contains(&bytes, needle),
-                "{what} found in plaintext in {}",
-                path.display()
-            );
+            assert!(!contains(&bytes, needle), "{what} found in plaintext in {}", path.display());
         }
     }
-    assert_eq!(
-        server.object_files().len(),
-        4,
-        "two accepted submissions, nothing else"
-    );
+    assert_eq!(server.object_files().len(), 4, "two accepted submissions, nothing else");
     assert!(server.temp_files().is_empty());
 
     let logs = server.logs();
-    assert!(
-        logs.contains("route=/api/v1/submissions status=201"),
-        "requests are logged:\n{logs}"
-    );
+    assert!(logs.contains("route=/api/v1/submissions status=201"), "requests are logged:\n{logs}");
     assert!(logs.contains("status=413"));
     for (what, needle) in &needles {
-        assert!(
-            !contains(logs.as_bytes(), needle),
-            "{what} in the logs:\n{logs}"
-        );
+        assert!(!contains(logs.as_bytes(), needle), "{what} in the logs:\n{logs}");
     }
-    assert!(
-        !logs.contains(CLIENT_IP),
-        "a client address is in the logs:\n{logs}"
-    );
+    assert!(!logs.contains(CLIENT_IP), "a client address is in the logs:\n{logs}");
     assert!(!logs.to_lowercase().contains("user-agent"));
 }

@@ -25,40 +25,21 @@ fn encrypt_with_age_cli(
 fn keygen_writes_an_identity_stock_age_decrypts_with() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("holder.txt");
-    let out = Command::new(BIN)
-        .args(["keygen", "--no-passphrase", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new(BIN).args(["keygen", "--no-passphrase", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let recipient = stdout.lines().last().unwrap();
-    assert!(
-        recipient.starts_with("age1"),
-        "last line is the recipient: {stdout}"
-    );
+    assert!(recipient.starts_with("age1"), "last line is the recipient: {stdout}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
 
     let sealed = encrypt_with_age_cli(recipient, b"testimony for the coalition", dir.path());
-    assert_eq!(
-        decrypt_with_age_cli(&sealed, &key),
-        b"testimony for the coalition"
-    );
+    assert_eq!(decrypt_with_age_cli(&sealed, &key), b"testimony for the coalition");
 
     // Never overwrites a key.
-    let again = Command::new(BIN)
-        .args(["keygen", "--no-passphrase", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let again =
+        Command::new(BIN).args(["keygen", "--no-passphrase", "--out"]).arg(&key).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
 }
@@ -76,23 +57,11 @@ fn a_passphrase_protected_identity_opens_in_stock_age_with_its_passphrase() {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recipient = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recipient = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
     let stored = std::fs::read_to_string(&key).unwrap();
     assert!(stored.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
-    assert!(
-        !stored.contains("AGE-SECRET-KEY"),
-        "the secret key is not stored in the clear"
-    );
+    assert!(!stored.contains("AGE-SECRET-KEY"), "the secret key is not stored in the clear");
 
     let sealed = encrypt_with_age_cli(&recipient, b"for your eyes only", dir.path());
     // Stock age asks for the passphrase on a terminal: give it one (a pty).
@@ -123,10 +92,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .arg("seven long words nobody would ever guess")
         .status()
         .unwrap();
-    assert!(
-        status.success(),
-        "stock age decrypts with the passphrase-protected identity"
-    );
+    assert!(status.success(), "stock age decrypts with the passphrase-protected identity");
     assert_eq!(std::fs::read(&plain).unwrap(), b"for your eyes only");
 
     // Without a terminal and without a passphrase file, keygen explains what to do.

@@ -18,24 +18,15 @@ fn assert_nothing_stored(server: &Server) {
 fn assert_refused(response: &Response, status: u16, code: &str) {
     assert_eq!(response.status, status, "{}", response.text());
     assert_eq!(response.error_code(), code);
-    let message = response.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        message.len() > 20,
-        "a message a person understands: {message}"
-    );
+    let message = response.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.len() > 20, "a message a person understands: {message}");
 }
 
 fn normal_submission_works(server: &Server) {
     let ok = post_multipart(
         server.addr,
         "/api/v1/submissions",
-        &[
-            text("testimony", "still works"),
-            file("evidence", "a.jpg", "image/jpeg", b"jpeg"),
-        ],
+        &[text("testimony", "still works"), file("evidence", "a.jpg", "image/jpeg", b"jpeg")],
     );
     assert_eq!(ok.status, 201, "{}", ok.text());
 }
@@ -48,30 +39,17 @@ fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
     let api = "/api/v1/submissions";
     let small = |n: u8| file("evidence", &format!("{n}.jpg"), "image/jpeg", &[n; 1000]);
 
-    let r = post_multipart(
-        server.addr,
-        api,
-        &[text("testimony", "t"), small(1), small(2), small(3)],
-    );
+    let r =
+        post_multipart(server.addr, api, &[text("testimony", "t"), small(1), small(2), small(3)]);
     assert_refused(&r, 413, "too_many_files");
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("at most 2"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("at most 2"));
 
     let r = post_multipart(server.addr, api, &[text("testimony", &"x".repeat(2000))]);
     assert_refused(&r, 413, "text_too_large");
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("1 KiB"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("1 KiB"));
 
     let many: Vec<Part> = (0..6).map(|i| text(&format!("f{i}"), "v")).collect();
-    assert_refused(
-        &post_multipart(server.addr, api, &many),
-        413,
-        "too_many_fields",
-    );
+    assert_refused(&post_multipart(server.addr, api, &many), 413, "too_many_fields");
 
     // Two files that each fit but together pass the submission limit, streamed.
     let r = post_multipart(
@@ -84,19 +62,10 @@ fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
         ],
     );
     assert_refused(&r, 413, "submission_too_large");
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("1 MiB"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("1 MiB"));
 
     assert_refused(
-        &request(
-            server.addr,
-            "POST",
-            api,
-            &[("Content-Type", "application/json")],
-            b"{}",
-        ),
+        &request(server.addr, "POST", api, &[("Content-Type", "application/json")], b"{}"),
         415,
         "not_multipart",
     );
@@ -111,11 +80,7 @@ fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
         "testimony_missing",
     );
     assert_refused(
-        &post_multipart(
-            server.addr,
-            api,
-            &[text("testimony", "a"), text("testimony", "b")],
-        ),
+        &post_multipart(server.addr, api, &[text("testimony", "a"), text("testimony", "b")]),
         400,
         "duplicate_testimony",
     );
@@ -123,25 +88,26 @@ fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
         &post_multipart(
             server.addr,
             api,
-            &[
-                text("testimony", "t"),
-                file("photo", "a.jpg", "image/jpeg", b"x"),
-            ],
+            &[text("testimony", "t"), file("photo", "a.jpg", "image/jpeg", b"x")],
         ),
         400,
         "unexpected_file",
+    );
+    let long_name = "x".repeat(100_000);
+    assert_refused(
+        &post_multipart(
+            server.addr,
+            api,
+            &[text("testimony", "t"), file("evidence", &long_name, "image/jpeg", b"x")],
+        ),
+        413,
+        "part_headers_too_large",
     );
     let mut invalid = multipart_body(&[text("testimony", "ok")]);
     let at = invalid.windows(2).position(|w| w == b"ok").unwrap();
     invalid[at] = 0xff;
     assert_refused(
-        &request(
-            server.addr,
-            "POST",
-            api,
-            &[("Content-Type", &multipart_type())],
-            &invalid,
-        ),
+        &request(server.addr, "POST", api, &[("Content-Type", &multipart_type())], &invalid),
         400,
         "invalid_utf8",
     );
@@ -152,12 +118,7 @@ fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
         &[("Content-Type", "multipart/form-data; boundary=other")],
         &multipart_body(&[text("testimony", "t")]),
     );
-    assert_eq!(
-        r.status,
-        400,
-        "a wrong boundary is malformed input: {}",
-        r.text()
-    );
+    assert_eq!(r.status, 400, "a wrong boundary is malformed input: {}", r.text());
 
     assert_nothing_stored(&server);
     normal_submission_works(&server);
@@ -168,11 +129,7 @@ fn form_refusals_are_pages_that_name_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, SMALL_LIMITS);
-    let r = post_multipart(
-        server.addr,
-        "/submit",
-        &[text("testimony", &"x".repeat(2000))],
-    );
+    let r = post_multipart(server.addr, "/submit", &[text("testimony", &"x".repeat(2000))]);
     assert_eq!(r.status, 413);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
     let page = r.text();
@@ -236,10 +193,7 @@ fn a_huge_upload_is_refused_without_being_read_to_the_end() {
     let body = std::iter::once(first).chain(std::iter::repeat(vec![0u8; 65536]));
     let (response, sent) = stream_until_answered(&server, &declared, body);
     assert_refused(&response, 413, "submission_too_large");
-    assert!(
-        sent < 32 << 20,
-        "the client had sent {sent} bytes when the refusal came"
-    );
+    assert!(sent < 32 << 20, "the client had sent {sent} bytes when the refusal came");
 
     // Chunked, so the size is unknown until it is crossed: refused once past 1 MiB.
     let streamed = upload_head("Transfer-Encoding: chunked");
@@ -247,10 +201,7 @@ fn a_huge_upload_is_refused_without_being_read_to_the_end() {
         .chain(std::iter::repeat_with(|| chunked(noise(65536, 9))));
     let (response, sent) = stream_until_answered(&server, &streamed, body);
     assert_refused(&response, 413, "submission_too_large");
-    assert!(
-        sent < 32 << 20,
-        "the refusal of a 1 MiB limit came only after {sent} bytes"
-    );
+    assert!(sent < 32 << 20, "the refusal of a 1 MiB limit came only after {sent} bytes");
 
     assert_nothing_stored(&server);
     normal_submission_works(&server);
@@ -267,22 +218,15 @@ fn a_stalled_upload_is_refused_and_forgotten() {
     ]);
     let mut stream = connect(server.addr);
     let length = body.len();
-    stream
-        .write_all(upload_head(&format!("Content-Length: {length}")).as_bytes())
-        .unwrap();
+    stream.write_all(upload_head(&format!("Content-Length: {length}")).as_bytes()).unwrap();
     stream.write_all(&body[..300_000]).unwrap();
     // Then nothing more: the server gives up after idle_timeout_secs (1 s).
     let response = read_response(&mut stream);
     assert_refused(&response, 408, "upload_stalled");
     let mut rest = Vec::new();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = stream.read_to_end(&mut rest);
-    assert!(
-        rest.is_empty(),
-        "the connection is closed after the refusal"
-    );
+    assert!(rest.is_empty(), "the connection is closed after the refusal");
     assert_nothing_stored(&server);
     normal_submission_works(&server);
 }
@@ -302,10 +246,7 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
     let _unmount = Unmount(mount.clone());
@@ -313,10 +254,7 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
     let kept = post_multipart(
         server.addr,
         "/api/v1/submissions",
-        &[
-            text("testimony", "first"),
-            file("evidence", "a.jpg", "image/jpeg", &noise(1 << 20, 1)),
-        ],
+        &[text("testimony", "first"), file("evidence", "a.jpg", "image/jpeg", &noise(1 << 20, 1))],
     );
     assert_eq!(kept.status, 201);
     let kept_objects = receipt_objects(&kept.json());
@@ -324,20 +262,13 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
     let r = post_multipart(
         server.addr,
         "/api/v1/submissions",
-        &[
-            text("testimony", "t"),
-            file("evidence", "v.mp4", "video/mp4", &noise(20 << 20, 2)),
-        ],
+        &[text("testimony", "t"), file("evidence", "v.mp4", "video/mp4", &noise(20 << 20, 2))],
     );
     assert_refused(&r, 507, "storage_full");
     wait_until("the refused upload's partial object is removed", || {
         server.temp_files().is_empty() && server.object_files().len() == kept_objects.len()
     });
-    assert_eq!(
-        get(server.addr, "/healthz").status,
-        200,
-        "space is free again"
-    );
+    assert_eq!(get(server.addr, "/healthz").status, 200, "space is free again");
     normal_submission_works(&server);
     for object in &kept_objects {
         let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();

@@ -16,14 +16,9 @@ fn serve_with_recipients(dir: &Path, recipients: &Path) -> (bool, String) {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out =
+        Command::new(BIN).args(["--config", config.to_str().unwrap(), "serve"]).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -36,7 +31,7 @@ fn refuses_to_start_without_usable_recipients_or_beside_a_secret_key() {
 
     let (ok, err) = serve_with_recipients(dir.path(), &recipients);
     assert!(!ok);
-    assert!(err.contains("cannot read the recipients file"), "{err}");
+    assert!(err.contains("cannot read") && err.contains("recipients.txt"), "{err}");
 
     std::fs::write(&recipients, "# the coalition's keys go here\n\n").unwrap();
     let (ok, err) = serve_with_recipients(dir.path(), &recipients);
@@ -46,10 +41,7 @@ fn refuses_to_start_without_usable_recipients_or_beside_a_secret_key() {
     std::fs::write(&recipients, format!("{good}\nage1notakey\n")).unwrap();
     let (ok, err) = serve_with_recipients(dir.path(), &recipients);
     assert!(!ok);
-    assert!(
-        err.contains("line 2") && err.contains("is not an age recipient"),
-        "{err}"
-    );
+    assert!(err.contains("line 2") && err.contains("is not an age recipient"), "{err}");
 
     // A valid recipients file, but a key holder's identity left beside it.
     std::fs::write(&recipients, format!("{good}\n")).unwrap();
@@ -61,13 +53,17 @@ fn refuses_to_start_without_usable_recipients_or_beside_a_secret_key() {
     assert!(keygen.status.success());
     let (ok, err) = serve_with_recipients(dir.path(), &recipients);
     assert!(!ok);
-    assert!(
-        err.contains("holds an age secret key") && err.contains("oops.txt"),
-        "{err}"
-    );
+    assert!(err.contains("holds an age secret key") && err.contains("oops.txt"), "{err}");
+
+    // A link to an identity is an identity in keys/.
+    std::fs::rename(keys.join("oops.txt"), dir.path().join("elsewhere.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.txt"), keys.join("link.txt")).unwrap();
+    let (ok, err) = serve_with_recipients(dir.path(), &recipients);
+    assert!(!ok);
+    assert!(err.contains("holds an age secret key") && err.contains("link.txt"), "{err}");
+    std::fs::remove_file(keys.join("link.txt")).unwrap();
 
     // Passphrase-protected identities are secret keys too.
-    std::fs::remove_file(keys.join("oops.txt")).unwrap();
     let passphrase = dir.path().join("pass");
     std::fs::write(&passphrase, "a long passphrase\n").unwrap();
     let keygen = Command::new(BIN)
@@ -91,16 +87,11 @@ fn refuses_a_configuration_with_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("amanat.toml");
     std::fs::write(&config, "lisen = \"127.0.0.1:0\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["--config", config.to_str().unwrap(), "serve"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("is not valid") && err.contains("lisen"),
-        "{err}"
-    );
+    assert!(err.contains("is not valid") && err.contains("lisen"), "{err}");
 }
 
 #[test]
@@ -116,8 +107,5 @@ fn the_shipped_configuration_refuses_until_the_coalition_adds_its_keys() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("keys/recipients.txt holds no recipient"),
-        "{err}"
-    );
+    assert!(err.contains("keys/recipients.txt holds no recipient"), "{err}");
 }

@@ -44,11 +44,7 @@ impl Coalition {
         }
         let recipients_file = keys.join("recipients.txt");
         std::fs::write(&recipients_file, recipients).unwrap();
-        Coalition {
-            identities,
-            identity_files,
-            recipients_file,
-        }
+        Coalition { identities, identity_files, recipients_file }
     }
 }
 
@@ -84,13 +80,7 @@ impl Server {
         .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (child, addr) = spawn(&config, &log);
-        Server {
-            child: Some(child),
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            config,
-            log,
-        }
+        Server { child: Some(child), addr, data_dir: data_dir.to_path_buf(), config, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -200,10 +190,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -223,10 +210,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -240,10 +224,7 @@ impl Response {
 
     /// The stable error code of a JSON refusal.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
     }
 }
 
@@ -251,18 +232,10 @@ impl Response {
 pub fn connect(addr: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(
-            &SocketAddr::from_str(&format!("{CLIENT_IP}:0"))
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
+    socket.bind(&SocketAddr::from_str(&format!("{CLIENT_IP}:0")).unwrap().into()).unwrap();
     socket.connect(&addr.into()).unwrap();
     let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream
 }
 
@@ -339,11 +312,7 @@ pub fn try_read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
             reader.read_to_end(&mut body)?;
         }
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 pub struct Part {
@@ -354,12 +323,7 @@ pub struct Part {
 }
 
 pub fn text(name: &str, value: &str) -> Part {
-    Part {
-        name: name.into(),
-        file_name: None,
-        content_type: None,
-        data: value.as_bytes().to_vec(),
-    }
+    Part { name: name.into(), file_name: None, content_type: None, data: value.as_bytes().to_vec() }
 }
 
 pub fn file(name: &str, file_name: &str, content_type: &str, data: &[u8]) -> Part {
@@ -375,10 +339,8 @@ pub const BOUNDARY: &str = "----amanat-test-boundary-7MA4YWxkTrZu0gW";
 
 /// The head of one part, up to and including the blank line before its data.
 pub fn part_head(part: &Part) -> Vec<u8> {
-    let mut head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"",
-        part.name
-    );
+    let mut head =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"", part.name);
     if let Some(f) = &part.file_name {
         head.push_str(&format!("; filename=\"{f}\""));
     }
@@ -416,13 +378,7 @@ pub fn upload_head(framing: &str) -> String {
 
 pub fn post_multipart(addr: SocketAddr, path: &str, parts: &[Part]) -> Response {
     let body = multipart_body(parts);
-    request(
-        addr,
-        "POST",
-        path,
-        &[("Content-Type", &multipart_type())],
-        &body,
-    )
+    request(addr, "POST", path, &[("Content-Type", &multipart_type())], &body)
 }
 
 // ---------- age ----------
@@ -448,11 +404,7 @@ pub fn decrypt_with_age_cli(object: &Path, identity_file: &Path) -> Vec<u8> {
         .arg(object)
         .output()
         .expect("the stock `age` tool is installed (apt-get install age)");
-    assert!(
-        out.status.success(),
-        "age -d failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "age -d failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -498,11 +450,7 @@ pub fn every_holder_reads(
         .map(|object| {
             let path = server.objects_dir().join(object);
             let ciphertext = std::fs::read(&path).expect("object stored");
-            assert_eq!(
-                &sha256_hex(&ciphertext),
-                object,
-                "object id is the ciphertext's SHA-256"
-            );
+            assert_eq!(&sha256_hex(&ciphertext), object, "object id is the ciphertext's SHA-256");
             let plaintext = decrypt(&ciphertext, &coalition.identities[0]);
             for (identity, file) in coalition.identities.iter().zip(&coalition.identity_files) {
                 assert_eq!(decrypt(&ciphertext, identity), plaintext);

@@ -1,0 +1,220 @@
+//! Bundles: what an export carries from the server to an offline reviewer. A POSIX tar
+//! anyone can list, holding `bundle.json` (schema `amanat/bundle/v1`) first, then every
+//! object exactly as stored, as `objects/<id>.age`.
+//!
+//! Writing needs only ciphertext and records; reading checks structure and indexes the
+//! objects without decrypting anything (decryption is `review`'s job).
+
+use crate::envelope::ObjectId;
+use crate::store::SubmissionRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const BUNDLE_SCHEMA: &str = "amanat/bundle/v1";
+const INDEX_NAME: &str = "bundle.json";
+const BLOCK: u64 = 512;
+/// `bundle.json` is records only; anything larger is not a bundle we wrote.
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// `bundle.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleIndex {
+    pub schema: String,
+    pub bundle: String,
+    /// The id of the server instance that exported it.
+    pub server: String,
+    /// UTC hour the bundle was made.
+    pub created_at: String,
+    pub submissions: Vec<SubmissionRecord>,
+}
+
+impl BundleIndex {
+    /// Every object the records name, each once, in record order.
+    pub fn objects(&self) -> Vec<ObjectId> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for record in &self.submissions {
+            for id in record.object_ids() {
+                if seen.insert(id.clone()) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn object_entry_name(id: &ObjectId) -> String {
+    format!("objects/{id}.age")
+}
+
+/// The exact size of the tar `write` produces, known before writing so the admin socket
+/// can announce it.
+pub fn bundle_len(index_bytes: u64, object_sizes: impl IntoIterator<Item = u64>) -> u64 {
+    let entry = |size: u64| BLOCK + size.div_ceil(BLOCK) * BLOCK;
+    entry(index_bytes) + object_sizes.into_iter().map(entry).sum::<u64>() + 2 * BLOCK
+}
+
+/// Writes a bundle: `bundle.json`, then each object from `open_object` (a reader and its
+/// exact length). Returns the sink; the caller makes it durable.
+pub fn write<W: Write>(
+    out: W,
+    index: &BundleIndex,
+    mut open_object: impl FnMut(&ObjectId) -> io::Result<(File, u64)>,
+) -> io::Result<W> {
+    let mut tar = tar::Builder::new(out);
+    let json = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
+    tar.append(&header(INDEX_NAME, json.len() as u64)?, json.as_slice())?;
+    for id in index.objects() {
+        let (file, len) = open_object(&id)?;
+        // `take` guards the announced length even if the file changed underneath.
+        tar.append(&header(&object_entry_name(&id), len)?, file.take(len))?;
+    }
+    tar.into_inner()
+}
+
+fn header(name: &str, size: u64) -> io::Result<tar::Header> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name)?;
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_entry_type(tar::EntryType::Regular);
+    // No owner, no time: a bundle says nothing about the host or the moment beyond
+    // `created_at`.
+    header.set_mtime(0);
+    header.set_cksum();
+    Ok(header)
+}
+
+/// Why a file could not be read as a bundle at all.
+#[derive(Debug)]
+pub enum BundleError {
+    Io(io::Error),
+    /// Not a tar, or a damaged or truncated one.
+    NotATar(String),
+    MissingIndex,
+    BadIndex(String),
+    /// A member other than `bundle.json` and `objects/<64 hex>.age`, or a duplicate.
+    UnexpectedMember(String),
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleError::Io(e) => write!(f, "cannot read the bundle: {e}"),
+            BundleError::NotATar(why) => {
+                write!(f, "not a readable bundle (damaged or truncated tar): {why}")
+            }
+            BundleError::MissingIndex => write!(f, "the bundle has no bundle.json"),
+            BundleError::BadIndex(why) => write!(f, "bundle.json is not valid: {why}"),
+            BundleError::UnexpectedMember(name) => {
+                write!(f, "the bundle holds an unexpected member {name:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+impl From<io::Error> for BundleError {
+    fn from(e: io::Error) -> Self {
+        BundleError::Io(e)
+    }
+}
+
+/// An opened bundle: its index, and where each object's bytes lie in the file.
+pub struct Bundle {
+    path: PathBuf,
+    pub index: BundleIndex,
+    objects: HashMap<String, (u64, u64)>,
+    /// Set when the tar is cut short or damaged after `bundle.json`: the objects read
+    /// before that point are still usable, the rest are missing.
+    pub damaged: Option<String>,
+}
+
+impl Bundle {
+    /// Reads the tar's structure (not the object bytes): `bundle.json` first, then only
+    /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
+    /// is recorded in `damaged`, so that the whole objects before it can still be used.
+    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+        let file = File::open(path)?;
+        let file_len = file.metadata()?.len();
+        let mut archive = tar::Archive::new(file);
+        let mut index = None;
+        let mut objects = HashMap::new();
+        let mut damaged = None;
+        let entries = archive.entries_with_seek().map_err(|e| BundleError::NotATar(e.to_string()))?;
+        for entry in entries {
+            let mut entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if index.is_some() => {
+                    damaged = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(BundleError::NotATar(e.to_string())),
+            };
+            let name = entry
+                .path()
+                .map_err(|e| BundleError::NotATar(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let (offset, size) = (entry.raw_file_position(), entry.size());
+            if offset + size > file_len {
+                if index.is_none() {
+                    return Err(BundleError::NotATar(format!("{name} is cut short")));
+                }
+                damaged = Some(format!("the bundle is cut short inside {name}"));
+                break;
+            }
+            if name == INDEX_NAME && index.is_none() {
+                if size > MAX_INDEX_BYTES {
+                    return Err(BundleError::BadIndex("too large".into()));
+                }
+                let mut json = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut json)?;
+                let parsed: BundleIndex = serde_json::from_slice(&json)
+                    .map_err(|e| BundleError::BadIndex(e.to_string()))?;
+                if parsed.schema != BUNDLE_SCHEMA {
+                    return Err(BundleError::BadIndex(format!("schema {:?}", parsed.schema)));
+                }
+                index = Some(parsed);
+                continue;
+            }
+            let id = name
+                .strip_prefix("objects/")
+                .and_then(|rest| rest.strip_suffix(".age"))
+                .and_then(ObjectId::parse);
+            match id {
+                Some(id) if !objects.contains_key(id.as_str()) => {
+                    objects.insert(id.to_string(), (offset, size));
+                }
+                _ => return Err(BundleError::UnexpectedMember(name)),
+            }
+        }
+        let index = index.ok_or(BundleError::MissingIndex)?;
+        Ok(Bundle { path: path.to_path_buf(), index, objects, damaged })
+    }
+
+    /// The stored bytes of one object, if the bundle carries it. The caller checks them
+    /// against the id.
+    pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
+        let &(offset, size) = self.objects.get(id.as_str())?;
+        Some(File::open(&self.path).and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(f.take(size))
+        }))
+    }
+
+    pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
+        self.objects.get(id.as_str()).map(|&(_, size)| size)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
