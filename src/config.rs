@@ -16,6 +16,8 @@ pub struct Config {
     pub recipients: PathBuf,
     /// Log verbosity: error, warn, info or debug.
     pub log_level: String,
+    /// Delete the ciphertext of submissions exported this many days ago (0: never).
+    pub retention_days: u64,
     pub limits: Limits,
 }
 
@@ -42,6 +44,7 @@ impl Default for Config {
             data_dir: "data".into(),
             recipients: "keys/recipients.txt".into(),
             log_level: "info".into(),
+            retention_days: 0,
             limits: Limits::default(),
         }
     }
@@ -142,6 +145,7 @@ mod tests {
         assert_eq!(shipped.listen, d.listen);
         assert_eq!(shipped.data_dir, d.data_dir);
         assert_eq!(shipped.recipients, d.recipients);
+        assert_eq!(shipped.retention_days, d.retention_days);
         assert_eq!(shipped.limits.max_submission_bytes, d.limits.max_submission_bytes);
         assert_eq!(shipped.limits.max_files, d.limits.max_files);
         assert_eq!(shipped.limits.max_text_bytes, d.limits.max_text_bytes);

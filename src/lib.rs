@@ -3,10 +3,13 @@
 //! ciphertext. See DESIGN.md for the architecture; each module below is one of its pieces.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod bundle;
 pub mod codename;
 pub mod config;
 pub mod envelope;
 pub mod intake;
 pub mod keys;
+pub mod review;
 pub mod serve;
 pub mod store;

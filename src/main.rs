@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use age::secrecy::SecretString;
+use amanat::admin::client::AdminClient;
 use amanat::config::Config;
 use amanat::keys;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,54 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+    /// Counts and sizes from the running server (never content).
+    Status {
+        /// The server's data directory (default: from the configuration).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the submissions not yet exported to a bundle for the offline reviewers.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// The bundle file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Every submission still on the server, exported before or not.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the ciphertext of submissions exported at least DAYS ago.
+    Purge {
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_name = "DAYS")]
+        exported_before: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline: verify and decrypt bundles into readable case folders.
+    Open {
+        /// Bundles (from `amanat export`) to open.
+        #[arg(required = true, value_name = "BUNDLE")]
+        bundles: Vec<PathBuf>,
+        /// A coalition identity file (plain or passphrase-protected).
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        /// Read the identity's passphrase from the first line of this file.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Where the case folders go.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// One JSON line per submission.
+        #[arg(long)]
+        json: bool,
+    },
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -54,6 +103,30 @@ fn main() -> ExitCode {
             keygen(&out, no_passphrase, passphrase_file.as_deref())
         }
         Command::Demo { listen } => demo(listen),
+        Command::Status { data_dir, json } => data_dir_of(cli.config.as_deref(), data_dir)
+            .and_then(|dir| AdminClient::connect(&dir)?.status())
+            .map(|status| print_status(&status, json)),
+        Command::Export { data_dir, out, all, json } => {
+            data_dir_of(cli.config.as_deref(), data_dir)
+                .and_then(|dir| export(&dir, &out, all, json))
+        }
+        Command::Purge { data_dir, exported_before, json } => {
+            data_dir_of(cli.config.as_deref(), data_dir)
+                .and_then(|dir| AdminClient::connect(&dir)?.purge(exported_before))
+                .map(|report| {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        println!(
+                            "Purged the ciphertext of {} submission(s), {} bytes freed.",
+                            report.purged_submissions, report.freed_bytes
+                        );
+                    }
+                })
+        }
+        Command::Open { bundles, identity, passphrase_file, out, json } => {
+            return open(&bundles, &identity, passphrase_file.as_deref(), &out, json);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +135,152 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The data directory: the flag, else the configuration's.
+fn data_dir_of(config: Option<&Path>, flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    match flag {
+        Some(dir) => Ok(dir),
+        None => Config::load(config).map(|c| c.data_dir),
+    }
+}
+
+fn print_status(status: &amanat::store::StoreStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(status).unwrap_or_default());
+        return;
+    }
+    println!("server        {}", status.server);
+    println!("submissions   {}", status.submissions);
+    println!("exported      {}", status.exported);
+    println!("purged        {}", status.purged);
+    println!("ciphertext    {} bytes", status.store_bytes);
+    match &status.last_export {
+        Some(last) => println!(
+            "last export   {} ({} submissions, bundle {})",
+            last.exported_at, last.submissions, last.bundle
+        ),
+        None => println!("last export   never"),
+    }
+}
+
+fn export(data_dir: &Path, out: &Path, all: bool, json: bool) -> Result<(), String> {
+    let bar = progress_bar("exporting");
+    let summary = AdminClient::connect(data_dir)?.export(all, out, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match (summary, json) {
+        (Some(s), true) => println!("{}", serde_json::to_string(&s).unwrap_or_default()),
+        (Some(s), false) => println!(
+            "Wrote {} with {} submission(s), {} bytes. They are marked exported.",
+            out.display(),
+            s.submissions,
+            s.bytes
+        ),
+        (None, true) => {
+            println!("{}", serde_json::json!({"bundle": null, "submissions": 0, "bytes": 0}))
+        }
+        (None, false) => println!("Nothing new to export; no file written."),
+    }
+    Ok(())
+}
+
+/// `amanat open`: exit code 0 only when every submission verified.
+fn open(
+    bundles: &[PathBuf],
+    identity: &Path,
+    passphrase_file: Option<&Path>,
+    out: &Path,
+    json: bool,
+) -> ExitCode {
+    let identities = keys::read_identities(identity, || match passphrase_file {
+        Some(path) => read_passphrase_file(path).map_err(std::io::Error::other),
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("Passphrase for {}: ", identity.display()))
+                .map(SecretString::from)
+        }
+        None => Err(std::io::Error::other(
+            "the identity is passphrase-protected: use --passphrase-file FILE or a terminal",
+        )),
+    });
+    let identities = match identities {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("amanat: cannot use the identity {}: {e}", identity.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = progress_bar("opening");
+    let outcomes = amanat::review::open_bundles(bundles, &identities, out, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            eprintln!("amanat: cannot write to {}: {e}", out.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    for outcome in &outcomes {
+        if json {
+            println!("{}", serde_json::to_string(outcome).unwrap_or_default());
+        } else {
+            use amanat::review::Status;
+            match outcome.status {
+                Status::Opened => {
+                    println!("opened   {}  ({} files)", outcome.submission, outcome.files)
+                }
+                Status::AlreadyOpen => println!("already  {}", outcome.submission),
+                Status::Failed => println!(
+                    "FAILED   {}  {}",
+                    outcome.submission,
+                    outcome.reason.as_deref().unwrap_or("")
+                ),
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.verified()).count();
+    if !json {
+        println!(
+            "{} verified, {} failed; cases in {} (open index.html)",
+            outcomes.len() - failed,
+            failed,
+            out.display()
+        );
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A byte progress bar, only when a person is watching a terminal.
+fn progress_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    Some(bar)
 }
 
 fn init_logging(level: &str) {

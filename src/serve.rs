@@ -23,7 +23,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         swept_orphan_objects = swept.orphan_objects,
         "store ready"
     );
-    let intake = Intake { config, recipients, store: Arc::new(store) };
+    let store = Arc::new(store);
+    crate::admin::start(store.clone(), &config.data_dir)
+        .map_err(|e| format!("cannot open the admin socket: {e}"))?;
+    if config.retention_days > 0 {
+        crate::admin::start_retention(store.clone(), config.retention_days)
+            .map_err(|e| format!("cannot start the retention purge: {e}"))?;
+    }
+    let intake = Intake { config, recipients, store };
     actix_web::rt::System::new()
         .block_on(intake::serve(intake))
         .map_err(|e| format!("server failed: {e}"))

@@ -148,7 +148,8 @@ impl Bundle {
         let mut index = None;
         let mut objects = HashMap::new();
         let mut damaged = None;
-        let entries = archive.entries_with_seek().map_err(|e| BundleError::NotATar(e.to_string()))?;
+        let entries =
+            archive.entries_with_seek().map_err(|e| BundleError::NotATar(e.to_string()))?;
         for entry in entries {
             let mut entry = match entry {
                 Ok(entry) => entry,

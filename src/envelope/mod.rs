@@ -57,6 +57,13 @@ impl From<ObjectId> for String {
     }
 }
 
+/// The id of an object read from `ciphertext`, without decrypting it.
+pub fn object_id_of(ciphertext: impl Read) -> io::Result<ObjectId> {
+    let mut reader = HashingReader::new(ciphertext);
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(ObjectId(hex::encode(reader.finish().0)))
+}
+
 /// What sealing one object produced.
 #[derive(Clone, Debug)]
 pub struct SealedObject {

@@ -5,7 +5,7 @@
 
 use super::error::IntakeError;
 use super::Intake;
-use crate::envelope::{Attachment, Manifest, Origin, Sealer, TextField, MANIFEST_SCHEMA};
+use crate::envelope::{Attachment, Manifest, ObjectId, Origin, Sealer, TextField, MANIFEST_SCHEMA};
 use crate::store::{CaseRecord, PendingObjects, SubmissionRecord, TempObject};
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
@@ -43,6 +43,7 @@ struct Received {
     language: Option<String>,
     fields: Vec<TextField>,
     attachments: Vec<Attachment>,
+    attachment_ids: Vec<ObjectId>,
     attachment_ciphertext_bytes: u64,
 }
 
@@ -92,8 +93,14 @@ pub async fn receive(
         keys::reply_identity(store.instance_secret(), &normalized).to_public().to_string();
     drop(normalized);
 
-    let Received { testimony, language, fields, attachments, attachment_ciphertext_bytes } =
-        received;
+    let Received {
+        testimony,
+        language,
+        fields,
+        attachments,
+        attachment_ids,
+        attachment_ciphertext_bytes,
+    } = received;
     let language = language.unwrap_or_else(|| page_language.to_string());
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
@@ -114,21 +121,18 @@ pub async fn receive(
         let (temp, file) = store.create_temp()?;
         let (file, sealed) = envelope::seal_bytes(&recipients, &plaintext, file)?;
         temp.persist(file, &sealed.id, &pending)?;
-        let attachments: Vec<String> =
-            manifest.attachments.iter().map(|a| a.object.clone()).collect();
         let record = SubmissionRecord {
             id: manifest.submission.clone(),
             received_at: manifest.received_at.clone(),
-            manifest: sealed.id.to_string(),
-            attachments: attachments.clone(),
+            manifest: sealed.id.clone(),
+            attachments: attachment_ids,
             total_bytes: attachment_ciphertext_bytes + sealed.ciphertext_len,
             recipients: recipients.fingerprint().to_string(),
             case: manifest.submission.clone(),
         };
         let case = CaseRecord { case: record.case.clone(), reply_recipient };
         store.commit(&pending, &record, &case_tag, &case)?;
-        let mut objects = attachments;
-        objects.push(record.manifest.clone());
+        let objects = record.object_ids().iter().map(ToString::to_string).collect();
         Ok((record, objects))
     })
     .await?;
@@ -148,6 +152,7 @@ async fn read_parts(
         language: None,
         fields: Vec::new(),
         attachments: Vec::new(),
+        attachment_ids: Vec::new(),
         attachment_ciphertext_bytes: 0,
     };
     let mut text_bytes = 0usize;
@@ -183,19 +188,16 @@ async fn read_parts(
             if received.attachments.len() == limits.max_files {
                 return Err(IntakeError::TooManyFiles);
             }
-            let attachment = receive_file(intake, &mut field, first, &mut file_bytes, pending)
-                .await
-                .map(|(sealed, ciphertext_len)| {
-                    received.attachment_ciphertext_bytes += ciphertext_len;
-                    Attachment {
-                        object: sealed.id.to_string(),
-                        name: truncate(&file_name, MAX_FILE_NAME_BYTES),
-                        media_type: truncate(&media_type, MAX_MEDIA_TYPE_BYTES),
-                        size: sealed.plaintext_len,
-                        sha256: sealed.plaintext_sha256,
-                    }
-                })?;
-            received.attachments.push(attachment);
+            let sealed = receive_file(intake, &mut field, first, &mut file_bytes, pending).await?;
+            received.attachment_ciphertext_bytes += sealed.ciphertext_len;
+            received.attachments.push(Attachment {
+                object: sealed.id.to_string(),
+                name: truncate(&file_name, MAX_FILE_NAME_BYTES),
+                media_type: truncate(&media_type, MAX_MEDIA_TYPE_BYTES),
+                size: sealed.plaintext_len,
+                sha256: sealed.plaintext_sha256,
+            });
+            received.attachment_ids.push(sealed.id);
             continue;
         }
         if file_name.is_some_and(|f| !f.is_empty()) {
@@ -235,7 +237,7 @@ async fn receive_file(
     first: Bytes,
     file_bytes: &mut u64,
     pending: &PendingObjects,
-) -> Result<(envelope::SealedObject, u64), IntakeError> {
+) -> Result<envelope::SealedObject, IntakeError> {
     let limits = &intake.config.limits;
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let store = intake.store.clone();
@@ -275,8 +277,7 @@ async fn receive_file(
     sent?;
     let sealed =
         worker.await.map_err(|_| IntakeError::Internal)?.map_err(|e| IntakeError::from_io(&e))?;
-    let ciphertext_len = sealed.ciphertext_len;
-    Ok((sealed, ciphertext_len))
+    Ok(sealed)
 }
 
 enum Chunk {

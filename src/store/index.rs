@@ -1,6 +1,7 @@
 //! The sled index: submission records and cases. Only small records live here (values
 //! over ~128 KiB go to sled blob files that sled never fsyncs, sled #1077).
 
+use crate::envelope::ObjectId;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -17,14 +18,41 @@ pub struct SubmissionRecord {
     /// UTC hour of receipt (RFC 3339); never finer, so records cannot be matched
     /// against network logs.
     pub received_at: String,
-    pub manifest: String,
-    pub attachments: Vec<String>,
+    pub manifest: ObjectId,
+    pub attachments: Vec<ObjectId>,
     /// Ciphertext bytes of all its objects.
     pub total_bytes: u64,
     /// Fingerprint of the recipient set the objects were encrypted to.
     pub recipients: String,
     /// The case this submission belongs to (the first submission's id).
     pub case: String,
+}
+
+impl SubmissionRecord {
+    /// Its objects: the attachments, then the manifest.
+    pub fn object_ids(&self) -> Vec<ObjectId> {
+        let mut ids = self.attachments.clone();
+        ids.push(self.manifest.clone());
+        ids
+    }
+}
+
+/// When and in which bundle a submission was carried out, and whether its ciphertext
+/// has since been purged from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportMark {
+    pub bundle: String,
+    /// UTC hour (RFC 3339).
+    pub exported_at: String,
+    pub purged: bool,
+}
+
+/// The last export, for `amanat status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExport {
+    pub bundle: String,
+    pub exported_at: String,
+    pub submissions: usize,
 }
 
 /// A case, found by the codename tag.
@@ -42,6 +70,8 @@ pub(super) struct Index {
     log_file: File,
     submissions: sled::Tree,
     cases: sled::Tree,
+    exports: sled::Tree,
+    meta: sled::Tree,
     flush: GroupFlush,
 }
 
@@ -62,9 +92,115 @@ impl Index {
             .map_err(sled_io)?;
         let submissions = db.open_tree("submissions").map_err(sled_io)?;
         let cases = db.open_tree("cases").map_err(sled_io)?;
+        let exports = db.open_tree("exports").map_err(sled_io)?;
+        let meta = db.open_tree("meta").map_err(sled_io)?;
         let log_file = File::open(path.join("db"))?;
         super::sync_dir(path)?;
-        Ok(Index { db, log_file, submissions, cases, flush: GroupFlush::default() })
+        Ok(Index { db, log_file, submissions, cases, exports, meta, flush: GroupFlush::default() })
+    }
+
+    /// A small value in the meta tree, created with `make` on first use and made durable.
+    pub(super) fn meta_or_insert(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> io::Result<String> {
+        if let Some(v) = self.meta.get(key).map_err(sled_io)? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        let value = make();
+        self.meta.insert(key, value.as_bytes()).map_err(sled_io)?;
+        self.make_durable()?;
+        Ok(value)
+    }
+
+    pub(super) fn meta_get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> io::Result<Option<T>> {
+        match self.meta.get(key).map_err(sled_io)? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(io::Error::other),
+            None => Ok(None),
+        }
+    }
+
+    /// Submissions whose ciphertext is still here, in id order; with `unexported_only`,
+    /// those never carried out.
+    pub(super) fn submissions(&self, unexported_only: bool) -> io::Result<Vec<SubmissionRecord>> {
+        let mut out = Vec::new();
+        for item in self.submissions.iter() {
+            let (key, bytes) = item.map_err(sled_io)?;
+            let mark = self.exports.get(&key).map_err(sled_io)?;
+            let purged = mark
+                .as_deref()
+                .and_then(|m| serde_json::from_slice::<ExportMark>(m).ok())
+                .is_some_and(|m| m.purged);
+            // Purged ciphertext is gone: nothing left to carry out.
+            if purged || (unexported_only && mark.is_some()) {
+                continue;
+            }
+            out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn export_mark(&self, id: &str) -> io::Result<Option<ExportMark>> {
+        match self.exports.get(id.as_bytes()).map_err(sled_io)? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(io::Error::other),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks submissions as carried out in `bundle`, durably, in one transaction.
+    pub(super) fn mark_exported(&self, last: &LastExport, ids: &[String]) -> io::Result<()> {
+        let mark = |purged| {
+            serde_json::to_vec(&ExportMark {
+                bundle: last.bundle.clone(),
+                exported_at: last.exported_at.clone(),
+                purged,
+            })
+        };
+        let fresh = mark(false).map_err(io::Error::other)?;
+        let last_bytes = serde_json::to_vec(last).map_err(io::Error::other)?;
+        (&self.exports, &self.meta)
+            .transaction(|(exports, meta)| {
+                for id in ids {
+                    // Re-exporting (--all) keeps the first mark and its purge state.
+                    if exports.get(id.as_bytes())?.is_none() {
+                        exports.insert(id.as_bytes(), fresh.as_slice())?;
+                    }
+                }
+                meta.insert("last_export", last_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<io::Error>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })?;
+        self.make_durable()
+    }
+
+    pub(super) fn mark_purged(&self, id: &str, mark: &ExportMark) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&ExportMark { purged: true, ..mark.clone() })
+            .map_err(io::Error::other)?;
+        self.exports.insert(id.as_bytes(), bytes).map_err(sled_io)?;
+        Ok(())
+    }
+
+    pub(super) fn flush_durable(&self) -> io::Result<()> {
+        self.make_durable()
+    }
+
+    pub(super) fn export_counts(&self) -> io::Result<(usize, usize)> {
+        let mut exported = 0;
+        let mut purged = 0;
+        for item in self.exports.iter() {
+            let (_, v) = item.map_err(sled_io)?;
+            exported += 1;
+            let mark: ExportMark = serde_json::from_slice(&v).map_err(io::Error::other)?;
+            purged += mark.purged as usize;
+        }
+        Ok((exported, purged))
     }
 
     /// Makes everything applied so far durable; concurrent callers share the work.
@@ -120,7 +256,7 @@ impl Index {
     }
 
     /// Ids of every object any record names (for the start-up sweep).
-    pub(super) fn referenced_objects(&self) -> io::Result<HashSet<String>> {
+    pub(super) fn referenced_objects(&self) -> io::Result<HashSet<ObjectId>> {
         let mut ids = HashSet::new();
         for item in self.submissions.iter() {
             let (_, bytes) = item.map_err(sled_io)?;

@@ -13,7 +13,7 @@ mod index;
 mod objects;
 
 use index::CommitError;
-pub use index::{CaseRecord, SubmissionRecord};
+pub use index::{CaseRecord, ExportMark, LastExport, SubmissionRecord};
 pub use objects::{PendingObjects, TempObject};
 
 use crate::envelope::ObjectId;
@@ -31,6 +31,18 @@ pub struct Store {
     index: index::Index,
     instance_secret: Zeroizing<Vec<u8>>,
     rng: SystemRandom,
+}
+
+/// What `amanat status` shows: counts and sizes, never content.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StoreStatus {
+    pub server: String,
+    pub submissions: usize,
+    pub exported: usize,
+    pub purged: usize,
+    /// Bytes of ciphertext on disk.
+    pub store_bytes: u64,
+    pub last_export: Option<LastExport>,
 }
 
 /// What the start-up sweep removed.
@@ -63,14 +75,15 @@ impl Store {
             fs::remove_file(entry?.path())?;
             report.temp_files += 1;
         }
-        let referenced: HashSet<String> = self.index.referenced_objects()?;
+        let referenced: HashSet<ObjectId> = self.index.referenced_objects()?;
         for entry in fs::read_dir(&self.objects)? {
             let entry = entry?;
             if !entry.file_type()?.is_file() {
                 continue;
             }
             let name = entry.file_name();
-            if !referenced.contains(name.to_string_lossy().as_ref()) {
+            let id = ObjectId::parse(&name.to_string_lossy());
+            if !id.is_some_and(|id| referenced.contains(&id)) {
                 fs::remove_file(entry.path())?;
                 report.orphan_objects += 1;
             }
@@ -105,6 +118,76 @@ impl Store {
 
     pub fn submission(&self, id: &str) -> io::Result<Option<SubmissionRecord>> {
         self.index.submission(id)
+    }
+
+    /// This server instance's id (random, created on first start), named in bundles.
+    pub fn server_id(&self) -> io::Result<String> {
+        self.index.meta_or_insert("server_id", || self.random_hex(16))
+    }
+
+    /// Submissions to put in a bundle: all, or those never exported.
+    pub fn submissions_to_export(&self, all: bool) -> io::Result<Vec<SubmissionRecord>> {
+        self.index.submissions(!all)
+    }
+
+    /// Opens an object for reading, with its length.
+    pub fn open_object(&self, id: &ObjectId) -> io::Result<(File, u64)> {
+        let file = File::open(self.object_path(id))?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    }
+
+    /// Records, durably, that these submissions were carried out in a bundle.
+    pub fn mark_exported(&self, last: &LastExport, ids: &[String]) -> io::Result<()> {
+        self.index.mark_exported(last, ids)
+    }
+
+    /// Deletes the ciphertext of submissions exported at or before `cutoff_hour` (RFC 3339,
+    /// compared as text, which orders UTC hours correctly). Their records stay, so a case
+    /// and its replies keep working. Returns (submissions purged, bytes freed).
+    pub fn purge_exported_before(&self, cutoff_hour: &str) -> io::Result<(usize, u64)> {
+        let mut purged = 0;
+        let mut freed = 0;
+        for record in self.index.submissions(false)? {
+            let Some(mark) = self.index.export_mark(&record.id)? else { continue };
+            if mark.purged || mark.exported_at.as_str() > cutoff_hour {
+                continue;
+            }
+            for id in record.object_ids() {
+                let path = self.object_path(&id);
+                if let Ok(meta) = fs::metadata(&path) {
+                    fs::remove_file(&path)?;
+                    freed += meta.len();
+                }
+            }
+            self.index.mark_purged(&record.id, &mark)?;
+            purged += 1;
+        }
+        if purged > 0 {
+            sync_dir(&self.objects)?;
+            self.index.flush_durable()?;
+        }
+        Ok((purged, freed))
+    }
+
+    /// Counts for `amanat status`.
+    pub fn status(&self) -> io::Result<StoreStatus> {
+        let (exported, purged) = self.index.export_counts()?;
+        let mut store_bytes = 0;
+        for entry in fs::read_dir(&self.objects)? {
+            let meta = entry?.metadata()?;
+            if meta.is_file() {
+                store_bytes += meta.len();
+            }
+        }
+        Ok(StoreStatus {
+            server: self.server_id()?,
+            submissions: self.index.submission_count(),
+            exported,
+            purged,
+            store_bytes,
+            last_export: self.index.meta_get("last_export")?,
+        })
     }
 
     pub fn submission_count(&self) -> usize {

@@ -8,4 +8,5 @@ mod crash;
 mod intake;
 mod keygen;
 mod limits;
+mod review;
 mod startup;

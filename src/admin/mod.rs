@@ -1,0 +1,224 @@
+//! The admin API: a Unix socket `data_dir/admin.sock` (mode 0600), never TCP. Only
+//! someone already on the host, as the server's user, can reach it.
+//!
+//! Protocol: the client sends one JSON request line; the server answers one JSON line.
+//! `export` is the one exchange with more: after its answer line come exactly `bytes`
+//! bytes of bundle; the client writes and fsyncs them, then sends
+//! `{"op":"confirm","bundle":...}` on the same connection, and only then are the
+//! submissions marked exported. A client that dies before confirming marks nothing.
+
+pub mod client;
+
+use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
+use crate::store::{LastExport, Store};
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SOCKET_NAME: &str = "admin.sock";
+/// Requests are a few words of JSON.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Export { all: bool },
+    Confirm { bundle: String },
+    Purge { exported_before_days: u64 },
+}
+
+/// The answer to `export`, followed on the wire by `bytes` bytes of bundle.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportOffer {
+    /// None when there is nothing to export.
+    pub bundle: Option<String>,
+    pub submissions: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PurgeReport {
+    pub purged_submissions: usize,
+    pub freed_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Binds the socket (replacing a stale one) and serves it on its own thread.
+pub fn start(store: Arc<Store>, data_dir: &Path) -> io::Result<PathBuf> {
+    let path = data_dir.join(SOCKET_NAME);
+    if path.exists() {
+        // A socket left by a killed server: nobody answers on it any more.
+        if UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use: is another amanat serving this data directory?",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let store = store.clone();
+            let _ = std::thread::Builder::new()
+                .name("admin-conn".into())
+                .spawn(move || serve_connection(&store, stream));
+        }
+    })?;
+    Ok(path)
+}
+
+fn serve_connection(store: &Store, stream: UnixStream) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    let request = match read_line::<Request>(&mut reader) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = answer_error(&mut writer, "bad_request", &e.to_string());
+            return;
+        }
+    };
+    let result = match request {
+        Request::Status => store.status().and_then(|s| answer(&mut writer, &s)),
+        Request::Export { all } => export(store, all, &mut reader, &mut writer),
+        Request::Confirm { .. } => {
+            answer_error(&mut writer, "bad_request", "confirm only follows an export")
+        }
+        Request::Purge { exported_before_days } => {
+            purge(store, exported_before_days).and_then(|report| answer(&mut writer, &report))
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "admin request failed");
+        let _ = answer_error(&mut writer, "failed", &e.to_string());
+    }
+}
+
+fn export(
+    store: &Store,
+    all: bool,
+    reader: &mut BufReader<UnixStream>,
+    writer: &mut UnixStream,
+) -> io::Result<()> {
+    let submissions = store.submissions_to_export(all)?;
+    if submissions.is_empty() {
+        return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0 });
+    }
+    let index = BundleIndex {
+        schema: BUNDLE_SCHEMA.into(),
+        bundle: store.random_hex(16),
+        server: store.server_id()?,
+        created_at: crate::intake::upload::received_hour(),
+        submissions,
+    };
+    let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
+    let mut sizes = Vec::new();
+    for id in index.objects() {
+        sizes.push(store.open_object(&id)?.1);
+    }
+    let bytes = bundle::bundle_len(index_len, sizes);
+    let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();
+    answer(
+        writer,
+        &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes },
+    )?;
+    let mut counted = CountingWriter { inner: io::BufWriter::new(&mut *writer), count: 0 };
+    counted = bundle::write(counted, &index, |id| store.open_object(id))?;
+    counted.flush()?;
+    if counted.count != bytes {
+        return Err(io::Error::other("bundle size differs from the announced size"));
+    }
+    drop(counted);
+    // Only a confirmed, durable copy counts as carried out.
+    match read_line::<Request>(reader)? {
+        Request::Confirm { bundle } if bundle == index.bundle => {
+            let last = LastExport {
+                bundle: index.bundle.clone(),
+                exported_at: crate::intake::upload::received_hour(),
+                submissions: ids.len(),
+            };
+            store.mark_exported(&last, &ids)?;
+            tracing::info!(submissions = ids.len(), "export confirmed");
+            answer(writer, &last)
+        }
+        _ => answer_error(writer, "not_confirmed", "the export was not confirmed; nothing marked"),
+    }
+}
+
+fn purge(store: &Store, days: u64) -> io::Result<PurgeReport> {
+    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
+    let cutoff =
+        cutoff.format(&time::format_description::well_known::Rfc3339).map_err(io::Error::other)?;
+    let (purged_submissions, freed_bytes) = store.purge_exported_before(&cutoff)?;
+    tracing::info!(
+        submissions = purged_submissions,
+        bytes = freed_bytes,
+        "purged exported ciphertext"
+    );
+    Ok(PurgeReport { purged_submissions, freed_bytes })
+}
+
+/// Purges on a schedule when `retention_days` is set: what a seizure finds shrinks to
+/// what has not been carried out yet.
+pub fn start_retention(store: Arc<Store>, days: u64) -> io::Result<()> {
+    std::thread::Builder::new().name("retention".into()).spawn(move || loop {
+        if let Err(e) = purge(&store, days) {
+            tracing::error!(error = %e, "retention purge failed");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    })?;
+    Ok(())
+}
+
+fn read_line<T: for<'de> Deserialize<'de>>(reader: &mut impl BufRead) -> io::Result<T> {
+    let mut line = String::new();
+    reader.take(MAX_REQUEST_BYTES).read_line(&mut line)?;
+    serde_json::from_str(line.trim_end()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn answer<T: Serialize>(writer: &mut impl Write, value: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line)?;
+    writer.flush()
+}
+
+fn answer_error(writer: &mut impl Write, code: &str, message: &str) -> io::Result<()> {
+    answer(
+        writer,
+        &serde_json::json!({"error": AdminError { code: code.into(), message: message.into() }}),
+    )
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,287 @@
+//! Offline review: bundles in, readable case folders out. Never opens a socket.
+//!
+//! Every object is decrypted with `envelope::open_object`, which also hashes the
+//! ciphertext: a case is written only when every object matches its id, every file
+//! matches the manifest's size and SHA-256, and the manifest matches the record. A case
+//! is assembled in a hidden staging folder and renamed into place only when all of that
+//! holds; on any failure the staging folder, plaintext and all, is deleted.
+
+mod names;
+mod report;
+
+pub use names::safe_name;
+
+use crate::bundle::Bundle;
+use crate::envelope::{self, Manifest, ObjectId, MANIFEST_SCHEMA};
+use crate::store::SubmissionRecord;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// A manifest is a few KiB of JSON; anything near this is not one of ours.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+const STAGING_PREFIX: &str = ".opening-";
+
+/// What happened to one submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The submission id, or the bundle's path when the bundle could not be read at all.
+    pub submission: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub files: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Opened,
+    /// The case folder already exists from an earlier open: left as it is.
+    AlreadyOpen,
+    Failed,
+}
+
+impl Outcome {
+    pub fn verified(&self) -> bool {
+        self.status != Status::Failed
+    }
+}
+
+/// Opens every submission of every bundle into `out`, then rewrites `out/index.html`.
+/// `progress` receives ciphertext bytes processed and the total.
+pub fn open_bundles(
+    bundles: &[PathBuf],
+    identities: &[age::x25519::Identity],
+    out: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> io::Result<Vec<Outcome>> {
+    fs::create_dir_all(out)?;
+    remove_stale_staging(out)?;
+    let mut opened: Vec<Bundle> = Vec::new();
+    let mut outcomes = Vec::new();
+    for path in bundles {
+        match Bundle::open(path) {
+            Ok(bundle) => opened.push(bundle),
+            Err(e) => outcomes.push(Outcome {
+                submission: path.display().to_string(),
+                status: Status::Failed,
+                reason: Some(e.to_string()),
+                files: 0,
+                path: None,
+            }),
+        }
+    }
+    let total: u64 = opened
+        .iter()
+        .flat_map(|b| b.index.objects().into_iter().filter_map(|id| b.object_len(&id)))
+        .sum();
+    let mut done = 0u64;
+    let mut seen = HashSet::new();
+    for bundle in &opened {
+        for record in &bundle.index.submissions {
+            let outcome = if !is_submission_id(&record.id) {
+                failed(&record.id, "the bundle names it with an invalid id".into())
+            } else if !seen.insert(record.id.clone()) || out.join(&record.id).exists() {
+                Outcome {
+                    submission: record.id.clone(),
+                    status: Status::AlreadyOpen,
+                    reason: None,
+                    files: 0,
+                    path: Some(out.join(&record.id)),
+                }
+            } else {
+                match open_case(bundle, record, identities, out) {
+                    Ok(files) => Outcome {
+                        submission: record.id.clone(),
+                        status: Status::Opened,
+                        reason: None,
+                        files,
+                        path: Some(out.join(&record.id)),
+                    },
+                    Err(reason) => failed(&record.id, reason),
+                }
+            };
+            done += record.object_ids().iter().filter_map(|id| bundle.object_len(id)).sum::<u64>();
+            progress(done, total);
+            outcomes.push(outcome);
+        }
+    }
+    report::write_index(out)?;
+    Ok(outcomes)
+}
+
+fn failed(submission: &str, reason: String) -> Outcome {
+    Outcome {
+        submission: submission.into(),
+        status: Status::Failed,
+        reason: Some(reason),
+        files: 0,
+        path: None,
+    }
+}
+
+/// Ids are 128 random bits in hex; anything else could be a path.
+fn is_submission_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Plaintext left by an `open` that was interrupted: never a case, always removed.
+fn remove_stale_staging(out: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(out)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// One verified case, or the reason there is none (and no plaintext left behind).
+fn open_case(
+    bundle: &Bundle,
+    record: &SubmissionRecord,
+    identities: &[age::x25519::Identity],
+    out: &Path,
+) -> Result<usize, String> {
+    let staging = out.join(format!("{STAGING_PREFIX}{}", record.id));
+    let result = (|| {
+        fs::create_dir(&staging)
+            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        let files = write_case(bundle, record, identities, &staging)?;
+        fs::rename(&staging, out.join(&record.id))
+            .map_err(|e| format!("cannot finish the case: {e}"))?;
+        Ok(files)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn write_case(
+    bundle: &Bundle,
+    record: &SubmissionRecord,
+    identities: &[age::x25519::Identity],
+    dir: &Path,
+) -> Result<usize, String> {
+    let manifest = read_manifest(bundle, record, identities)?;
+    let evidence = dir.join("evidence");
+    fs::create_dir(&evidence).map_err(|e| e.to_string())?;
+    let mut taken = HashSet::new();
+    let mut files = Vec::new();
+    for attachment in &manifest.attachments {
+        let id = ObjectId::parse(&attachment.object)
+            .ok_or_else(|| "the manifest names an invalid object id".to_string())?;
+        let saved_as = safe_name(&attachment.name, &mut taken);
+        let path = evidence.join(&saved_as);
+        let file = File::create(&path).map_err(|e| format!("cannot write {saved_as}: {e}"))?;
+        let (_, opened) = decrypt_object(bundle, &id, identities, BufWriter::new(file), "a file")?;
+        if opened.plaintext_sha256 != attachment.sha256 || opened.plaintext_len != attachment.size {
+            return Err(format!(
+                "file {saved_as} does not match the manifest's SHA-256 and size: altered"
+            ));
+        }
+        files.push(report::CaseFile::new(attachment, format!("evidence/{saved_as}")));
+    }
+    let case = report::Case::new(bundle, record, &manifest, files);
+    case.write(dir).map_err(|e| format!("cannot write the case: {e}"))?;
+    Ok(manifest.attachments.len())
+}
+
+/// Decrypts and checks the manifest against the record that names it.
+fn read_manifest(
+    bundle: &Bundle,
+    record: &SubmissionRecord,
+    identities: &[age::x25519::Identity],
+) -> Result<Manifest, String> {
+    let plaintext = Zeroizing::new(Vec::new());
+    let limited = LimitedWriter { inner: plaintext, left: MAX_MANIFEST_BYTES };
+    let (limited, _) =
+        decrypt_object(bundle, &record.manifest, identities, limited, "the manifest")?;
+    let manifest: Manifest = serde_json::from_slice(&limited.inner)
+        .map_err(|e| format!("the manifest is not valid: {e}"))?;
+    if manifest.schema != MANIFEST_SCHEMA {
+        return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
+    }
+    if manifest.submission != record.id {
+        return Err("the manifest belongs to another submission: objects were swapped".into());
+    }
+    let named: Vec<&str> = manifest.attachments.iter().map(|a| a.object.as_str()).collect();
+    let recorded: Vec<&str> = record.attachments.iter().map(ObjectId::as_str).collect();
+    if named != recorded {
+        return Err(
+            "the record and the manifest list different files: the bundle was edited".into()
+        );
+    }
+    Ok(manifest)
+}
+
+/// Decrypts one object of the bundle into `sink`, checking it is whole and is the
+/// object its id names. `what` names it in errors.
+fn decrypt_object<W: Write>(
+    bundle: &Bundle,
+    id: &ObjectId,
+    identities: &[age::x25519::Identity],
+    sink: W,
+    what: &str,
+) -> Result<(W, envelope::OpenedObject), String> {
+    let reader = match bundle.object(id) {
+        Some(reader) => reader.map_err(|e| format!("cannot read {what} ({id}): {e}"))?,
+        None => {
+            let hint = bundle.damaged.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            return Err(format!("{what} ({id}) is missing from the bundle{hint}"));
+        }
+    };
+    let (mut sink, opened) = envelope::open_object(reader, identities, sink)
+        .map_err(|e| format!("{what} ({id}): {e}"))?;
+    sink.flush().map_err(|e| format!("cannot write {what}: {e}"))?;
+    if opened.id != *id {
+        return Err(format!("{what} ({id}) does not match its id: it was altered or swapped"));
+    }
+    Ok((sink, opened))
+}
+
+/// Collects plaintext in memory up to a bound (a manifest is small; a forged one may
+/// not be), wiped on drop.
+struct LimitedWriter {
+    inner: Zeroizing<Vec<u8>>,
+    left: u64,
+}
+
+impl Write for LimitedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other("too large for a manifest"));
+        }
+        self.left -= buf.len() as u64;
+        self.inner.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decrypts a standalone age file to `out` with the same function `open` uses, deleting
+/// `out` if anything fails. For checks against outside vectors and for single objects.
+pub fn decrypt_file(
+    ciphertext: impl Read,
+    identities: &[age::x25519::Identity],
+    out: &Path,
+) -> Result<envelope::OpenedObject, envelope::OpenError> {
+    let file = File::create(out).map_err(envelope::OpenError::Output)?;
+    let result = envelope::open_object(ciphertext, identities, BufWriter::new(file)).and_then(
+        |(mut w, opened)| w.flush().map(|()| opened).map_err(envelope::OpenError::Output),
+    );
+    if result.is_err() {
+        let _ = fs::remove_file(out);
+    }
+    result
+}

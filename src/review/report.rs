@@ -1,0 +1,163 @@
+//! What a reviewer reads: `testimony.json` (everything, machine-readable),
+//! `testimony.txt` (the testimony in the order the form asked), `report.html` (one page,
+//! no scripts, no outside resources: the testimony, the files with sizes and hashes,
+//! image thumbnails linking to the local files), and `index.html` over all cases.
+
+use crate::bundle::Bundle;
+use crate::envelope::{Attachment, Manifest, Origin, TextField};
+use crate::store::SubmissionRecord;
+use askama::Template;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// `testimony.json`.
+#[derive(Serialize, Deserialize)]
+pub struct Case {
+    pub submission: String,
+    pub received_at: String,
+    pub language: String,
+    pub origin: Origin,
+    pub case: String,
+    pub testimony: String,
+    pub fields: Vec<TextField>,
+    pub files: Vec<CaseFile>,
+    /// Where it came from, so the reviewer can trace it back.
+    pub bundle: String,
+    pub server: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct CaseFile {
+    /// The name the survivor's device gave (possibly hostile: shown, never used as a path).
+    pub original_name: String,
+    /// Where the file is, relative to the case folder.
+    pub saved_as: String,
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub object: String,
+}
+
+impl CaseFile {
+    pub fn new(attachment: &Attachment, saved_as: String) -> CaseFile {
+        CaseFile {
+            original_name: attachment.name.clone(),
+            saved_as,
+            media_type: attachment.media_type.clone(),
+            size: attachment.size,
+            sha256: attachment.sha256.clone(),
+            object: attachment.object.clone(),
+        }
+    }
+
+    fn is_image(&self) -> bool {
+        matches!(
+            self.media_type.as_str(),
+            "image/jpeg" | "image/png" | "image/gif" | "image/webp" | "image/bmp"
+        ) && !self.saved_as.ends_with(".txt")
+    }
+}
+
+impl Case {
+    pub fn new(
+        bundle: &Bundle,
+        record: &SubmissionRecord,
+        manifest: &Manifest,
+        files: Vec<CaseFile>,
+    ) -> Case {
+        Case {
+            submission: record.id.clone(),
+            received_at: record.received_at.clone(),
+            language: manifest.language.clone(),
+            origin: manifest.origin,
+            case: record.case.clone(),
+            testimony: manifest.testimony.clone(),
+            fields: manifest.fields.clone(),
+            files,
+            bundle: bundle.index.bundle.clone(),
+            server: bundle.index.server.clone(),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        fs::write(dir.join("testimony.json"), json)?;
+        fs::write(dir.join("testimony.txt"), self.text())?;
+        let html = CaseReport { case: self }.render().map_err(io::Error::other)?;
+        fs::write(dir.join("report.html"), html)
+    }
+
+    /// The testimony as a person reads it: what happened first, then the answers in
+    /// the order they were given, then the files.
+    fn text(&self) -> String {
+        let mut t = format!(
+            "Submission {}\nReceived {} (hour, UTC), through {}, language {}\n\n",
+            self.submission,
+            self.received_at,
+            origin_name(self.origin),
+            self.language
+        );
+        t.push_str("WHAT HAPPENED\n\n");
+        t.push_str(self.testimony.trim_end());
+        t.push_str("\n\n");
+        for field in &self.fields {
+            t.push_str(&format!("{}\n{}\n\n", label(&field.name), field.value.trim_end()));
+        }
+        t.push_str(&format!("FILES ({})\n", self.files.len()));
+        for f in &self.files {
+            t.push_str(&format!(
+                "- {}  ({}, {} bytes, sha256 {})\n  sent as: {:?}\n",
+                f.saved_as, f.media_type, f.size, f.sha256, f.original_name
+            ));
+        }
+        t
+    }
+}
+
+fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Web => "the web form",
+        Origin::Api => "the API",
+        Origin::Fieldkit => "a field kit",
+    }
+}
+
+/// A form field's name as a heading: `what_was_done` -> "What was done".
+pub fn label(name: &str) -> String {
+    let spaced = name.replace(['_', '-'], " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct CaseReport<'a> {
+    case: &'a Case,
+}
+
+#[derive(Template)]
+#[template(path = "cases.html")]
+struct CaseIndex {
+    cases: Vec<Case>,
+}
+
+/// Rewrites `index.html` from every case folder in `out`, newest first.
+pub fn write_index(out: &Path) -> io::Result<()> {
+    let mut cases = Vec::new();
+    for entry in fs::read_dir(out)? {
+        let path = entry?.path().join("testimony.json");
+        if let Ok(bytes) = fs::read(&path) {
+            if let Ok(case) = serde_json::from_slice::<Case>(&bytes) {
+                cases.push(case);
+            }
+        }
+    }
+    cases.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.submission.cmp(&b.submission)));
+    let html = CaseIndex { cases }.render().map_err(io::Error::other)?;
+    fs::write(out.join("index.html"), html)
+}
