@@ -108,6 +108,12 @@ fn reviewer_exports_and_opens_every_file_and_field_byte_for_byte() {
         submit(&server, 3, &[("IMG.jpg", 100_000), ("IMG.jpg", 100_001)]),
     ];
 
+    // The admin socket is only for the server's own user.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let socket = std::fs::metadata(server.data_dir.join("admin.sock")).unwrap();
+    assert!(socket.file_type().is_socket());
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600);
+
     let bundle = dir.path().join("usb/bundle-1.tar");
     std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
     let summary = export(&server, &bundle, false);
@@ -339,6 +345,61 @@ fn tampered_bundles_are_refused_per_submission_and_the_rest_still_open() {
         .unwrap()
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().starts_with('.')));
+}
+
+#[test]
+fn a_passphrase_protected_identity_opens_with_its_passphrase_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("offline/holder.age");
+    let pass = dir.path().join("offline/pass.txt");
+    std::fs::create_dir_all(dir.path().join("offline")).unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let made = amanat(&["keygen", "--passphrase-file", path_str(&pass), "--out", path_str(&key)]);
+    assert!(made.status.success());
+    let recipient = String::from_utf8(made.stdout).unwrap().lines().last().unwrap().to_string();
+    let recipients = dir.path().join("keys/recipients.txt");
+    std::fs::write(&recipients, format!("{recipient}\n")).unwrap();
+    let coalition = Coalition {
+        identities: Vec::new(),
+        identity_files: Vec::new(),
+        recipients_file: recipients,
+    };
+    let server = Server::start(dir.path(), &coalition, "");
+    let sent = submit(&server, 4, &[("a.jpg", 5_000)]);
+    let bundle = dir.path().join("b.tar");
+    export(&server, &bundle, false);
+
+    let out = dir.path().join("out");
+    let output = amanat(&[
+        "open",
+        path_str(&bundle),
+        "--identity",
+        path_str(&key),
+        "--passphrase-file",
+        path_str(&pass),
+        "--out",
+        path_str(&out),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.join(&sent.id).join("testimony.txt").exists());
+
+    std::fs::write(&pass, "wrong\n").unwrap();
+    let out = dir.path().join("out-wrong");
+    let output = amanat(&[
+        "open",
+        path_str(&bundle),
+        "--identity",
+        path_str(&key),
+        "--passphrase-file",
+        path_str(&pass),
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("wrong passphrase"));
+    assert!(!out.exists(), "nothing written");
 }
 
 #[test]
