@@ -245,8 +245,8 @@ fn open(
                 Status::AlreadyOpen => println!("already  {}", outcome.submission),
                 Status::Failed => println!(
                     "FAILED   {}  {}",
-                    outcome.submission,
-                    outcome.reason.as_deref().unwrap_or("")
+                    printable(&outcome.submission),
+                    printable(outcome.reason.as_deref().unwrap_or(""))
                 ),
             }
         }
@@ -265,6 +265,11 @@ fn open(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Text from a bundle, safe to print: no terminal escape can rewrite what was shown.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// A byte progress bar, only when a person is watching a terminal.

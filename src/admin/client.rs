@@ -97,9 +97,8 @@ impl AdminClient {
             }
             file.sync_all().map_err(|e| format!("writing the bundle: {e}"))?;
             check_bundle(&partial, &bundle_id)?;
-            fs::hard_link(&partial, out)
+            move_without_replacing(&partial, out)
                 .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-            fs::remove_file(&partial).map_err(|e| e.to_string())?;
             sync_parent(out).map_err(|e| format!("writing the bundle: {e}"))
         })();
         if let Err(e) = result {
@@ -140,6 +139,17 @@ fn check_bundle(path: &Path, bundle_id: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Renames `from` to `to` unless `to` exists. A hard link does that atomically; FAT and
+/// exFAT sticks have none, so there the existence check comes just before a rename.
+fn move_without_replacing(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if to.exists() => Err(io::ErrorKind::AlreadyExists.into()),
+        Err(_) => fs::rename(from, to),
+    }
 }
 
 fn side_file(out: &Path) -> PathBuf {

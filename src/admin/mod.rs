@@ -71,7 +71,12 @@ pub fn start(store: Arc<Store>, data_dir: &Path) -> io::Result<PathBuf> {
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else {
+                // Out of file descriptors or similar: wait instead of spinning.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            };
             let store = store.clone();
             let _ = std::thread::Builder::new()
                 .name("admin-conn".into())

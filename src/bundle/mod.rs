@@ -164,6 +164,9 @@ impl Bundle {
                 .map_err(|e| BundleError::NotATar(e.to_string()))?
                 .to_string_lossy()
                 .into_owned();
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(BundleError::UnexpectedMember(name));
+            }
             let (offset, size) = (entry.raw_file_position(), entry.size());
             if offset + size > file_len {
                 if index.is_none() {

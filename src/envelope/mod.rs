@@ -171,7 +171,8 @@ pub fn open_object<R: Read, W: Write>(
     identities: &[age::x25519::Identity],
     mut plaintext: W,
 ) -> Result<(W, OpenedObject), OpenError> {
-    let mut input = io::BufReader::with_capacity(256 * 1024, HashingReader::new(ciphertext));
+    let guarded = HeaderLimit::new(HashingReader::new(ciphertext));
+    let mut input = io::BufReader::with_capacity(256 * 1024, guarded);
     let decryptor =
         age::Decryptor::new_buffered(&mut input).map_err(|e| OpenError::Header(e.to_string()))?;
     let mut stream = decryptor
@@ -204,7 +205,7 @@ pub fn open_object<R: Read, W: Write>(
     if input.read(&mut rest).map_err(|e| OpenError::Payload(e.to_string()))? != 0 {
         return Err(OpenError::Payload("trailing data after the end of the object".into()));
     }
-    let (ciphertext_sha256, _) = input.into_inner().finish();
+    let (ciphertext_sha256, _) = input.into_inner().inner.finish();
     Ok((
         plaintext,
         OpenedObject {
@@ -213,6 +214,54 @@ pub fn open_object<R: Read, W: Write>(
             plaintext_sha256: hex::encode(hash.finish()),
         },
     ))
+}
+
+/// Longest age header we accept. Ours are a few hundred bytes per recipient; the age
+/// crate re-parses a header from its start after every line, so a crafted megabyte of
+/// stanzas would take it hours.
+const MAX_HEADER_BYTES: u64 = 16 * 1024;
+
+/// Fails the read once `MAX_HEADER_BYTES` have passed without the header's MAC line
+/// (`\n--- `) having begun.
+struct HeaderLimit<R> {
+    inner: R,
+    seen: u64,
+    /// How much of "\n--- " the last bytes matched; `None` once the header is over.
+    matched: Option<usize>,
+}
+
+impl<R> HeaderLimit<R> {
+    fn new(inner: R) -> Self {
+        HeaderLimit { inner, seen: 0, matched: Some(0) }
+    }
+}
+
+impl<R: Read> Read for HeaderLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const MAC_LINE: &[u8] = b"\n--- ";
+        let n = self.inner.read(buf)?;
+        if let Some(mut matched) = self.matched {
+            for &b in &buf[..n] {
+                matched = if b == MAC_LINE[matched] {
+                    matched + 1
+                } else if b == MAC_LINE[0] {
+                    1
+                } else {
+                    0
+                };
+                if matched == MAC_LINE.len() {
+                    self.matched = None;
+                    return Ok(n);
+                }
+                self.seen += 1;
+                if self.seen > MAX_HEADER_BYTES {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "age header too long"));
+                }
+            }
+            self.matched = Some(matched);
+        }
+        Ok(n)
+    }
 }
 
 /// Reads bytes through while computing their SHA-256 and length.
@@ -297,6 +346,20 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, plaintext);
+    }
+
+    #[test]
+    fn an_overlong_header_is_refused_quickly() {
+        let mut crafted = b"age-encryption.org/v1\n".to_vec();
+        for _ in 0..200_000 {
+            crafted.extend_from_slice(b"-> a\n\n");
+        }
+        let identity = age::x25519::Identity::generate();
+        // Without the limit the age crate spends hours on this.
+        match open_object(&crafted[..], &[identity], Vec::new()) {
+            Err(OpenError::Header(why)) => assert!(why.contains("too long"), "{why}"),
+            other => panic!("expected a refused header, got {:?}", other.map(|(_, o)| o)),
+        }
     }
 
     #[test]

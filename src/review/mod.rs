@@ -9,7 +9,7 @@
 mod names;
 mod report;
 
-pub use names::safe_name;
+pub use names::{safe_name, TakenNames};
 
 use crate::bundle::Bundle;
 use crate::envelope::{self, Manifest, ObjectId, MANIFEST_SCHEMA};
@@ -86,8 +86,8 @@ pub fn open_bundles(
     for bundle in &opened {
         for record in &bundle.index.submissions {
             let outcome = if !is_submission_id(&record.id) {
-                failed(&record.id, "the bundle names it with an invalid id".into())
-            } else if !seen.insert(record.id.clone()) || out.join(&record.id).exists() {
+                failed("<invalid id>", "the bundle names a submission with an invalid id".into())
+            } else if seen.contains(&record.id) || out.join(&record.id).is_dir() {
                 Outcome {
                     submission: record.id.clone(),
                     status: Status::AlreadyOpen,
@@ -97,13 +97,18 @@ pub fn open_bundles(
                 }
             } else {
                 match open_case(bundle, record, identities, out) {
-                    Ok(files) => Outcome {
-                        submission: record.id.clone(),
-                        status: Status::Opened,
-                        reason: None,
-                        files,
-                        path: Some(out.join(&record.id)),
-                    },
+                    Ok(files) => {
+                        // Only a verified copy counts: a damaged one must not hide a
+                        // good copy of the same submission in a later bundle.
+                        seen.insert(record.id.clone());
+                        Outcome {
+                            submission: record.id.clone(),
+                            status: Status::Opened,
+                            reason: None,
+                            files,
+                            path: Some(out.join(&record.id)),
+                        }
+                    }
                     Err(reason) => failed(&record.id, reason),
                 }
             };
@@ -173,7 +178,7 @@ fn write_case(
     let manifest = read_manifest(bundle, record, identities)?;
     let evidence = dir.join("evidence");
     fs::create_dir(&evidence).map_err(|e| e.to_string())?;
-    let mut taken = HashSet::new();
+    let mut taken = TakenNames::default();
     let mut files = Vec::new();
     for attachment in &manifest.attachments {
         let id = ObjectId::parse(&attachment.object)
@@ -212,12 +217,23 @@ fn read_manifest(
     if manifest.submission != record.id {
         return Err("the manifest belongs to another submission: objects were swapped".into());
     }
+    // The hour the server recorded is also sealed inside the manifest: a bundle.json
+    // edited to move a submission in time disagrees with it.
+    if manifest.received_at != record.received_at {
+        return Err(
+            "the record's hour of receipt differs from the manifest's: the bundle was edited"
+                .into(),
+        );
+    }
     let named: Vec<&str> = manifest.attachments.iter().map(|a| a.object.as_str()).collect();
     let recorded: Vec<&str> = record.attachments.iter().map(ObjectId::as_str).collect();
     if named != recorded {
         return Err(
             "the record and the manifest list different files: the bundle was edited".into()
         );
+    }
+    if named.iter().collect::<HashSet<_>>().len() != named.len() {
+        return Err("the manifest names one object twice: not a submission amanat made".into());
     }
     Ok(manifest)
 }

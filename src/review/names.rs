@@ -2,20 +2,28 @@
 //! before one becomes a path on the reviewer's laptop it loses every way to escape the
 //! case folder, hide its extension, or run when double-clicked.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Longest name we write, in bytes (most file systems allow 255).
 const MAX_NAME_BYTES: usize = 150;
 /// Opened by a double click into a browser or an interpreter: made plain text instead.
 const ACTIVE_EXTENSIONS: &[&str] = &[
-    "html", "htm", "xhtml", "shtml", "svg", "svgz", "xml", "xsl", "mht", "mhtml", "hta", "js",
-    "mjs", "jse", "vbs", "vbe", "wsf", "ps1", "bat", "cmd", "com", "exe", "scr", "msi", "jar",
-    "sh", "bash", "desktop", "lnk", "url", "webloc", "app", "apk", "py", "pl", "rb",
+    "html", "htm", "xhtml", "xht", "shtml", "svg", "svgz", "xml", "xsl", "mht", "mhtml", "hta",
+    "js", "mjs", "jse", "vbs", "vbe", "wsf", "ps1", "bat", "cmd", "com", "exe", "scr", "msi",
+    "jar", "sh", "bash", "desktop", "lnk", "url", "webloc", "app", "apk", "py", "pl", "rb",
 ];
 
-/// A safe, unique name for `original` among `taken` (compared case-insensitively, as on
-/// the FAT and NTFS drives evidence is copied to). Records the result in `taken`.
-pub fn safe_name(original: &str, taken: &mut HashSet<String>) -> String {
+/// Names already given in one case folder, compared case-insensitively as on the FAT
+/// and NTFS drives evidence is copied to.
+#[derive(Default)]
+pub struct TakenNames {
+    names: HashSet<String>,
+    /// Next number to try per name, so many equal names cost linear time.
+    next: HashMap<String, usize>,
+}
+
+/// A safe, unique name for `original` among `taken`, and records it there.
+pub fn safe_name(original: &str, taken: &mut TakenNames) -> String {
     // Only the last path component, whichever separator the device used.
     let last = original.rsplit(['/', '\\']).next().unwrap_or("");
     let mut name: String = last
@@ -31,6 +39,9 @@ pub fn safe_name(original: &str, taken: &mut HashSet<String>) -> String {
     let mut ext = ext.to_string();
     if ACTIVE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
         ext.push_str(".txt");
+    } else if ext.is_empty() {
+        // Without an extension a browser may sniff it as a page: name it as data.
+        ext.push_str("bin");
     }
     let stem = truncate_bytes(stem, MAX_NAME_BYTES.saturating_sub(ext.len() + 8).max(16));
     let ext = truncate_bytes(&ext, 32);
@@ -41,13 +52,15 @@ pub fn safe_name(original: &str, taken: &mut HashSet<String>) -> String {
             format!("{stem}{suffix}.{ext}")
         }
     };
+    let base = join("").to_lowercase();
     let mut candidate = join("");
-    let mut n = 2;
-    while taken.contains(&candidate.to_lowercase()) {
+    let mut n = taken.next.get(&base).copied().unwrap_or(2);
+    while taken.names.contains(&candidate.to_lowercase()) {
         candidate = join(&format!(" ({n})"));
         n += 1;
     }
-    taken.insert(candidate.to_lowercase());
+    taken.next.insert(base, n);
+    taken.names.insert(candidate.to_lowercase());
     candidate
 }
 
@@ -87,7 +100,7 @@ mod tests {
     use super::*;
 
     fn one(name: &str) -> String {
-        safe_name(name, &mut HashSet::new())
+        safe_name(name, &mut TakenNames::default())
     }
 
     #[test]
@@ -100,8 +113,8 @@ mod tests {
             );
             assert!(!safe.starts_with('.'), "{hostile:?} -> {safe:?}");
         }
-        assert_eq!(one("../../x"), "x");
-        assert_eq!(one("/etc/passwd"), "passwd");
+        assert_eq!(one("../../x"), "x.bin");
+        assert_eq!(one("/etc/passwd"), "passwd.bin");
     }
 
     #[test]
@@ -117,9 +130,14 @@ mod tests {
         let long = format!("{}.jpg", "я".repeat(5000));
         let safe = one(&long);
         assert!(safe.len() <= MAX_NAME_BYTES && safe.ends_with(".jpg"), "{}", safe.len());
-        let mut taken = HashSet::new();
+        let mut taken = TakenNames::default();
         assert_eq!(safe_name("IMG.jpg", &mut taken), "IMG.jpg");
         assert_eq!(safe_name("img.JPG", &mut taken), "img (2).JPG");
         assert_eq!(safe_name("IMG.jpg", &mut taken), "IMG (3).jpg");
+        assert_eq!(one("README"), "README.bin");
+        // Many equal names: linear, each unique.
+        let mut taken = TakenNames::default();
+        let names: HashSet<String> = (0..20_000).map(|_| safe_name("a", &mut taken)).collect();
+        assert_eq!(names.len(), 20_000);
     }
 }

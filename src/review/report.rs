@@ -69,7 +69,7 @@ impl Case {
     ) -> Case {
         Case {
             submission: record.id.clone(),
-            received_at: record.received_at.clone(),
+            received_at: manifest.received_at.clone(),
             language: manifest.language.clone(),
             origin: manifest.origin,
             case: record.case.clone(),

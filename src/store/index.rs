@@ -255,11 +255,15 @@ impl Index {
         self.submissions.len()
     }
 
-    /// Ids of every object any record names (for the start-up sweep).
+    /// Ids of every object a record still needs (for the start-up sweep).
     pub(super) fn referenced_objects(&self) -> io::Result<HashSet<ObjectId>> {
         let mut ids = HashSet::new();
         for item in self.submissions.iter() {
-            let (_, bytes) = item.map_err(sled_io)?;
+            let (key, bytes) = item.map_err(sled_io)?;
+            // A purged submission's objects are meant to be gone.
+            if self.export_mark(&String::from_utf8_lossy(&key))?.is_some_and(|m| m.purged) {
+                continue;
+            }
             let record: SubmissionRecord =
                 serde_json::from_slice(&bytes).map_err(io::Error::other)?;
             ids.insert(record.manifest);

@@ -57,6 +57,10 @@ impl Store {
     pub fn open(dir: &Path) -> io::Result<Store> {
         let objects = dir.join("objects");
         let tmp = objects.join("tmp");
+        if dir.exists() {
+            // Only the server's user may enter: the admin socket and the secret live here.
+            fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
         for d in [dir, &objects, &tmp] {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
         }
@@ -146,13 +150,21 @@ impl Store {
     /// compared as text, which orders UTC hours correctly). Their records stay, so a case
     /// and its replies keep working. Returns (submissions purged, bytes freed).
     pub fn purge_exported_before(&self, cutoff_hour: &str) -> io::Result<(usize, u64)> {
-        let mut purged = 0;
-        let mut freed = 0;
+        let mut due = Vec::new();
         for record in self.index.submissions(false)? {
             let Some(mark) = self.index.export_mark(&record.id)? else { continue };
-            if mark.purged || mark.exported_at.as_str() > cutoff_hour {
-                continue;
+            if !mark.purged && mark.exported_at.as_str() <= cutoff_hour {
+                due.push((record, mark));
             }
+        }
+        // Marks first, durably: a crash after this leaves objects the start-up sweep
+        // removes, never a record that claims ciphertext it lost.
+        for (record, mark) in &due {
+            self.index.mark_purged(&record.id, mark)?;
+        }
+        self.index.flush_durable()?;
+        let mut freed = 0;
+        for (record, _) in &due {
             for id in record.object_ids() {
                 let path = self.object_path(&id);
                 if let Ok(meta) = fs::metadata(&path) {
@@ -160,14 +172,11 @@ impl Store {
                     freed += meta.len();
                 }
             }
-            self.index.mark_purged(&record.id, &mark)?;
-            purged += 1;
         }
-        if purged > 0 {
+        if !due.is_empty() {
             sync_dir(&self.objects)?;
-            self.index.flush_durable()?;
         }
-        Ok((purged, freed))
+        Ok((due.len(), freed))
     }
 
     /// Counts for `amanat status`.

@@ -311,6 +311,13 @@ fn tampered_bundles_are_refused_per_submission_and_the_rest_still_open() {
             }),
             "different files",
         ),
+        (
+            "the hour of receipt moved in bundle.json",
+            Box::new(move |index, _| {
+                index["submissions"][ia]["received_at"] = serde_json::json!("2022-01-05T10:00:00Z");
+            }),
+            "hour of receipt",
+        ),
     ];
     for (what, edit, expected) in cases {
         let tampered = dir.path().join("tampered.tar");
@@ -345,6 +352,11 @@ fn tampered_bundles_are_refused_per_submission_and_the_rest_still_open() {
         .unwrap()
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().starts_with('.')));
+
+    // The damaged copy first, a good copy after: the good one is opened, not skipped.
+    let (ok, outcomes) = open(&[&truncated, &original], key, &out);
+    assert!(!ok, "the damaged copy is still reported");
+    assert_eq!(case_dirs(&out).len(), 2, "{outcomes:?}");
 }
 
 #[test]
