@@ -446,6 +446,15 @@ fn hostile_file_names_land_inside_the_case_folder() {
         "..",
         "page.html",
     ];
+    // A NUL cannot travel in an HTTP header: the intake refuses it as malformed (names
+    // with NUL from other sources are covered by review::names' unit tests).
+    let nul = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[text("testimony", "nul"), file("evidence", "nul\0name.jpg", "image/jpeg", b"x")],
+    );
+    assert_eq!(nul.status, 400);
+    assert!(server.object_files().is_empty());
     let parts: Vec<Part> = std::iter::once(text("testimony", "names"))
         .chain(
             names
