@@ -307,3 +307,116 @@ mod tests {
         assert!(a.starts_with("age1"));
     }
 }
+
+/// The server's Ed25519 signing key (PKCS#8, 0600 in the data directory). It signs log
+/// checkpoints; it never leaves the server and decrypts nothing.
+pub struct ServerKey {
+    pair: ring::signature::Ed25519KeyPair,
+    name: String,
+}
+
+impl ServerKey {
+    /// Loads the key, creating it on first start. `name` is the log's origin.
+    pub fn load_or_create(path: &Path, name: &str) -> io::Result<ServerKey> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let pkcs8 = match std::fs::read(path) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let rng = ring::rand::SystemRandom::new();
+                let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| io::Error::other("cannot generate a signing key"))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                f.write_all(doc.as_ref())?;
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Zeroizing::new(doc.as_ref().to_vec())
+            }
+            Err(e) => return Err(e),
+        };
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| invalid(format!("{} is not an Ed25519 key", path.display())))?;
+        Ok(ServerKey { pair, name: name.to_string() })
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    pub fn verifier(&self) -> VerifierKey {
+        use ring::signature::KeyPair;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(self.pair.public_key().as_ref());
+        VerifierKey { name: self.name.clone(), public }
+    }
+}
+
+/// A signed-note verifier key: the log's name and the server's Ed25519 public key.
+/// Written as `name+keyid+base64(0x01 || key)`, the C2SP signed-note form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierKey {
+    pub name: String,
+    pub public: [u8; 32],
+}
+
+impl VerifierKey {
+    /// SHA-256(name || "\n" || 0x01 || key), first 4 bytes (C2SP signed-note key id).
+    pub fn key_id(&self) -> [u8; 4] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.name.as_bytes());
+        ctx.update(b"\n\x01");
+        ctx.update(&self.public);
+        let d = ctx.finish();
+        [d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &self.public)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
+impl fmt::Display for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use base64::Engine;
+        let mut key = vec![0x01];
+        key.extend_from_slice(&self.public);
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id()),
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+}
+
+impl FromStr for VerifierKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let mut parts = s.rsplitn(3, '+');
+        let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("a server key is name+keyid+key".into());
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| "the server key is not base64".to_string())?;
+        if key.len() != 33 || key[0] != 0x01 {
+            return Err("not an Ed25519 server key".into());
+        }
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&key[1..]);
+        let verifier = VerifierKey { name: name.to_string(), public };
+        if hex::encode(verifier.key_id()) != id {
+            return Err("the server key's id does not match its key".into());
+        }
+        Ok(verifier)
+    }
+}

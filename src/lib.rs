@@ -10,6 +10,7 @@ pub mod config;
 pub mod envelope;
 pub mod intake;
 pub mod keys;
+pub mod log;
 pub mod review;
 pub mod serve;
 pub mod store;

@@ -151,6 +151,8 @@ fn print_status(status: &amanat::store::StoreStatus, json: bool) {
         return;
     }
     println!("server        {}", status.server);
+    println!("server key    {}", status.server_key);
+    println!("log size      {}", status.log_size);
     println!("submissions   {}", status.submissions);
     println!("exported      {}", status.exported);
     println!("purged        {}", status.purged);

@@ -20,6 +20,7 @@ pub async fn submit(
             "codename": accepted.codename.as_str(),
             "received_at": accepted.received_at,
             "objects": accepted.objects,
+            "receipt": accepted.receipt,
         })),
         Err(error) => error_response(&intake, error),
     }

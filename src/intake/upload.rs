@@ -35,6 +35,8 @@ pub struct Accepted {
     pub codename: codename::Codename,
     pub received_at: String,
     pub objects: Vec<String>,
+    /// Proof that the submission is in the signed intake log.
+    pub receipt: crate::log::Receipt,
 }
 
 /// Everything read from one request, with its objects persisted but not committed.
@@ -116,7 +118,7 @@ pub async fn receive(
 
     let recipients = intake.recipients.clone();
     let pending = guard.0.clone();
-    let (record, objects) = blocking(move || {
+    let (record, objects, receipt) = blocking(move || {
         let plaintext = manifest.to_plaintext()?;
         let (temp, file) = store.create_temp()?;
         let (file, sealed) = envelope::seal_bytes(&recipients, &plaintext, file)?;
@@ -129,15 +131,16 @@ pub async fn receive(
             total_bytes: attachment_ciphertext_bytes + sealed.ciphertext_len,
             recipients: recipients.fingerprint().to_string(),
             case: manifest.submission.clone(),
+            log_index: None,
         };
         let case = CaseRecord { case: record.case.clone(), reply_recipient };
-        store.commit(&pending, &record, &case_tag, &case)?;
+        let receipt = store.commit(&pending, &record, &case_tag, &case)?;
         let objects = record.object_ids().iter().map(ToString::to_string).collect();
-        Ok((record, objects))
+        Ok((record, objects, receipt))
     })
     .await?;
 
-    Ok(Accepted { id: record.id, codename, received_at: record.received_at, objects })
+    Ok(Accepted { id: record.id, codename, received_at: record.received_at, objects, receipt })
 }
 
 async fn read_parts(

@@ -2,6 +2,7 @@
 //! over ~128 KiB go to sled blob files that sled never fsyncs, sled #1077).
 
 use crate::envelope::ObjectId;
+use crate::log::{merkle, LogLeaf};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -26,9 +27,23 @@ pub struct SubmissionRecord {
     pub recipients: String,
     /// The case this submission belongs to (the first submission's id).
     pub case: String,
+    /// Its leaf in the intake log.
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 impl SubmissionRecord {
+    /// Its leaf in the intake log: what a receipt proves.
+    pub fn log_leaf(&self) -> LogLeaf {
+        LogLeaf::Submission {
+            submission: self.id.clone(),
+            received_at: self.received_at.clone(),
+            manifest: self.manifest.to_string(),
+            attachments: self.attachments.iter().map(ToString::to_string).collect(),
+            recipients: self.recipients.clone(),
+        }
+    }
+
     /// Its objects: the attachments, then the manifest.
     pub fn object_ids(&self) -> Vec<ObjectId> {
         let mut ids = self.attachments.clone();
@@ -72,6 +87,8 @@ pub(super) struct Index {
     cases: sled::Tree,
     exports: sled::Tree,
     meta: sled::Tree,
+    /// The Merkle log: perfect-subtree hashes by (level, index), and its size.
+    log: sled::Tree,
     flush: GroupFlush,
 }
 
@@ -94,9 +111,19 @@ impl Index {
         let cases = db.open_tree("cases").map_err(sled_io)?;
         let exports = db.open_tree("exports").map_err(sled_io)?;
         let meta = db.open_tree("meta").map_err(sled_io)?;
+        let log = db.open_tree("log").map_err(sled_io)?;
         let log_file = File::open(path.join("db"))?;
         super::sync_dir(path)?;
-        Ok(Index { db, log_file, submissions, cases, exports, meta, flush: GroupFlush::default() })
+        Ok(Index {
+            db,
+            log_file,
+            submissions,
+            cases,
+            exports,
+            meta,
+            log,
+            flush: GroupFlush::default(),
+        })
     }
 
     /// A small value in the meta tree, created with `make` on first use and made durable.
@@ -211,29 +238,39 @@ impl Index {
         })
     }
 
-    /// One transaction for the submission and its case, then a durable flush.
+    /// One transaction for the submission, its case and its log leaf, then a durable
+    /// flush. Returns the leaf's index.
     pub(super) fn insert_submission(
         &self,
         record: &SubmissionRecord,
         case_tag: &[u8; 32],
         case: &CaseRecord,
-    ) -> Result<(), CommitError> {
+    ) -> Result<u64, CommitError> {
         let encode = |e| CommitError::NotRecorded(io::Error::other(e));
-        let record_bytes = serde_json::to_vec(record).map_err(encode)?;
         let case_bytes = serde_json::to_vec(case).map_err(encode)?;
-        (&self.submissions, &self.cases)
-            .transaction(|(submissions, cases)| {
+        let leaf = record.log_leaf().hash();
+        let index = (&self.submissions, &self.cases, &self.log)
+            .transaction(|(submissions, cases, log)| {
                 if submissions.get(record.id.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "submission id already recorded",
-                    )));
+                    return Err(abort("submission id already recorded"));
                 }
                 if cases.get(case_tag)?.is_none() {
                     cases.insert(&case_tag[..], case_bytes.as_slice())?;
                 }
-                submissions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
-                Ok(())
+                let index = log_size(&log.get(LOG_SIZE)?);
+                let nodes = merkle::nodes_completed_by(index, leaf, |level, i| {
+                    let node = log.get(node_key(level, i))?;
+                    node.and_then(|n| n.as_ref().try_into().ok())
+                        .ok_or_else(|| abort("the log is missing a node"))
+                })?;
+                for (level, i, hash) in nodes {
+                    log.insert(&node_key(level, i)[..], &hash[..])?;
+                }
+                log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
+                let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
+                let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                submissions.insert(record.id.as_bytes(), bytes)?;
+                Ok(index)
             })
             .map_err(|e| {
                 CommitError::NotRecorded(match e {
@@ -241,7 +278,12 @@ impl Index {
                     TransactionError::Storage(e) => sled_io(e),
                 })
             })?;
-        self.make_durable().map_err(CommitError::NotDurable)
+        self.make_durable().map_err(CommitError::NotDurable)?;
+        Ok(index)
+    }
+
+    pub(super) fn log_size(&self) -> io::Result<u64> {
+        Ok(log_size(&self.log.get(LOG_SIZE).map_err(sled_io)?))
     }
 
     pub(super) fn submission(&self, id: &str) -> io::Result<Option<SubmissionRecord>> {
@@ -271,6 +313,35 @@ impl Index {
         }
         Ok(ids)
     }
+}
+
+impl merkle::NodeSource for Index {
+    fn node(&self, level: u8, index: u64) -> io::Result<merkle::Hash> {
+        self.log
+            .get(node_key(level, index))
+            .map_err(sled_io)?
+            .and_then(|n| n.as_ref().try_into().ok())
+            .ok_or_else(|| io::Error::other("the log is missing a node"))
+    }
+}
+
+const LOG_SIZE: &[u8] = b"size";
+
+/// `n` + level + big-endian index: perfect-subtree hashes sort by level, then position.
+fn node_key(level: u8, index: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = b'n';
+    key[1] = level;
+    key[2..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn log_size(value: &Option<sled::IVec>) -> u64 {
+    value.as_ref().and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn abort(why: &str) -> ConflictableTransactionError<io::Error> {
+    ConflictableTransactionError::Abort(io::Error::other(why.to_string()))
 }
 
 fn sled_io(e: sled::Error) -> io::Error {

@@ -17,6 +17,8 @@ pub use index::{CaseRecord, ExportMark, LastExport, SubmissionRecord};
 pub use objects::{PendingObjects, TempObject};
 
 use crate::envelope::ObjectId;
+use crate::keys::ServerKey;
+use crate::log::{merkle, Checkpoint, Receipt};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +31,8 @@ pub struct Store {
     objects: PathBuf,
     tmp: PathBuf,
     index: index::Index,
+    /// Signs the log's checkpoints (`signing.key`, 0600).
+    key: ServerKey,
     instance_secret: Zeroizing<Vec<u8>>,
     rng: SystemRandom,
 }
@@ -37,6 +41,9 @@ pub struct Store {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StoreStatus {
     pub server: String,
+    /// The key that signs checkpoints, as `name+keyid+key` (C2SP signed note).
+    pub server_key: String,
+    pub log_size: u64,
     pub submissions: usize,
     pub exported: usize,
     pub purged: usize,
@@ -67,7 +74,10 @@ impl Store {
         let index = index::Index::open(&dir.join("index"))?;
         let rng = SystemRandom::new();
         let instance_secret = load_or_create_secret(&dir.join("instance.secret"), &rng)?;
-        Ok(Store { objects, tmp, index, instance_secret, rng })
+        let server_id = index.meta_or_insert("server_id", || random_hex(&rng, 16))?;
+        let key =
+            ServerKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
+        Ok(Store { objects, tmp, index, key, instance_secret, rng })
     }
 
     /// Removes what a crash or an aborted request left behind: every temporary file,
@@ -101,23 +111,60 @@ impl Store {
         TempObject::create(&self.tmp, &self.objects, &self.random_hex(16))
     }
 
-    /// Records a submission and its case in one transaction and makes it durable.
-    /// The objects it names must already be persisted; on success they stop being
-    /// pending and will never be swept.
+    /// Records a submission, its case and its log leaf in one transaction and makes it
+    /// durable. The objects it names must already be persisted; on success they stop
+    /// being pending and will never be swept. Returns the submission's receipt.
     pub fn commit(
         &self,
         pending: &PendingObjects,
         record: &SubmissionRecord,
         case_tag: &[u8; 32],
         case: &CaseRecord,
-    ) -> io::Result<()> {
-        pending.commit_with(|| match self.index.insert_submission(record, case_tag, case) {
-            Ok(()) => Ok(()),
-            Err(CommitError::NotRecorded(e)) => Err((e, false)),
-            // The record was applied and may still reach the disk: keep its objects;
-            // the next start-up sweep removes them if it did not.
-            Err(CommitError::NotDurable(e)) => Err((e, true)),
-        })
+    ) -> io::Result<Receipt> {
+        let index =
+            pending.commit_with(|| match self.index.insert_submission(record, case_tag, case) {
+                Ok(index) => Ok(index),
+                Err(CommitError::NotRecorded(e)) => Err((e, false)),
+                // The record was applied and may still reach the disk: keep its objects;
+                // the next start-up sweep removes them if it did not.
+                Err(CommitError::NotDurable(e)) => Err((e, true)),
+            })?;
+        self.receipt(&record.id, index, record.log_leaf().hash())
+    }
+
+    /// A receipt for leaf `index`: its inclusion proof in the tree of `index + 1` leaves,
+    /// whose hashes never change, and that tree's signed checkpoint.
+    pub fn receipt(&self, submission: &str, index: u64, leaf: merkle::Hash) -> io::Result<Receipt> {
+        let size = index + 1;
+        let checkpoint = Checkpoint {
+            origin: self.key.verifier().name,
+            size,
+            root: merkle::root(&self.index, size)?,
+        };
+        let proof = merkle::inclusion_proof(&self.index, index, size)?;
+        Ok(Receipt::new(submission, index, leaf, checkpoint.sign(&self.key), &proof))
+    }
+
+    /// The current signed checkpoint and the consistency proof to it from `from_size`
+    /// (none when `from_size` is 0 or the log has not grown).
+    pub fn checkpoint(&self, from_size: u64) -> io::Result<(String, u64, Vec<merkle::Hash>)> {
+        let size = self.index.log_size()?;
+        let checkpoint = Checkpoint {
+            origin: self.key.verifier().name,
+            size,
+            root: merkle::root(&self.index, size)?,
+        };
+        let proof = if from_size == 0 || from_size >= size {
+            Vec::new()
+        } else {
+            merkle::consistency_proof(&self.index, from_size, size)?
+        };
+        Ok((checkpoint.sign(&self.key), size, proof))
+    }
+
+    /// The key that signs this server's checkpoints, in signed-note verifier form.
+    pub fn verifier_key(&self) -> crate::keys::VerifierKey {
+        self.key.verifier()
     }
 
     pub fn submission(&self, id: &str) -> io::Result<Option<SubmissionRecord>> {
@@ -126,7 +173,7 @@ impl Store {
 
     /// This server instance's id (random, created on first start), named in bundles.
     pub fn server_id(&self) -> io::Result<String> {
-        self.index.meta_or_insert("server_id", || self.random_hex(16))
+        self.index.meta_or_insert("server_id", || random_hex(&self.rng, 16))
     }
 
     /// Submissions to put in a bundle: all, or those never exported.
@@ -191,6 +238,8 @@ impl Store {
         }
         Ok(StoreStatus {
             server: self.server_id()?,
+            server_key: self.key.verifier().to_string(),
+            log_size: self.index.log_size()?,
             submissions: self.index.submission_count(),
             exported,
             purged,
@@ -217,9 +266,7 @@ impl Store {
 
     /// Random bytes as lowercase hex (ids, temp names).
     pub fn random_hex(&self, bytes: usize) -> String {
-        let mut buf = vec![0u8; bytes];
-        self.rng.fill(&mut buf).expect("the system random source works");
-        hex::encode(buf)
+        random_hex(&self.rng, bytes)
     }
 
     /// Proves the object directory accepts new files. Cheap on purpose (no fsync): it
@@ -230,6 +277,12 @@ impl Store {
         let _ = fs::remove_file(&probe);
         result
     }
+}
+
+fn random_hex(rng: &SystemRandom, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rng.fill(&mut buf).expect("the system random source works");
+    hex::encode(buf)
 }
 
 /// fsyncs a directory so that a rename or unlink in it survives power loss.

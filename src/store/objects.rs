@@ -81,16 +81,16 @@ impl PendingObjects {
     /// Runs the commit; on success the objects are no longer pending. The commit reports
     /// with its error whether the record may nonetheless have been applied, in which case
     /// the objects are kept (never delete what a record may point to).
-    pub(super) fn commit_with(
+    pub(super) fn commit_with<T>(
         &self,
-        commit: impl FnOnce() -> Result<(), (io::Error, bool)>,
-    ) -> io::Result<()> {
+        commit: impl FnOnce() -> Result<T, (io::Error, bool)>,
+    ) -> io::Result<T> {
         let mut state = self.lock();
         if state.status != Status::Open {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
         let (result, applied) = match commit() {
-            Ok(()) => (Ok(()), true),
+            Ok(value) => (Ok(value), true),
             Err((e, applied)) => (Err(e), applied),
         };
         if applied {

@@ -8,5 +8,6 @@ mod crash;
 mod intake;
 mod keygen;
 mod limits;
+mod log;
 mod review;
 mod startup;

@@ -1,0 +1,214 @@
+//! The append-only intake log: every submission (and every custody event) is a leaf of
+//! an RFC 9162 Merkle tree whose signed checkpoints let anyone prove, without trusting
+//! the operator or the coalition, that a record was in the log at a given size and that
+//! later checkpoints only ever extended it.
+
+pub mod merkle;
+
+use crate::keys::{ServerKey, VerifierKey};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use merkle::Hash;
+use serde::{Deserialize, Serialize};
+
+/// What a leaf records. Its canonical bytes are plain text lines, so a lawyer can
+/// rebuild a leaf hash with `printf` and `sha256sum`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogLeaf {
+    Submission {
+        submission: String,
+        received_at: String,
+        manifest: String,
+        attachments: Vec<String>,
+        recipients: String,
+    },
+    /// Submissions carried out in a bundle (custody).
+    Export { bundle: String, exported_at: String, submissions: Vec<String> },
+    /// Ciphertext deleted from the server after export (custody).
+    Purge { purged_at: String, submissions: Vec<String> },
+}
+
+impl LogLeaf {
+    /// The leaf data: `amanat/leaf/v1`, then `key value` lines; id lists sorted.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let sorted = |ids: &[String]| {
+            let mut ids = ids.to_vec();
+            ids.sort();
+            ids.join(" ")
+        };
+        let text = match self {
+            LogLeaf::Submission { submission, received_at, manifest, attachments, recipients } => {
+                format!(
+                    "amanat/leaf/v1\nkind submission\nsubmission {submission}\nreceived {received_at}\n\
+                     manifest {manifest}\nattachments {}\nrecipients {recipients}\n",
+                    sorted(attachments)
+                )
+            }
+            LogLeaf::Export { bundle, exported_at, submissions } => format!(
+                "amanat/leaf/v1\nkind export\nbundle {bundle}\nexported {exported_at}\nsubmissions {}\n",
+                sorted(submissions)
+            ),
+            LogLeaf::Purge { purged_at, submissions } => format!(
+                "amanat/leaf/v1\nkind purge\npurged {purged_at}\nsubmissions {}\n",
+                sorted(submissions)
+            ),
+        };
+        text.into_bytes()
+    }
+
+    pub fn hash(&self) -> Hash {
+        merkle::leaf_hash(&self.canonical_bytes())
+    }
+}
+
+/// A tree head: the log's origin, its size and root hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+}
+
+impl Checkpoint {
+    /// The checkpoint body of the C2SP tlog-checkpoint format.
+    pub fn body(&self) -> String {
+        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+    }
+
+    /// The signed note: body, blank line, one signature line.
+    pub fn sign(&self, key: &ServerKey) -> String {
+        let body = self.body();
+        let signature = key.sign(body.as_bytes());
+        let mut blob = key.verifier().key_id().to_vec();
+        blob.extend_from_slice(&signature);
+        format!("{body}\n\u{2014} {} {}\n", key.verifier().name, B64.encode(blob))
+    }
+
+    /// Parses a signed note and checks its signature by `key`.
+    pub fn verify(note: &str, key: &VerifierKey) -> Result<Checkpoint, String> {
+        let (body, signatures) = note
+            .split_once("\n\n")
+            .ok_or("a checkpoint needs a blank line before its signature")?;
+        let body = format!("{body}\n");
+        let mut lines = body.lines();
+        let origin = lines.next().ok_or("checkpoint without origin")?.to_string();
+        let size = lines
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or("checkpoint size is not a number")?;
+        let root: Hash = lines
+            .next()
+            .and_then(|r| B64.decode(r).ok())
+            .and_then(|r| r.try_into().ok())
+            .ok_or("checkpoint root is not a base64 SHA-256 hash")?;
+        if origin != key.name {
+            return Err(format!("checkpoint from {origin:?}, expected {:?}", key.name));
+        }
+        let signed = signatures.lines().any(|line| {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else { return false };
+            let Some((name, sig)) = rest.split_once(' ') else { return false };
+            let Ok(blob) = B64.decode(sig) else { return false };
+            name == key.name
+                && blob.len() == 68
+                && blob[..4] == key.key_id()
+                && key.verify(body.as_bytes(), &blob[4..])
+        });
+        if !signed {
+            return Err("the checkpoint's signature does not verify with the server key".into());
+        }
+        Ok(Checkpoint { origin, size, root })
+    }
+}
+
+/// What proves one submission was in the log: the leaf, and its inclusion proof in the
+/// tree whose signed checkpoint is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub schema: String,
+    pub submission: String,
+    pub leaf_index: u64,
+    /// Base64 of SHA-256(0x00 || leaf data).
+    pub leaf_hash: String,
+    /// The signed note (C2SP checkpoint).
+    pub checkpoint: String,
+    /// Base64 hashes, leaf to root (RFC 9162 PATH).
+    pub inclusion_proof: Vec<String>,
+}
+
+pub const RECEIPT_SCHEMA: &str = "amanat/receipt/v1";
+
+impl Receipt {
+    pub fn new(
+        submission: &str,
+        index: u64,
+        leaf: Hash,
+        checkpoint: String,
+        proof: &[Hash],
+    ) -> Receipt {
+        Receipt {
+            schema: RECEIPT_SCHEMA.into(),
+            submission: submission.into(),
+            leaf_index: index,
+            leaf_hash: B64.encode(leaf),
+            checkpoint,
+            inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
+        }
+    }
+
+    /// Checks the receipt against the leaf it should prove and the server key; returns
+    /// the verified checkpoint.
+    pub fn verify(&self, leaf: &LogLeaf, key: &VerifierKey) -> Result<Checkpoint, String> {
+        let checkpoint = Checkpoint::verify(&self.checkpoint, key)?;
+        let data = leaf.canonical_bytes();
+        if B64.encode(merkle::leaf_hash(&data)) != self.leaf_hash {
+            return Err("the receipt's leaf hash is not this submission's".into());
+        }
+        let proof = decode_hashes(&self.inclusion_proof)?;
+        merkle::verify_inclusion(
+            &data,
+            self.leaf_index,
+            checkpoint.size,
+            &checkpoint.root,
+            &proof,
+        )?;
+        Ok(checkpoint)
+    }
+}
+
+pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, String> {
+    hashes
+        .iter()
+        .map(|h| {
+            B64.decode(h)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| "a proof hash is not base64 SHA-256".to_string())
+        })
+        .collect()
+}
+
+pub fn encode_hashes(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_checkpoint_verifies_and_any_change_breaks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ServerKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
+        let cp = Checkpoint { origin: "amanat/test".into(), size: 7, root: [9u8; 32] };
+        let note = cp.sign(&key);
+        assert!(note.starts_with("amanat/test\n7\n"));
+        assert_eq!(Checkpoint::verify(&note, &key.verifier()).unwrap(), cp);
+        let altered = note.replace("\n7\n", "\n8\n");
+        assert!(Checkpoint::verify(&altered, &key.verifier()).is_err());
+        let other = ServerKey::load_or_create(&dir.path().join("k2"), "amanat/test").unwrap();
+        assert!(Checkpoint::verify(&note, &other.verifier()).is_err());
+        // The key survives a restart.
+        let again = ServerKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
+        assert_eq!(again.verifier().to_string(), key.verifier().to_string());
+    }
+}

@@ -1,0 +1,74 @@
+//! The intake log: every acknowledged submission carries a receipt that anyone can
+//! check against the server's public key, without trusting the operator.
+
+use crate::common::*;
+use amanat::keys::{Recipients, VerifierKey};
+use amanat::log::{Checkpoint, LogLeaf, Receipt};
+use std::process::Command;
+
+fn server_key(server: &Server) -> VerifierKey {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--data-dir", server.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["server_key"].as_str().unwrap().parse().expect("a signed-note verifier key")
+}
+
+/// The leaf a receipt must prove, rebuilt from what the survivor was told and what the
+/// coalition knows (its own public keys).
+fn leaf_for(response: &serde_json::Value, coalition: &Coalition) -> LogLeaf {
+    let mut objects = receipt_objects(response);
+    let manifest = objects.pop().unwrap();
+    let recipients = std::fs::read_to_string(&coalition.recipients_file).unwrap();
+    LogLeaf::Submission {
+        submission: response["id"].as_str().unwrap().into(),
+        received_at: response["received_at"].as_str().unwrap().into(),
+        manifest,
+        attachments: objects,
+        recipients: Recipients::parse(&recipients).unwrap().fingerprint().into(),
+    }
+}
+
+#[test]
+fn every_receipt_proves_its_submission_in_the_signed_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 2);
+    let server = Server::start(dir.path(), &coalition, "");
+    let mut responses = Vec::new();
+    for i in 0..5u64 {
+        let r = post_multipart(
+            server.addr,
+            "/api/v1/submissions",
+            &[
+                text("testimony", &format!("t{i}")),
+                file("evidence", "p.jpg", "image/jpeg", &noise(1000, i)),
+            ],
+        );
+        assert_eq!(r.status, 201);
+        responses.push(r.json());
+    }
+    let key = server_key(&server);
+    let mut sizes = Vec::new();
+    for (i, response) in responses.iter().enumerate() {
+        let receipt: Receipt = serde_json::from_value(response["receipt"].clone()).unwrap();
+        assert_eq!(receipt.leaf_index, i as u64);
+        let checkpoint =
+            receipt.verify(&leaf_for(response, &coalition), &key).expect("receipt verifies");
+        sizes.push(checkpoint.size);
+
+        // Another submission's leaf does not pass with this receipt.
+        let other = &responses[(i + 1) % responses.len()];
+        assert!(receipt.verify(&leaf_for(other, &coalition), &key).is_err());
+        // Nor does a forged checkpoint, or a stranger's key.
+        let mut forged = receipt.clone();
+        forged.checkpoint = forged.checkpoint.replacen('\n', "\nX", 1);
+        assert!(forged.verify(&leaf_for(response, &coalition), &key).is_err());
+    }
+    assert_eq!(sizes, vec![1, 2, 3, 4, 5]);
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger =
+        amanat::keys::ServerKey::load_or_create(&stranger_dir.path().join("k"), &key.name).unwrap();
+    let receipt: Receipt = serde_json::from_value(responses[0]["receipt"].clone()).unwrap();
+    assert!(Checkpoint::verify(&receipt.checkpoint, &stranger.verifier()).is_err());
+}
