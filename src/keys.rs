@@ -401,8 +401,9 @@ impl FromStr for VerifierKey {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         use base64::Engine;
-        let mut parts = s.rsplitn(3, '+');
-        let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        // Names cannot hold '+'; the base64 key can, so split from the left.
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("a server key is name+keyid+key".into());
         };
         let key = base64::engine::general_purpose::STANDARD

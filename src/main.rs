@@ -84,6 +84,10 @@ enum Command {
         /// One JSON line per submission.
         #[arg(long)]
         json: bool,
+        /// Where to remember the server checkpoints verified so far (default:
+        /// amanat-state.json beside the identity).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo {
@@ -124,8 +128,9 @@ fn main() -> ExitCode {
                     }
                 })
         }
-        Command::Open { bundles, identity, passphrase_file, out, json } => {
-            return open(&bundles, &identity, passphrase_file.as_deref(), &out, json);
+        Command::Open { bundles, identity, passphrase_file, out, json, state } => {
+            let state = state.unwrap_or_else(|| identity.with_file_name("amanat-state.json"));
+            return open(&bundles, &identity, passphrase_file.as_deref(), &out, &state, json);
         }
     };
     match result {
@@ -199,6 +204,7 @@ fn open(
     identity: &Path,
     passphrase_file: Option<&Path>,
     out: &Path,
+    state: &Path,
     json: bool,
 ) -> ExitCode {
     let identities = keys::read_identities(identity, || match passphrase_file {
@@ -218,13 +224,21 @@ fn open(
             return ExitCode::FAILURE;
         }
     };
-    let bar = progress_bar("opening");
-    let outcomes = amanat::review::open_bundles(bundles, &identities, out, |done, total| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
+    let mut state = match amanat::review::state::ReviewState::load(state) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("amanat: cannot read the review state {}: {e}", state.display());
+            return ExitCode::FAILURE;
         }
-    });
+    };
+    let bar = progress_bar("opening");
+    let outcomes =
+        amanat::review::open_bundles(bundles, &identities, out, &mut state, |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -125,12 +125,17 @@ fn export(
     if submissions.is_empty() {
         return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0 });
     }
+    let log = store.bundle_log(&submissions)?;
+    let checkpoint_size = crate::log::Checkpoint::verify(&log.checkpoint, &store.verifier_key())
+        .map_err(io::Error::other)?
+        .size;
     let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
         bundle: store.random_hex(16),
         server: store.server_id()?,
         created_at: crate::intake::upload::received_hour(),
         submissions,
+        log,
     };
     let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
     let mut sizes = Vec::new();
@@ -158,7 +163,7 @@ fn export(
                 exported_at: crate::intake::upload::received_hour(),
                 submissions: ids.len(),
             };
-            store.mark_exported(&last, &ids)?;
+            store.mark_exported(&last, &ids, checkpoint_size)?;
             tracing::info!(submissions = ids.len(), "export confirmed");
             answer(writer, &last)
         }

@@ -31,6 +31,32 @@ pub struct BundleIndex {
     /// UTC hour the bundle was made.
     pub created_at: String,
     pub submissions: Vec<SubmissionRecord>,
+    /// What ties the records to the server's signed log.
+    pub log: BundleLog,
+}
+
+/// The log evidence a bundle carries: the server key, a signed checkpoint, proofs that
+/// it extends every earlier export's checkpoint, and each record's inclusion proof.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleLog {
+    /// Signed-note verifier key (`name+keyid+key`).
+    pub server_key: String,
+    /// Signed note (C2SP checkpoint) at the time of export.
+    pub checkpoint: String,
+    pub earlier: Vec<EarlierCheckpoint>,
+    /// Submission id -> base64 inclusion proof against `checkpoint`.
+    pub inclusion: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// An earlier export's tree head and the consistency proof from it to `checkpoint`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierCheckpoint {
+    pub size: u64,
+    /// Base64 root hash.
+    pub root: String,
+    pub proof: Vec<String>,
 }
 
 impl BundleIndex {

@@ -210,5 +210,11 @@ mod tests {
         // The key survives a restart.
         let again = ServerKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
         assert_eq!(again.verifier().to_string(), key.verifier().to_string());
+        for i in 0..64 {
+            let k =
+                ServerKey::load_or_create(&dir.path().join(format!("k{i}")), "amanat/x").unwrap();
+            let text = k.verifier().to_string();
+            assert_eq!(text.parse::<crate::keys::VerifierKey>().unwrap(), k.verifier(), "{text}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod names;
 mod report;
+pub mod state;
 
 pub use names::{safe_name, TakenNames};
 
@@ -59,19 +60,25 @@ pub fn open_bundles(
     bundles: &[PathBuf],
     identities: &[age::x25519::Identity],
     out: &Path,
+    state: &mut state::ReviewState,
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<Vec<Outcome>> {
     fs::create_dir_all(out)?;
     remove_stale_staging(out)?;
-    let mut opened: Vec<Bundle> = Vec::new();
+    let mut opened: Vec<(Bundle, state::VerifiedLog)> = Vec::new();
     let mut outcomes = Vec::new();
     for path in bundles {
-        match Bundle::open(path) {
-            Ok(bundle) => opened.push(bundle),
-            Err(e) => outcomes.push(Outcome {
+        // The whole bundle is refused when its log does not hold together or does not
+        // agree with what this laptop verified before.
+        match Bundle::open(path).map_err(|e| e.to_string()).and_then(|b| {
+            let verified = state.check(&b.index.log)?;
+            Ok((b, verified))
+        }) {
+            Ok(pair) => opened.push(pair),
+            Err(reason) => outcomes.push(Outcome {
                 submission: path.display().to_string(),
                 status: Status::Failed,
-                reason: Some(e.to_string()),
+                reason: Some(reason),
                 files: 0,
                 path: None,
             }),
@@ -79,11 +86,11 @@ pub fn open_bundles(
     }
     let total: u64 = opened
         .iter()
-        .flat_map(|b| b.index.objects().into_iter().filter_map(|id| b.object_len(&id)))
+        .flat_map(|(b, _)| b.index.objects().into_iter().filter_map(|id| b.object_len(&id)))
         .sum();
     let mut done = 0u64;
     let mut seen = HashSet::new();
-    for bundle in &opened {
+    for (bundle, log) in &opened {
         for record in &bundle.index.submissions {
             let outcome = if !is_submission_id(&record.id) {
                 failed("<invalid id>", "the bundle names a submission with an invalid id".into())
@@ -96,7 +103,9 @@ pub fn open_bundles(
                     path: Some(out.join(&record.id)),
                 }
             } else {
-                match open_case(bundle, record, identities, out) {
+                match in_log(bundle, log, record)
+                    .and_then(|()| open_case(bundle, record, identities, out))
+                {
                     Ok(files) => {
                         // Only a verified copy counts: a damaged one must not hide a
                         // good copy of the same submission in a later bundle.
@@ -119,6 +128,28 @@ pub fn open_bundles(
     }
     report::write_index(out)?;
     Ok(outcomes)
+}
+
+/// The record must be a leaf of the bundle's signed checkpoint: otherwise it did not
+/// come from the server's log (forged, or edited after the fact).
+fn in_log(
+    bundle: &Bundle,
+    log: &state::VerifiedLog,
+    record: &SubmissionRecord,
+) -> Result<(), String> {
+    let not_in_log = |why: &str| format!("not in the server's signed log: {why}");
+    let index = record.log_index.ok_or_else(|| not_in_log("no leaf index"))?;
+    let proof = bundle.index.log.inclusion.get(&record.id).ok_or_else(|| not_in_log("no proof"))?;
+    let proof = crate::log::decode_hashes(proof)?;
+    let cp = &log.checkpoint;
+    crate::log::merkle::verify_inclusion(
+        &record.log_leaf().canonical_bytes(),
+        index,
+        cp.size,
+        &cp.root,
+        &proof,
+    )
+    .map_err(|e| not_in_log(&e))
 }
 
 fn failed(submission: &str, reason: String) -> Outcome {

@@ -178,8 +178,14 @@ impl Index {
         }
     }
 
-    /// Marks submissions as carried out in `bundle`, durably, in one transaction.
-    pub(super) fn mark_exported(&self, last: &LastExport, ids: &[String]) -> io::Result<()> {
+    /// Marks submissions as carried out in `bundle`, durably, in one transaction with
+    /// the export's custody leaf; remembers the log size the bundle's checkpoint had.
+    pub(super) fn mark_exported(
+        &self,
+        last: &LastExport,
+        ids: &[String],
+        checkpoint_size: u64,
+    ) -> io::Result<()> {
         let mark = |purged| {
             serde_json::to_vec(&ExportMark {
                 bundle: last.bundle.clone(),
@@ -189,8 +195,19 @@ impl Index {
         };
         let fresh = mark(false).map_err(io::Error::other)?;
         let last_bytes = serde_json::to_vec(last).map_err(io::Error::other)?;
-        (&self.exports, &self.meta)
-            .transaction(|(exports, meta)| {
+        let mut sizes = self.export_sizes()?;
+        if !sizes.contains(&checkpoint_size) {
+            sizes.push(checkpoint_size);
+        }
+        let sizes_bytes = serde_json::to_vec(&sizes).map_err(io::Error::other)?;
+        let leaf = LogLeaf::Export {
+            bundle: last.bundle.clone(),
+            exported_at: last.exported_at.clone(),
+            submissions: ids.to_vec(),
+        }
+        .hash();
+        (&self.exports, &self.meta, &self.log)
+            .transaction(|(exports, meta, log)| {
                 for id in ids {
                     // Re-exporting (--all) keeps the first mark and its purge state.
                     if exports.get(id.as_bytes())?.is_none() {
@@ -198,7 +215,9 @@ impl Index {
                     }
                 }
                 meta.insert("last_export", last_bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<io::Error>>(())
+                meta.insert("export_sizes", sizes_bytes.as_slice())?;
+                append_leaf(log, leaf)?;
+                Ok(())
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
@@ -207,11 +226,25 @@ impl Index {
         self.make_durable()
     }
 
+    /// Log sizes of the checkpoints earlier bundles carried.
+    pub(super) fn export_sizes(&self) -> io::Result<Vec<u64>> {
+        Ok(self.meta_get("export_sizes")?.unwrap_or_default())
+    }
+
     pub(super) fn mark_purged(&self, id: &str, mark: &ExportMark) -> io::Result<()> {
         let bytes = serde_json::to_vec(&ExportMark { purged: true, ..mark.clone() })
             .map_err(io::Error::other)?;
         self.exports.insert(id.as_bytes(), bytes).map_err(sled_io)?;
         Ok(())
+    }
+
+    /// Appends a custody event (export, purge) to the log; durable with the next flush.
+    pub(super) fn append_custody(&self, leaf: &LogLeaf) -> io::Result<u64> {
+        let hash = leaf.hash();
+        self.log.transaction(|log| append_leaf(log, hash)).map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => sled_io(e),
+        })
     }
 
     pub(super) fn flush_durable(&self) -> io::Result<()> {
@@ -257,16 +290,7 @@ impl Index {
                 if cases.get(case_tag)?.is_none() {
                     cases.insert(&case_tag[..], case_bytes.as_slice())?;
                 }
-                let index = log_size(&log.get(LOG_SIZE)?);
-                let nodes = merkle::nodes_completed_by(index, leaf, |level, i| {
-                    let node = log.get(node_key(level, i))?;
-                    node.and_then(|n| n.as_ref().try_into().ok())
-                        .ok_or_else(|| abort("the log is missing a node"))
-                })?;
-                for (level, i, hash) in nodes {
-                    log.insert(&node_key(level, i)[..], &hash[..])?;
-                }
-                log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
+                let index = append_leaf(log, leaf)?;
                 let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
                 submissions.insert(record.id.as_bytes(), bytes)?;
@@ -338,6 +362,24 @@ fn node_key(level: u8, index: u64) -> [u8; 10] {
 
 fn log_size(value: &Option<sled::IVec>) -> u64 {
     value.as_ref().and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Appends a leaf inside a transaction: its perfect subtrees and the new size.
+fn append_leaf(
+    log: &sled::transaction::TransactionalTree,
+    leaf: merkle::Hash,
+) -> Result<u64, ConflictableTransactionError<io::Error>> {
+    let index = log_size(&log.get(LOG_SIZE)?);
+    let nodes = merkle::nodes_completed_by(index, leaf, |level, i| {
+        let node = log.get(node_key(level, i))?;
+        node.and_then(|n| n.as_ref().try_into().ok())
+            .ok_or_else(|| abort("the log is missing a node"))
+    })?;
+    for (level, i, hash) in nodes {
+        log.insert(&node_key(level, i)[..], &hash[..])?;
+    }
+    log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
+    Ok(index)
 }
 
 fn abort(why: &str) -> ConflictableTransactionError<io::Error> {

@@ -18,7 +18,7 @@ pub use objects::{PendingObjects, TempObject};
 
 use crate::envelope::ObjectId;
 use crate::keys::ServerKey;
-use crate::log::{merkle, Checkpoint, Receipt};
+use crate::log::{merkle, Checkpoint, LogLeaf, Receipt};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -162,6 +162,43 @@ impl Store {
         Ok((checkpoint.sign(&self.key), size, proof))
     }
 
+    /// The log evidence for a bundle of `records`: checkpoint now, consistency from every
+    /// earlier export, inclusion of each record.
+    pub fn bundle_log(&self, records: &[SubmissionRecord]) -> io::Result<crate::bundle::BundleLog> {
+        use base64::Engine;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let (checkpoint, size, _) = self.checkpoint(0)?;
+        let mut earlier = Vec::new();
+        for old in self.index.export_sizes()? {
+            if old == 0 || old > size {
+                continue;
+            }
+            earlier.push(crate::bundle::EarlierCheckpoint {
+                size: old,
+                root: b64.encode(merkle::root(&self.index, old)?),
+                proof: crate::log::encode_hashes(&merkle::consistency_proof(
+                    &self.index,
+                    old,
+                    size,
+                )?),
+            });
+        }
+        let mut inclusion = std::collections::BTreeMap::new();
+        for record in records {
+            let index = record.log_index.ok_or_else(|| {
+                io::Error::other(format!("submission {} has no log leaf", record.id))
+            })?;
+            let proof = merkle::inclusion_proof(&self.index, index, size)?;
+            inclusion.insert(record.id.clone(), crate::log::encode_hashes(&proof));
+        }
+        Ok(crate::bundle::BundleLog {
+            server_key: self.key.verifier().to_string(),
+            checkpoint,
+            earlier,
+            inclusion,
+        })
+    }
+
     /// The key that signs this server's checkpoints, in signed-note verifier form.
     pub fn verifier_key(&self) -> crate::keys::VerifierKey {
         self.key.verifier()
@@ -188,9 +225,15 @@ impl Store {
         Ok((file, len))
     }
 
-    /// Records, durably, that these submissions were carried out in a bundle.
-    pub fn mark_exported(&self, last: &LastExport, ids: &[String]) -> io::Result<()> {
-        self.index.mark_exported(last, ids)
+    /// Records, durably, that these submissions were carried out in a bundle whose
+    /// checkpoint had `checkpoint_size` leaves, with a custody leaf in the log.
+    pub fn mark_exported(
+        &self,
+        last: &LastExport,
+        ids: &[String],
+        checkpoint_size: u64,
+    ) -> io::Result<()> {
+        self.index.mark_exported(last, ids, checkpoint_size)
     }
 
     /// Deletes the ciphertext of submissions exported at or before `cutoff_hour` (RFC 3339,
@@ -208,6 +251,12 @@ impl Store {
         // removes, never a record that claims ciphertext it lost.
         for (record, mark) in &due {
             self.index.mark_purged(&record.id, mark)?;
+        }
+        if !due.is_empty() {
+            self.index.append_custody(&LogLeaf::Purge {
+                purged_at: crate::intake::upload::received_hour(),
+                submissions: due.iter().map(|(r, _)| r.id.clone()).collect(),
+            })?;
         }
         self.index.flush_durable()?;
         let mut freed = 0;

@@ -72,3 +72,47 @@ fn every_receipt_proves_its_submission_in_the_signed_log() {
     let receipt: Receipt = serde_json::from_value(responses[0]["receipt"].clone()).unwrap();
     assert!(Checkpoint::verify(&receipt.checkpoint, &stranger.verifier()).is_err());
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_forked_log_is_refused_by_the_reviewer() {
+    use crate::review::{export, open, submit};
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let key = &coalition.identity_files[0];
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir(&a_dir).unwrap();
+    let mut a = Server::start(&a_dir, &coalition, "");
+    submit(&a, 1, &[]);
+    submit(&a, 2, &[]);
+    let a1 = dir.path().join("a1.tar");
+    export(&a, &a1, false);
+    let (ok, _) = open(&[&a1], key, &dir.path().join("cases"));
+    assert!(ok);
+
+    // Someone copies the server (its key and log included) and runs the copy apart.
+    a.kill();
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir(&b_dir).unwrap();
+    copy_dir(&a.data_dir, &b_dir.join("data"));
+    a.restart();
+    let b = Server::start_with_data(&b_dir, &b_dir.join("data"), &coalition, "");
+    submit(&a, 3, &[]);
+    submit(&b, 4, &[]);
+    let (a2, b2) = (dir.path().join("a2.tar"), dir.path().join("b2.tar"));
+    export(&a, &a2, false);
+    export(&b, &b2, false);
+
+    // Each copy's own bundle is internally consistent, and the first one seen is taken.
+    let (ok, _) = open(&[&a2], key, &dir.path().join("cases"));
+    assert!(ok);
+    let (ok, outcomes) = open(&[&b2], key, &dir.path().join("cases"));
+    assert!(!ok, "a forked log must be refused");
+    let refusal = &outcomes[b2.to_str().unwrap()];
+    assert_eq!(refusal["status"], "failed");
+    assert!(refusal["reason"].as_str().unwrap().contains("FORKED"), "{refusal}");
+}
