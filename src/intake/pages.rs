@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/submit", web::get().to(form))
         .route("/submit", web::post().to(submit))
+        .route("/receipt", web::post().to(download_receipt))
         .route("/static/amanat.css", web::get().to(stylesheet));
 }
 
@@ -38,6 +39,8 @@ struct ReceiptPage<'a> {
     codename: &'a str,
     received_at: &'a str,
     files: usize,
+    /// The receipt as JSON, offered as a download.
+    receipt: &'a str,
 }
 
 #[derive(Template)]
@@ -66,16 +69,48 @@ async fn submit(
     let multipart = Multipart::new(req.headers(), payload);
     let content_length = api::content_length(&req);
     match upload::receive(&intake, content_length, multipart, Origin::Web, "en").await {
-        Ok(accepted) => html(
-            ReceiptPage {
-                id: &accepted.id,
-                codename: accepted.codename.as_str(),
-                received_at: &accepted.received_at,
-                files: accepted.objects.len() - 1,
-            }
-            .render(),
-        ),
+        Ok(accepted) => {
+            let receipt = serde_json::to_string(&accepted.receipt).unwrap_or_default();
+            html(
+                ReceiptPage {
+                    id: &accepted.id,
+                    codename: accepted.codename.as_str(),
+                    received_at: &accepted.received_at,
+                    files: accepted.objects.len() - 1,
+                    receipt: &receipt,
+                }
+                .render(),
+            )
+        }
         Err(error) => error_page(&intake, error),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReceiptForm {
+    receipt: String,
+}
+
+/// Hands the receipt on the page back as a file: the server keeps nothing to answer
+/// this, and only a well-formed receipt is echoed.
+async fn download_receipt(
+    intake: web::Data<Intake>,
+    form: Result<web::Form<ReceiptForm>, actix_web::Error>,
+) -> HttpResponse {
+    let receipt =
+        form.ok().and_then(|f| serde_json::from_str::<crate::log::Receipt>(&f.receipt).ok());
+    match receipt {
+        Some(receipt) => HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header((
+                "Content-Disposition",
+                format!(
+                    "attachment; filename=\"amanat-receipt-{}.json\"",
+                    &receipt.submission.get(..8).unwrap_or("")
+                ),
+            ))
+            .body(serde_json::to_string_pretty(&receipt).unwrap_or_default()),
+        None => error_page(&intake, IntakeError::MalformedMultipart),
     }
 }
 

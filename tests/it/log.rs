@@ -116,3 +116,58 @@ fn a_forked_log_is_refused_by_the_reviewer() {
     assert_eq!(refusal["status"], "failed");
     assert!(refusal["reason"].as_str().unwrap().contains("FORKED"), "{refusal}");
 }
+
+#[test]
+fn the_receipt_page_offers_a_receipt_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let page = post_multipart(server.addr, "/submit", &[text("testimony", "through the form")]);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains("Anything you keep can be found"), "the page warns before offering it");
+    let value = html.split("name=\"receipt\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    // What the browser sends back: the attribute as text, form-encoded.
+    let json = value
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let encoded: String = json
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = format!("receipt={encoded}");
+    let download = request(
+        server.addr,
+        "POST",
+        "/receipt",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    );
+    assert_eq!(download.status, 200, "{}", download.text());
+    assert!(download.header("content-disposition").unwrap().starts_with("attachment"));
+    let receipt: Receipt = serde_json::from_slice(&download.body).unwrap();
+    let id = html.split("id=\"submission-id\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_eq!(receipt.submission, id);
+    let key = server_key(&server);
+    Checkpoint::verify(&receipt.checkpoint, &key).expect("signed by the server");
+
+    // Anything that is not a receipt is not echoed back.
+    let junk = request(
+        server.addr,
+        "POST",
+        "/receipt",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"receipt=%3Cscript%3E",
+    );
+    assert_eq!(junk.status, 400);
+    assert!(!junk.text().contains("<script>"));
+}
