@@ -169,18 +169,36 @@ impl std::error::Error for OpenError {}
 pub fn open_object<R: Read, W: Write>(
     ciphertext: R,
     identities: &[age::x25519::Identity],
+    plaintext: W,
+) -> Result<(W, OpenedObject), OpenError> {
+    open_object_as(ciphertext, &AnyOf(identities), plaintext)
+}
+
+/// Tries each identity in turn.
+struct AnyOf<'a>(&'a [age::x25519::Identity]);
+
+impl age::Identity for AnyOf<'_> {
+    fn unwrap_stanza(
+        &self,
+        stanza: &age_core::format::Stanza,
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        self.0.iter().find_map(|i| i.unwrap_stanza(stanza))
+    }
+}
+
+fn open_object_as<R: Read, W: Write>(
+    ciphertext: R,
+    identity: &dyn age::Identity,
     mut plaintext: W,
 ) -> Result<(W, OpenedObject), OpenError> {
     let guarded = HeaderLimit::new(HashingReader::new(ciphertext));
     let mut input = io::BufReader::with_capacity(256 * 1024, guarded);
     let decryptor =
         age::Decryptor::new_buffered(&mut input).map_err(|e| OpenError::Header(e.to_string()))?;
-    let mut stream = decryptor
-        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => OpenError::NoMatchingIdentity,
-            other => OpenError::Header(other.to_string()),
-        })?;
+    let mut stream = decryptor.decrypt(std::iter::once(identity)).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => OpenError::NoMatchingIdentity,
+        other => OpenError::Header(other.to_string()),
+    })?;
     let mut hash = digest::Context::new(&digest::SHA256);
     let mut len = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -261,6 +279,68 @@ impl<R: Read> Read for HeaderLimit<R> {
             self.matched = Some(matched);
         }
         Ok(n)
+    }
+}
+
+/// An age file key: 16 bytes that decrypt exactly one object. Disclosed to a lawyer
+/// (encrypted to the lawyer's key) instead of re-encrypting the evidence.
+pub type FileKeyBytes = zeroize::Zeroizing<[u8; 16]>;
+
+/// Reads an object's file key with one of `identities`, from its header only.
+pub fn file_key_of(
+    ciphertext: impl Read,
+    identities: &[age::x25519::Identity],
+) -> Result<FileKeyBytes, OpenError> {
+    let capture = CapturingIdentity { inner: identities, captured: Default::default() };
+    let input = io::BufReader::new(HeaderLimit::new(ciphertext));
+    let decryptor =
+        age::Decryptor::new_buffered(input).map_err(|e| OpenError::Header(e.to_string()))?;
+    decryptor.decrypt(std::iter::once(&capture as &dyn age::Identity)).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => OpenError::NoMatchingIdentity,
+        other => OpenError::Header(other.to_string()),
+    })?;
+    capture.captured.into_inner().ok_or(OpenError::NoMatchingIdentity)
+}
+
+/// Decrypts an object with a disclosed file key instead of an identity. age still checks
+/// the header MAC with that key and authenticates every chunk.
+pub fn open_object_with_file_key<R: Read, W: Write>(
+    ciphertext: R,
+    file_key: &[u8; 16],
+    plaintext: W,
+) -> Result<(W, OpenedObject), OpenError> {
+    open_object_as(ciphertext, &KnownFileKey(zeroize::Zeroizing::new(*file_key)), plaintext)
+}
+
+/// Unwraps with the given identities and keeps a copy of the file key.
+struct CapturingIdentity<'a> {
+    inner: &'a [age::x25519::Identity],
+    captured: std::cell::RefCell<Option<FileKeyBytes>>,
+}
+
+impl age::Identity for CapturingIdentity<'_> {
+    fn unwrap_stanza(
+        &self,
+        stanza: &age_core::format::Stanza,
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        use age::secrecy::ExposeSecret;
+        let result = self.inner.iter().find_map(|i| i.unwrap_stanza(stanza))?;
+        Some(result.inspect(|key| {
+            *self.captured.borrow_mut() = Some(zeroize::Zeroizing::new(*key.expose_secret()));
+        }))
+    }
+}
+
+/// Supplies a known file key for any stanza: the lawyer's side of a disclosure.
+struct KnownFileKey(FileKeyBytes);
+
+impl age::Identity for KnownFileKey {
+    fn unwrap_stanza(
+        &self,
+        _stanza: &age_core::format::Stanza,
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        let key = *self.0;
+        Some(Ok(age_core::format::FileKey::init_with_mut(|k| *k = key)))
     }
 }
 
@@ -360,6 +440,28 @@ mod tests {
             Err(OpenError::Header(why)) => assert!(why.contains("too long"), "{why}"),
             other => panic!("expected a refused header, got {:?}", other.map(|(_, o)| o)),
         }
+    }
+
+    #[test]
+    fn a_disclosed_file_key_opens_exactly_that_object() {
+        let id = age::x25519::Identity::generate();
+        let recipients = Recipients::parse(&id.to_public().to_string()).unwrap();
+        let (object, _) = seal_bytes(&recipients, b"evidence", Vec::new()).unwrap();
+        let (other, _) = seal_bytes(&recipients, b"other", Vec::new()).unwrap();
+        let key = file_key_of(&object[..], std::slice::from_ref(&id)).unwrap();
+        let (plain, opened) = open_object_with_file_key(&object[..], &key, Vec::new()).unwrap();
+        assert_eq!(plain, b"evidence");
+        assert_eq!(opened.id, ObjectId::of(&object));
+        // The key of one object opens no other, and a flipped key opens nothing.
+        assert!(open_object_with_file_key(&other[..], &key, Vec::new()).is_err());
+        let mut wrong = *key;
+        wrong[0] ^= 1;
+        assert!(open_object_with_file_key(&object[..], &wrong, Vec::new()).is_err());
+        let stranger = age::x25519::Identity::generate();
+        assert!(matches!(
+            file_key_of(&object[..], &[stranger]),
+            Err(OpenError::NoMatchingIdentity)
+        ));
     }
 
     #[test]
