@@ -286,4 +286,104 @@ pub(crate) mod tests {
         assert!(verify_consistency(7, &a7, 10, &root(&b, 10).unwrap(), &proof7).is_err());
         verify_consistency(3, &root(&a, 3).unwrap(), 10, &root(&b, 10).unwrap(), &proof).unwrap();
     }
+
+    /// The RFC 6962 reference leaves the transparency-dev vectors are built on.
+    const REFERENCE_LEAVES: [&str; 8] = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ];
+
+    fn vectors(kind: &str) -> Vec<(String, serde_json::Value)> {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/merkle").join(kind);
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(root).unwrap().flatten() {
+            for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                let v = serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+                out.push((file.path().display().to_string(), v));
+            }
+        }
+        out
+    }
+
+    fn b64_hash(v: &serde_json::Value) -> Option<Hash> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
+        bytes.try_into().ok()
+    }
+
+    fn b64_proof(v: &serde_json::Value) -> Option<Vec<Hash>> {
+        match v {
+            serde_json::Value::Null => Some(Vec::new()),
+            serde_json::Value::Array(items) => items.iter().map(b64_hash).collect(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn transparency_dev_inclusion_vectors() {
+        let data: Vec<Vec<u8>> = REFERENCE_LEAVES.iter().map(|h| hex::decode(h).unwrap()).collect();
+        let mut log = MemoryLog::default();
+        for d in &data {
+            log.append(d);
+        }
+        let all = vectors("inclusion");
+        assert!(all.len() >= 100, "vectors missing: {}", all.len());
+        for (name, v) in all {
+            let want_err = v["wantErr"].as_bool().unwrap();
+            let index = v.get("leafIdx").or_else(|| v.get("leafIndex")).and_then(|i| i.as_u64());
+            let size = v["treeSize"].as_u64();
+            let leaf =
+                b64_hash(&v["leafHash"]).and_then(|h| data.iter().find(|d| leaf_hash(d) == h));
+            let (root_hash, proof) = (b64_hash(&v["root"]), b64_proof(&v["proof"]));
+            let verified = match (index, size, leaf, root_hash, &proof) {
+                (Some(i), Some(n), Some(leaf), Some(r), Some(p)) => {
+                    verify_inclusion(leaf, i, n, &r, p).is_ok()
+                }
+                _ => false,
+            };
+            assert_eq!(verified, !want_err, "{name}");
+            if !want_err {
+                // Our generation produces exactly the published proof and root.
+                let (i, n) = (index.unwrap(), size.unwrap());
+                assert_eq!(inclusion_proof(&log, i, n).unwrap(), proof.unwrap(), "{name}");
+                assert_eq!(root(&log, n).unwrap(), root_hash.unwrap(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn transparency_dev_consistency_vectors() {
+        let mut log = MemoryLog::default();
+        for h in REFERENCE_LEAVES {
+            log.append(&hex::decode(h).unwrap());
+        }
+        let all = vectors("consistency");
+        assert!(all.len() >= 100, "vectors missing: {}", all.len());
+        for (name, v) in all {
+            let want_err = v["wantErr"].as_bool().unwrap();
+            let (s1, s2) = (v["size1"].as_u64(), v["size2"].as_u64());
+            let (r1, r2, proof) =
+                (b64_hash(&v["root1"]), b64_hash(&v["root2"]), b64_proof(&v["proof"]));
+            let verified = match (s1, s2, r1, r2, &proof) {
+                (Some(s1), Some(s2), Some(r1), Some(r2), Some(p)) => {
+                    verify_consistency(s1, &r1, s2, &r2, p).is_ok()
+                }
+                _ => false,
+            };
+            assert_eq!(verified, !want_err, "{name}");
+            if !want_err && s1 != s2 {
+                let (s1, s2) = (s1.unwrap(), s2.unwrap());
+                assert_eq!(consistency_proof(&log, s1, s2).unwrap(), proof.unwrap(), "{name}");
+                assert_eq!(root(&log, s1).unwrap(), r1.unwrap(), "{name}");
+                assert_eq!(root(&log, s2).unwrap(), r2.unwrap(), "{name}");
+            }
+        }
+    }
 }
