@@ -308,16 +308,16 @@ mod tests {
     }
 }
 
-/// The server's Ed25519 signing key (PKCS#8, 0600 in the data directory). It signs log
-/// checkpoints; it never leaves the server and decrypts nothing.
-pub struct ServerKey {
+/// An Ed25519 signing key (PKCS#8, 0600). The server's signs log checkpoints and never
+/// leaves its data directory; a reviewer's signs custody records. Neither decrypts.
+pub struct SigningKey {
     pair: ring::signature::Ed25519KeyPair,
     name: String,
 }
 
-impl ServerKey {
+impl SigningKey {
     /// Loads the key, creating it on first start. `name` is the log's origin.
-    pub fn load_or_create(path: &Path, name: &str) -> io::Result<ServerKey> {
+    pub fn load_or_create(path: &Path, name: &str) -> io::Result<SigningKey> {
         use std::os::unix::fs::OpenOptionsExt;
         let pkcs8 = match std::fs::read(path) {
             Ok(bytes) => Zeroizing::new(bytes),
@@ -341,7 +341,7 @@ impl ServerKey {
         };
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|_| invalid(format!("{} is not an Ed25519 key", path.display())))?;
-        Ok(ServerKey { pair, name: name.to_string() })
+        Ok(SigningKey { pair, name: name.to_string() })
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {

@@ -36,6 +36,9 @@ enum Command {
         /// Read the passphrase from the first line of this file instead of the terminal.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Make an Ed25519 signing key for custody records instead (a reviewer's).
+        #[arg(long, conflicts_with_all = ["no_passphrase", "passphrase_file"])]
+        signing: bool,
     },
     /// Counts and sizes from the running server (never content).
     Status {
@@ -103,7 +106,8 @@ fn main() -> ExitCode {
             init_logging(&config.log_level);
             amanat::serve::run(config)
         }),
-        Command::Keygen { out, no_passphrase, passphrase_file } => {
+        Command::Keygen { out, signing: true, .. } => signing_keygen(&out),
+        Command::Keygen { out, no_passphrase, passphrase_file, .. } => {
             keygen(&out, no_passphrase, passphrase_file.as_deref())
         }
         Command::Demo { listen } => demo(listen),
@@ -331,6 +335,18 @@ fn keygen(out: &Path, no_passphrase: bool, passphrase_file: Option<&Path>) -> Re
     write_private_file(out, &contents)?;
     eprintln!("Wrote the identity to {}. Keep it offline; losing it loses access.", out.display());
     println!("{}", identity.recipient);
+    Ok(())
+}
+
+/// A reviewer's custody-signing key; the last line printed is its public form.
+fn signing_keygen(out: &Path) -> Result<(), String> {
+    if out.exists() {
+        return Err(format!("{} exists (an existing file is never overwritten)", out.display()));
+    }
+    let key = keys::SigningKey::load_or_create(out, "amanat-custody")
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    eprintln!("Wrote the custody signing key to {}. Keep it with your identity.", out.display());
+    println!("{}", key.verifier());
     Ok(())
 }
 

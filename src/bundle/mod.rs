@@ -153,26 +153,29 @@ impl From<io::Error> for BundleError {
     }
 }
 
-/// An opened bundle: its index, and where each object's bytes lie in the file.
-pub struct Bundle {
+/// A tar read for its structure, not its contents: one JSON index member first, then
+/// named regular files, each once. Bundles and disclosure packages are both this.
+pub struct Package {
     path: PathBuf,
-    pub index: BundleIndex,
-    objects: HashMap<String, (u64, u64)>,
-    /// Set when the tar is cut short or damaged after `bundle.json`: the objects read
-    /// before that point are still usable, the rest are missing.
+    pub index: Vec<u8>,
+    members: HashMap<String, (u64, u64)>,
+    /// Set when the tar is cut short or damaged after the index: members read before
+    /// that point are still usable, the rest are missing.
     pub damaged: Option<String>,
 }
 
-impl Bundle {
-    /// Reads the tar's structure (not the object bytes): `bundle.json` first, then only
-    /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
-    /// is recorded in `damaged`, so that the whole objects before it can still be used.
-    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+impl Package {
+    /// Reads `index_name` (which must come first) and every member `allowed` accepts.
+    pub fn read(
+        path: &Path,
+        index_name: &str,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<Package, BundleError> {
         let file = File::open(path)?;
         let file_len = file.metadata()?.len();
         let mut archive = tar::Archive::new(file);
         let mut index = None;
-        let mut objects = HashMap::new();
+        let mut members = HashMap::new();
         let mut damaged = None;
         let entries =
             archive.entries_with_seek().map_err(|e| BundleError::NotATar(e.to_string()))?;
@@ -198,53 +201,96 @@ impl Bundle {
                 if index.is_none() {
                     return Err(BundleError::NotATar(format!("{name} is cut short")));
                 }
-                damaged = Some(format!("the bundle is cut short inside {name}"));
+                damaged = Some(format!("the file is cut short inside {name}"));
                 break;
             }
-            if name == INDEX_NAME && index.is_none() {
+            if index.is_none() {
+                if name != index_name {
+                    return Err(BundleError::MissingIndex);
+                }
                 if size > MAX_INDEX_BYTES {
                     return Err(BundleError::BadIndex("too large".into()));
                 }
                 let mut json = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut json)?;
-                let parsed: BundleIndex = serde_json::from_slice(&json)
-                    .map_err(|e| BundleError::BadIndex(e.to_string()))?;
-                if parsed.schema != BUNDLE_SCHEMA {
-                    return Err(BundleError::BadIndex(format!("schema {:?}", parsed.schema)));
-                }
-                index = Some(parsed);
+                index = Some(json);
                 continue;
             }
-            let id = name
-                .strip_prefix("objects/")
-                .and_then(|rest| rest.strip_suffix(".age"))
-                .and_then(ObjectId::parse);
-            match id {
-                Some(id) if !objects.contains_key(id.as_str()) => {
-                    objects.insert(id.to_string(), (offset, size));
-                }
-                _ => return Err(BundleError::UnexpectedMember(name)),
+            if !allowed(&name) || members.contains_key(&name) {
+                return Err(BundleError::UnexpectedMember(name));
             }
+            members.insert(name, (offset, size));
         }
         let index = index.ok_or(BundleError::MissingIndex)?;
-        Ok(Bundle { path: path.to_path_buf(), index, objects, damaged })
+        Ok(Package { path: path.to_path_buf(), index, members, damaged })
     }
 
-    /// The stored bytes of one object, if the bundle carries it. The caller checks them
-    /// against the id.
-    pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
-        let &(offset, size) = self.objects.get(id.as_str())?;
+    /// The bytes of one member, if present.
+    pub fn member(&self, name: &str) -> Option<io::Result<io::Take<File>>> {
+        let &(offset, size) = self.members.get(name)?;
         Some(File::open(&self.path).and_then(|mut f| {
             f.seek(SeekFrom::Start(offset))?;
             Ok(f.take(size))
         }))
     }
 
-    pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
-        self.objects.get(id.as_str()).map(|&(_, size)| size)
+    pub fn member_len(&self, name: &str) -> Option<u64> {
+        self.members.get(name).map(|&(_, size)| size)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A small member read whole (JSON, signatures), bounded.
+    pub fn read_member(&self, name: &str, max: u64) -> Option<io::Result<Vec<u8>>> {
+        let reader = self.member(name)?;
+        Some(reader.and_then(|r| {
+            let mut out = Vec::new();
+            r.take(max).read_to_end(&mut out)?;
+            Ok(out)
+        }))
+    }
+}
+
+/// `objects/<64 hex>.age`, the name of a stored object in a tar.
+pub fn object_member(id: &ObjectId) -> String {
+    object_entry_name(id)
+}
+
+/// True for `prefix/<64 hex>.age`.
+pub fn is_id_member(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(".age"))
+        .and_then(ObjectId::parse)
+        .is_some()
+}
+
+/// An opened bundle: its index, and where each object's bytes lie in the file.
+pub struct Bundle {
+    package: Package,
+    pub index: BundleIndex,
+    pub damaged: Option<String>,
+}
+
+impl Bundle {
+    /// Reads the tar's structure (not the object bytes): `bundle.json` first, then only
+    /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
+    /// is recorded in `damaged`, so that the whole objects before it can still be used.
+    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+        let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
+        let index: BundleIndex = serde_json::from_slice(&package.index)
+            .map_err(|e| BundleError::BadIndex(e.to_string()))?;
+        if index.schema != BUNDLE_SCHEMA {
+            return Err(BundleError::BadIndex(format!("schema {:?}", index.schema)));
+        }
+        let damaged = package.damaged.clone();
+        Ok(Bundle { package, index, damaged })
+    }
+
+    /// The stored bytes of one object, if the bundle carries it. The caller checks them
+    /// against the id.
+    pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
+        self.package.member(&object_entry_name(id))
+    }
+
+    pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
+        self.package.member_len(&object_entry_name(id))
     }
 }

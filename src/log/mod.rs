@@ -5,7 +5,7 @@
 
 pub mod merkle;
 
-use crate::keys::{ServerKey, VerifierKey};
+use crate::keys::{SigningKey, VerifierKey};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use merkle::Hash;
@@ -76,7 +76,7 @@ impl Checkpoint {
     }
 
     /// The signed note: body, blank line, one signature line.
-    pub fn sign(&self, key: &ServerKey) -> String {
+    pub fn sign(&self, key: &SigningKey) -> String {
         let body = self.body();
         let signature = key.sign(body.as_bytes());
         let mut blob = key.verifier().key_id().to_vec();
@@ -198,21 +198,21 @@ mod tests {
     #[test]
     fn a_signed_checkpoint_verifies_and_any_change_breaks_it() {
         let dir = tempfile::tempdir().unwrap();
-        let key = ServerKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
         let cp = Checkpoint { origin: "amanat/test".into(), size: 7, root: [9u8; 32] };
         let note = cp.sign(&key);
         assert!(note.starts_with("amanat/test\n7\n"));
         assert_eq!(Checkpoint::verify(&note, &key.verifier()).unwrap(), cp);
         let altered = note.replace("\n7\n", "\n8\n");
         assert!(Checkpoint::verify(&altered, &key.verifier()).is_err());
-        let other = ServerKey::load_or_create(&dir.path().join("k2"), "amanat/test").unwrap();
+        let other = SigningKey::load_or_create(&dir.path().join("k2"), "amanat/test").unwrap();
         assert!(Checkpoint::verify(&note, &other.verifier()).is_err());
         // The key survives a restart.
-        let again = ServerKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
+        let again = SigningKey::load_or_create(&dir.path().join("k"), "amanat/test").unwrap();
         assert_eq!(again.verifier().to_string(), key.verifier().to_string());
         for i in 0..64 {
             let k =
-                ServerKey::load_or_create(&dir.path().join(format!("k{i}")), "amanat/x").unwrap();
+                SigningKey::load_or_create(&dir.path().join(format!("k{i}")), "amanat/x").unwrap();
             let text = k.verifier().to_string();
             assert_eq!(text.parse::<crate::keys::VerifierKey>().unwrap(), k.verifier(), "{text}");
         }

@@ -17,7 +17,7 @@ pub use index::{CaseRecord, ExportMark, LastExport, SubmissionRecord};
 pub use objects::{PendingObjects, TempObject};
 
 use crate::envelope::ObjectId;
-use crate::keys::ServerKey;
+use crate::keys::SigningKey;
 use crate::log::{merkle, Checkpoint, LogLeaf, Receipt};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashSet;
@@ -32,7 +32,7 @@ pub struct Store {
     tmp: PathBuf,
     index: index::Index,
     /// Signs the log's checkpoints (`signing.key`, 0600).
-    key: ServerKey,
+    key: SigningKey,
     instance_secret: Zeroizing<Vec<u8>>,
     rng: SystemRandom,
 }
@@ -76,7 +76,7 @@ impl Store {
         let instance_secret = load_or_create_secret(&dir.join("instance.secret"), &rng)?;
         let server_id = index.meta_or_insert("server_id", || random_hex(&rng, 16))?;
         let key =
-            ServerKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
+            SigningKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
         Ok(Store { objects, tmp, index, key, instance_secret, rng })
     }
 

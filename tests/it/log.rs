@@ -68,7 +68,8 @@ fn every_receipt_proves_its_submission_in_the_signed_log() {
     assert_eq!(sizes, vec![1, 2, 3, 4, 5]);
     let stranger_dir = tempfile::tempdir().unwrap();
     let stranger =
-        amanat::keys::ServerKey::load_or_create(&stranger_dir.path().join("k"), &key.name).unwrap();
+        amanat::keys::SigningKey::load_or_create(&stranger_dir.path().join("k"), &key.name)
+            .unwrap();
     let receipt: Receipt = serde_json::from_value(responses[0]["receipt"].clone()).unwrap();
     assert!(Checkpoint::verify(&receipt.checkpoint, &stranger.verifier()).is_err());
 }
