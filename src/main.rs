@@ -92,6 +92,50 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
+    /// Offline: package one case for a lawyer (objects as received, their file keys
+    /// encrypted to the lawyer, log proofs, a signed custody record).
+    Disclose {
+        /// The folder `amanat open` wrote the cases to.
+        #[arg(long, value_name = "DIR")]
+        cases: PathBuf,
+        /// The case (submission id) to disclose.
+        #[arg(long, value_name = "ID")]
+        case: String,
+        /// The bundles that carried the case.
+        #[arg(long = "bundle", required = true, value_name = "BUNDLE")]
+        bundles: Vec<PathBuf>,
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// The lawyer's age recipient (age1...).
+        #[arg(long, value_name = "RECIPIENT")]
+        to: String,
+        /// Your custody signing key (`amanat keygen --signing`).
+        #[arg(long, value_name = "KEY")]
+        signer: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline: check a disclosure package: every hash, signature and proof; with your
+    /// identity, decrypt and check every file.
+    Verify {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "KEY")]
+        identity: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Where to write the files and report.html / report.txt.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -131,6 +175,38 @@ fn main() -> ExitCode {
                         );
                     }
                 })
+        }
+        Command::Disclose {
+            cases,
+            case,
+            bundles,
+            identity,
+            passphrase_file,
+            to,
+            signer,
+            out,
+            state,
+            json,
+        } => disclose(
+            &cases,
+            &case,
+            &bundles,
+            &identity,
+            passphrase_file.as_deref(),
+            &to,
+            signer.as_deref(),
+            &out,
+            state,
+            json,
+        ),
+        Command::Verify { file, identity, passphrase_file, out, json } => {
+            return verify(
+                &file,
+                identity.as_deref(),
+                passphrase_file.as_deref(),
+                out.as_deref(),
+                json,
+            );
         }
         Command::Open { bundles, identity, passphrase_file, out, json, state } => {
             let state = state.unwrap_or_else(|| identity.with_file_name("amanat-state.json"));
@@ -211,20 +287,10 @@ fn open(
     state: &Path,
     json: bool,
 ) -> ExitCode {
-    let identities = keys::read_identities(identity, || match passphrase_file {
-        Some(path) => read_passphrase_file(path).map_err(std::io::Error::other),
-        None if std::io::stdin().is_terminal() => {
-            rpassword::prompt_password(format!("Passphrase for {}: ", identity.display()))
-                .map(SecretString::from)
-        }
-        None => Err(std::io::Error::other(
-            "the identity is passphrase-protected: use --passphrase-file FILE or a terminal",
-        )),
-    });
-    let identities = match identities {
+    let identities = match load_identities(identity, passphrase_file) {
         Ok(ids) => ids,
         Err(e) => {
-            eprintln!("amanat: cannot use the identity {}: {e}", identity.display());
+            eprintln!("amanat: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -281,6 +347,118 @@ fn open(
         );
     }
     if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A coalition or lawyer identity, prompting for its passphrase if it has one.
+fn load_identities(
+    identity: &Path,
+    passphrase_file: Option<&Path>,
+) -> Result<Vec<age::x25519::Identity>, String> {
+    keys::read_identities(identity, || match passphrase_file {
+        Some(path) => read_passphrase_file(path).map_err(std::io::Error::other),
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("Passphrase for {}: ", identity.display()))
+                .map(SecretString::from)
+        }
+        None => Err(std::io::Error::other(
+            "the identity is passphrase-protected: use --passphrase-file FILE or a terminal",
+        )),
+    })
+    .map_err(|e| format!("cannot use the identity {}: {e}", identity.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn disclose(
+    cases: &Path,
+    case: &str,
+    bundles: &[PathBuf],
+    identity: &Path,
+    passphrase_file: Option<&Path>,
+    to: &str,
+    signer: Option<&Path>,
+    out: &Path,
+    state: Option<PathBuf>,
+    json: bool,
+) -> Result<(), String> {
+    let identities = load_identities(identity, passphrase_file)?;
+    let signer = match signer {
+        Some(path) if !path.is_file() => {
+            return Err(format!("no signing key at {}", path.display()))
+        }
+        Some(path) => Some(
+            keys::SigningKey::load_or_create(path, "amanat-custody")
+                .map_err(|e| format!("cannot use the signing key {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let state_path = state.unwrap_or_else(|| identity.with_file_name("amanat-state.json"));
+    let mut state = amanat::review::state::ReviewState::load(&state_path)
+        .map_err(|e| format!("cannot read the review state {}: {e}", state_path.display()))?;
+    let request = amanat::review::disclose::DiscloseRequest {
+        bundles,
+        identities: &identities,
+        cases,
+        case,
+        to,
+        signer: signer.as_ref(),
+        out,
+    };
+    let summary = amanat::review::disclose::disclose(&request, &mut state)?;
+    if json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        println!(
+            "Wrote {}: case {}, {} submission(s), {} objects, {} bytes. Give it to the lawyer with VERIFY.txt's instructions.",
+            out.display(),
+            summary.case,
+            summary.submissions,
+            summary.objects,
+            summary.bytes
+        );
+    }
+    Ok(())
+}
+
+/// `amanat verify`: exit 0 only when every check holds.
+fn verify(
+    file: &Path,
+    identity: Option<&Path>,
+    passphrase_file: Option<&Path>,
+    out: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let identities = match identity.map(|i| load_identities(i, passphrase_file)).transpose() {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("amanat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match amanat::review::verify::verify_disclosure(file, identities.as_deref(), out) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("amanat: {} cannot be verified: {}", file.display(), printable(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        for check in &report.checks {
+            println!(
+                "{}  {}: {}",
+                if check.ok { "ok  " } else { "FAIL" },
+                printable(&check.what),
+                printable(&check.detail)
+            );
+        }
+        println!("{}", if report.verified { "EVERY CHECK PASSED" } else { "VERIFICATION FAILED" });
+    }
+    if report.verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

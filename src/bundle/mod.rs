@@ -104,7 +104,8 @@ pub fn write<W: Write>(
     tar.into_inner()
 }
 
-fn header(name: &str, size: u64) -> io::Result<tar::Header> {
+/// A ustar header for a regular member: no owner, no time, mode 0600.
+pub(crate) fn header(name: &str, size: u64) -> io::Result<tar::Header> {
     let mut header = tar::Header::new_ustar();
     header.set_path(name)?;
     header.set_size(size);

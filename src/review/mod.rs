@@ -6,9 +6,11 @@
 //! is assembled in a hidden staging folder and renamed into place only when all of that
 //! holds; on any failure the staging folder, plaintext and all, is deleted.
 
+pub mod disclose;
 mod names;
 mod report;
 pub mod state;
+pub mod verify;
 
 pub use names::{safe_name, TakenNames};
 

@@ -5,6 +5,7 @@ mod common;
 
 mod browser;
 mod crash;
+mod disclose;
 mod intake;
 mod keygen;
 mod limits;

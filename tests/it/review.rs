@@ -47,11 +47,10 @@ pub fn open(
 }
 
 pub struct Sent {
-    #[allow(dead_code)]
-    id: String,
+    pub id: String,
     testimony: String,
     fields: Vec<(String, String)>,
-    files: Vec<(String, Vec<u8>)>,
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 pub fn submit(server: &Server, n: u64, files: &[(&str, usize)]) -> Sent {

@@ -476,3 +476,27 @@ pub fn receipt_objects(receipt: &serde_json::Value) -> Vec<String> {
         .map(|o| o.as_str().unwrap().to_string())
         .collect()
 }
+
+/// Rewrites a tar, letting `edit` change its members (name, bytes) in order.
+pub fn rewrite_tar(from: &Path, to: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) {
+    let mut archive = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut entries = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        entries.push((name, data));
+    }
+    edit(&mut entries);
+    let mut builder = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for (name, data) in &entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+    }
+    builder.finish().unwrap();
+}

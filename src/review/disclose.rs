@@ -1,0 +1,293 @@
+//! Disclosure packages: one case for one lawyer. The package carries the objects exactly
+//! as the server received them, each with its age file key encrypted to the lawyer (so
+//! the lawyer decrypts the very bytes the server logged; nothing is re-encrypted), the
+//! log evidence (server key, signed checkpoints, inclusion proofs), and a custody record
+//! signed by the disclosing reviewer.
+
+use super::state::ReviewState;
+use crate::bundle::{object_member, Bundle};
+use crate::envelope::{self, ObjectId};
+use crate::keys::{Recipients, SigningKey};
+use crate::store::SubmissionRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const DISCLOSURE_SCHEMA: &str = "amanat/disclosure/v1";
+pub const CUSTODY_SCHEMA: &str = "amanat/custody/v1";
+pub const INDEX_NAME: &str = "disclosure.json";
+pub const CUSTODY_NAME: &str = "custody.json";
+pub const CUSTODY_SIGNATURE_NAME: &str = "custody.sig";
+pub const VERIFY_NAME: &str = "VERIFY.txt";
+
+/// `disclosure.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisclosureIndex {
+    pub schema: String,
+    pub case: String,
+    /// The server's signed-note verifier key (`name+keyid+key`).
+    pub server_key: String,
+    pub submissions: Vec<DisclosedSubmission>,
+}
+
+/// One submission of the case and the proof it is in the server's log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisclosedSubmission {
+    pub record: SubmissionRecord,
+    /// Signed note the inclusion proof leads to.
+    pub checkpoint: String,
+    pub inclusion_proof: Vec<String>,
+}
+
+/// `custody.json`: who disclosed what to whom, and when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Custody {
+    pub schema: String,
+    pub case: String,
+    /// UTC hour of the disclosure.
+    pub disclosed_at: String,
+    /// The lawyer's age recipient.
+    pub to: String,
+    /// The reviewer's custody verifier key, if signed.
+    pub by: Option<String>,
+    /// Every object disclosed, sorted.
+    pub objects: Vec<String>,
+}
+
+impl DisclosureIndex {
+    pub fn objects(&self) -> Vec<ObjectId> {
+        let mut seen = HashSet::new();
+        self.submissions
+            .iter()
+            .flat_map(|s| s.record.object_ids())
+            .filter(|id| seen.insert(id.clone()))
+            .collect()
+    }
+}
+
+/// `keys/<id>.age`: an object's file key, encrypted to the lawyer.
+pub fn key_member(id: &ObjectId) -> String {
+    format!("keys/{id}.age")
+}
+
+/// What `amanat disclose` made.
+#[derive(Debug, Serialize)]
+pub struct DisclosureSummary {
+    pub case: String,
+    pub submissions: usize,
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+pub struct DiscloseRequest<'a> {
+    pub bundles: &'a [PathBuf],
+    pub identities: &'a [age::x25519::Identity],
+    /// The reviewer's opened cases: a case is disclosed only once it was opened here.
+    pub cases: &'a Path,
+    pub case: &'a str,
+    /// The lawyer's age recipient.
+    pub to: &'a str,
+    pub signer: Option<&'a SigningKey>,
+    pub out: &'a Path,
+}
+
+pub fn disclose(
+    req: &DiscloseRequest<'_>,
+    state: &mut ReviewState,
+) -> Result<DisclosureSummary, String> {
+    if !req.cases.join(req.case).join("testimony.json").is_file() {
+        return Err(format!(
+            "case {} is not among the opened cases in {}: open and read it before disclosing",
+            req.case,
+            req.cases.display()
+        ));
+    }
+    let lawyer = Recipients::parse(req.to)
+        .ok()
+        .filter(|r| r.len() == 1)
+        .ok_or("--to must be one age recipient (age1...)")?;
+    if req.out.exists() {
+        return Err(format!("{} exists; a package never overwrites a file", req.out.display()));
+    }
+
+    // Every submission of the case, from bundles whose log verifies.
+    let mut bundles = Vec::new();
+    for path in req.bundles {
+        let bundle = Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let verified =
+            state.check(&bundle.index.log).map_err(|e| format!("{}: {e}", path.display()))?;
+        bundles.push((bundle, verified));
+    }
+    let mut server_key = None;
+    let mut submissions: Vec<(usize, DisclosedSubmission)> = Vec::new();
+    for (n, (bundle, verified)) in bundles.iter().enumerate() {
+        for record in &bundle.index.submissions {
+            if (record.case != req.case && record.id != req.case)
+                || submissions.iter().any(|(_, s)| s.record.id == record.id)
+            {
+                continue;
+            }
+            super::in_log(bundle, verified, record)?;
+            if server_key.get_or_insert_with(|| verified.server_key.clone()) != &verified.server_key
+            {
+                return Err("the bundles come from different servers".into());
+            }
+            submissions.push((
+                n,
+                DisclosedSubmission {
+                    record: record.clone(),
+                    checkpoint: bundle.index.log.checkpoint.clone(),
+                    inclusion_proof: bundle
+                        .index
+                        .log
+                        .inclusion
+                        .get(&record.id)
+                        .cloned()
+                        .unwrap_or_default(),
+                },
+            ));
+        }
+    }
+    let server_key =
+        server_key.ok_or_else(|| format!("case {} is in none of the bundles", req.case))?;
+    let index = DisclosureIndex {
+        schema: DISCLOSURE_SCHEMA.into(),
+        case: req.case.into(),
+        server_key,
+        submissions: submissions.iter().map(|(_, s)| s.clone()).collect(),
+    };
+    let mut objects: Vec<String> = index.objects().iter().map(ToString::to_string).collect();
+    objects.sort();
+    let custody = Custody {
+        schema: CUSTODY_SCHEMA.into(),
+        case: req.case.into(),
+        disclosed_at: crate::intake::upload::received_hour(),
+        to: req.to.trim().into(),
+        by: req.signer.map(|k| k.verifier().to_string()),
+        objects,
+    };
+    let custody_bytes = serde_json::to_vec_pretty(&custody).map_err(|e| e.to_string())?;
+
+    let partial = req.out.with_extension("partial");
+    let result = (|| -> Result<u64, String> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        let mut tar = tar::Builder::new(BufWriter::new(file));
+        let io_err = |e: io::Error| format!("writing the package: {e}");
+        let json = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+        append(&mut tar, INDEX_NAME, &json).map_err(io_err)?;
+        append(&mut tar, CUSTODY_NAME, &custody_bytes).map_err(io_err)?;
+        if let Some(signer) = req.signer {
+            let signature = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                signer.sign(&custody_bytes),
+            );
+            append(&mut tar, CUSTODY_SIGNATURE_NAME, signature.as_bytes()).map_err(io_err)?;
+        }
+        append(&mut tar, VERIFY_NAME, verify_text(&index).as_bytes()).map_err(io_err)?;
+        for (n, submission) in &submissions {
+            let bundle = &bundles[*n].0;
+            for id in submission.record.object_ids() {
+                let read = || {
+                    bundle
+                        .object(&id)
+                        .ok_or(format!("object {id} is missing from the bundle"))?
+                        .map_err(|e| e.to_string())
+                };
+                if envelope::object_id_of(read()?).map_err(|e| e.to_string())? != id {
+                    return Err(format!("object {id} in the bundle does not match its id"));
+                }
+                let file_key = envelope::file_key_of(read()?, req.identities)
+                    .map_err(|e| format!("object {id}: {e}"))?;
+                let (sealed_key, _) = envelope::seal_bytes(&lawyer, &file_key[..], Vec::new())
+                    .map_err(|e| e.to_string())?;
+                let len = bundle.object_len(&id).unwrap_or(0);
+                let header = crate::bundle::header(&object_member(&id), len).map_err(io_err)?;
+                tar.append(&header, read()?).map_err(io_err)?;
+                append(&mut tar, &key_member(&id), &sealed_key).map_err(io_err)?;
+            }
+        }
+        let writer = tar.into_inner().map_err(io_err)?;
+        let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        Ok(file.metadata().map_err(io_err)?.len())
+    })();
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    if req.out.exists() {
+        let _ = fs::remove_file(&partial);
+        return Err(format!("{} appeared meanwhile; not replaced", req.out.display()));
+    }
+    fs::rename(&partial, req.out).map_err(|e| e.to_string())?;
+    Ok(DisclosureSummary {
+        case: req.case.into(),
+        submissions: index.submissions.len(),
+        objects: index.objects().len(),
+        bytes,
+    })
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::Result<()> {
+    tar.append(&crate::bundle::header(name, data.len() as u64)?, data)
+}
+
+/// How to check the package, with amanat and with standard tools only.
+fn verify_text(index: &DisclosureIndex) -> String {
+    let first = index.submissions.first().map(|s| s.record.id.as_str()).unwrap_or("");
+    format!(
+        "amanat disclosure package: case {case}
+
+WITH AMANAT (offline)
+  amanat verify THIS-FILE.tar --identity YOUR-KEY.txt --out DIR
+Checks every hash, signature and proof, decrypts every file with its disclosed key,
+compares each with the sealed manifest, and writes the files and DIR/report.html.
+
+WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
+1. Unpack:            tar -xf THIS-FILE.tar
+2. Each object is named by the SHA-256 of its bytes, exactly as the server stored it:
+     for f in objects/*.age; do echo \"$(sha256sum < \"$f\" | cut -c1-64).age  $f\"; done
+   The two columns must agree.
+3. Each object's age file key is in keys/<id>.age, encrypted to you:
+     age -d -i YOUR-KEY.txt keys/<id>.age | od -An -tx1
+   (amanat verify uses it to decrypt the object itself; nothing was re-encrypted.)
+4. The server key is in disclosure.json (\"server_key\": name+keyid+BASE64). Compare it
+   with the key the coalition published. Its last part, base64-decoded, is 0x01 followed
+   by the 32-byte Ed25519 public key:
+     echo BASE64 | base64 -d | tail -c 32 > key.raw
+     (printf '\\060\\052\\060\\005\\006\\003\\053\\145\\160\\003\\041\\000'; cat key.raw) > key.der
+     openssl pkey -pubin -inform DER -in key.der -out key.pem
+5. Each checkpoint (\"checkpoint\" in disclosure.json) is a signed note: three lines
+   (origin, tree size, base64 root), a blank line, and a line starting with an em dash,
+   the origin, then BASE64(4-byte key id || 64-byte signature). Put the three lines with
+   their newlines in body.txt, and the signature in sig.bin:
+     echo SIGNATURE-BASE64 | base64 -d | tail -c 64 > sig.bin
+     openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in body.txt -sigfile sig.bin
+6. Each submission's log leaf is this text (values from its record in disclosure.json;
+   attachment ids sorted and space-separated), and its leaf hash is SHA-256 of a 0x00
+   byte followed by it, e.g. for submission {first}:
+     printf 'amanat/leaf/v1\\nkind submission\\nsubmission ID\\nreceived HOUR\\nmanifest ID\\nattachments IDS\\nrecipients FP\\n' > leaf.txt
+     (printf '\\000'; cat leaf.txt) | sha256sum
+   The inclusion proof (RFC 9162, leaf to root) then leads from that hash to the
+   checkpoint's root: each step is SHA-256(0x01 || left || right).
+7. custody.json says who disclosed which objects to whom and when; custody.sig is the
+   Ed25519 signature of custody.json's exact bytes by the key in its \"by\" field.
+",
+        case = index.case,
+        first = first
+    )
+}

@@ -1,0 +1,423 @@
+//! `amanat verify`: a lawyer's check of a disclosure package, offline, trusting neither
+//! the coalition nor the server operator: only the server's published key.
+
+use super::disclose::{
+    key_member, Custody, DisclosureIndex, CUSTODY_NAME, CUSTODY_SIGNATURE_NAME, DISCLOSURE_SCHEMA,
+    INDEX_NAME, VERIFY_NAME,
+};
+use super::{safe_name, TakenNames};
+use crate::bundle::{is_id_member, object_member, Package};
+use crate::envelope::{self, Manifest, ObjectId};
+use crate::keys::VerifierKey;
+use crate::log::{self, merkle, Checkpoint};
+use serde::Serialize;
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// One thing checked, and how it went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// One disclosed file.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedFile {
+    pub submission: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_as: Option<String>,
+    pub size: Option<u64>,
+    pub ciphertext_sha256: String,
+    pub plaintext_sha256: Option<String>,
+    pub received_at: String,
+    pub log_index: Option<u64>,
+    pub checkpoint_size: u64,
+    pub verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub case: String,
+    pub server_key: String,
+    pub signer: Option<String>,
+    pub checks: Vec<Check>,
+    pub files: Vec<VerifiedFile>,
+    pub verified: bool,
+}
+
+impl VerifyReport {
+    fn check(&mut self, what: impl Into<String>, result: Result<String, String>) -> bool {
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        self.checks.push(Check { what: what.into(), ok, detail });
+        ok
+    }
+}
+
+const MAX_SMALL: u64 = 64 << 20;
+
+/// Verifies a disclosure package; with `identities`, also decrypts and checks every
+/// file, writing them under `out` only when everything holds.
+pub fn verify_disclosure(
+    path: &Path,
+    identities: Option<&[age::x25519::Identity]>,
+    out: Option<&Path>,
+) -> Result<VerifyReport, String> {
+    let package = Package::read(path, INDEX_NAME, |name| {
+        is_id_member(name, "objects/")
+            || is_id_member(name, "keys/")
+            || [CUSTODY_NAME, CUSTODY_SIGNATURE_NAME, VERIFY_NAME].contains(&name)
+    })
+    .map_err(|e| e.to_string())?;
+    let index: DisclosureIndex = serde_json::from_slice(&package.index)
+        .map_err(|e| format!("disclosure.json is not valid: {e}"))?;
+    if index.schema != DISCLOSURE_SCHEMA {
+        return Err(format!("not a disclosure package (schema {:?})", index.schema));
+    }
+    let mut report = VerifyReport {
+        case: index.case.clone(),
+        server_key: index.server_key.clone(),
+        signer: None,
+        checks: Vec::new(),
+        files: Vec::new(),
+        verified: false,
+    };
+    let key: Option<VerifierKey> = index.server_key.parse().ok();
+    report.check(
+        "server key",
+        key.as_ref().map(|_| index.server_key.clone()).ok_or("not a server key".into()),
+    );
+
+    // The log: each submission is a leaf under a checkpoint signed by the server key.
+    let mut sizes = std::collections::HashMap::new();
+    for s in &index.submissions {
+        let id = &s.record.id;
+        let checkpoint = key
+            .as_ref()
+            .ok_or("no server key".to_string())
+            .and_then(|k| Checkpoint::verify(&s.checkpoint, k));
+        let cp_size = checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
+        sizes.insert(id.clone(), cp_size);
+        report.check(
+            format!("checkpoint of submission {id} signed by the server"),
+            checkpoint.as_ref().map(|c| format!("log size {}", c.size)).map_err(Clone::clone),
+        );
+        let included = checkpoint.and_then(|c| {
+            let proof = log::decode_hashes(&s.inclusion_proof)?;
+            let index = s.record.log_index.ok_or("no leaf index")?;
+            merkle::verify_inclusion(
+                &s.record.log_leaf().canonical_bytes(),
+                index,
+                c.size,
+                &c.root,
+                &proof,
+            )
+            .map(|()| format!("leaf {index}, received {}", s.record.received_at))
+        });
+        report.check(format!("submission {id} is in the server's log"), included);
+    }
+
+    // The objects: each exactly the bytes the server logged.
+    let objects = index.objects();
+    for id in &objects {
+        let same = match package.member(&object_member(id)) {
+            None => Err("missing from the package".to_string()),
+            Some(reader) => reader
+                .and_then(envelope::object_id_of)
+                .map_err(|e| e.to_string())
+                .and_then(|actual| {
+                    if actual == *id {
+                        Ok("bit-identical".into())
+                    } else {
+                        Err("altered".into())
+                    }
+                }),
+        };
+        report.check(format!("object {id}"), same);
+    }
+
+    // The custody record.
+    check_custody(&package, &index, &objects, &mut report);
+
+    // The plaintext, with the lawyer's key.
+    if let Some(identities) = identities {
+        let staging = out.map(|o| o.join(".verifying"));
+        if let Some(dir) = &staging {
+            let _ = fs::remove_dir_all(dir);
+            fs::create_dir_all(dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+        }
+        for s in &index.submissions {
+            decrypt_submission(&package, s, identities, staging.as_deref(), &sizes, &mut report);
+        }
+        report.verified = report.checks.iter().all(|c| c.ok);
+        if let (Some(staging), Some(out)) = (&staging, out) {
+            if report.verified {
+                for entry in fs::read_dir(staging).map_err(|e| e.to_string())?.flatten() {
+                    let target = out.join(entry.file_name());
+                    let _ = fs::remove_dir_all(&target);
+                    fs::rename(entry.path(), target).map_err(|e| e.to_string())?;
+                }
+            }
+            // Nothing decrypted stays behind when anything failed.
+            let _ = fs::remove_dir_all(staging);
+        }
+    } else {
+        for s in &index.submissions {
+            for id in s.record.object_ids() {
+                report.files.push(VerifiedFile {
+                    submission: s.record.id.clone(),
+                    name: if id == s.record.manifest {
+                        "(manifest)".into()
+                    } else {
+                        "(encrypted)".into()
+                    },
+                    saved_as: None,
+                    size: None,
+                    ciphertext_sha256: id.to_string(),
+                    plaintext_sha256: None,
+                    received_at: s.record.received_at.clone(),
+                    log_index: s.record.log_index,
+                    checkpoint_size: sizes.get(&s.record.id).copied().unwrap_or(0),
+                    verified: report.checks.iter().all(|c| c.ok),
+                });
+            }
+        }
+        report.verified = report.checks.iter().all(|c| c.ok);
+    }
+    if let Some(out) = out {
+        fs::create_dir_all(out).map_err(|e| e.to_string())?;
+        fs::write(out.join("report.txt"), report_text(&report)).map_err(|e| e.to_string())?;
+        let html = ReportPage { report: &report }.render().map_err(|e| e.to_string())?;
+        fs::write(out.join("report.html"), html).map_err(|e| e.to_string())?;
+    }
+    Ok(report)
+}
+
+fn check_custody(
+    package: &Package,
+    index: &DisclosureIndex,
+    objects: &[ObjectId],
+    report: &mut VerifyReport,
+) {
+    let bytes = match package.read_member(CUSTODY_NAME, MAX_SMALL) {
+        Some(Ok(b)) => b,
+        _ => {
+            report.check("custody record", Err("missing".into()));
+            return;
+        }
+    };
+    let custody: Custody = match serde_json::from_slice(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            report.check("custody record", Err(format!("not valid: {e}")));
+            return;
+        }
+    };
+    let mut listed: Vec<String> = objects.iter().map(ToString::to_string).collect();
+    listed.sort();
+    report.check(
+        "custody record names exactly the disclosed objects",
+        if custody.objects == listed && custody.case == index.case {
+            Ok(format!("to {} at {}", custody.to, custody.disclosed_at))
+        } else {
+            Err("it names other objects or another case".into())
+        },
+    );
+    report.signer = custody.by.clone();
+    let signature = package.read_member(CUSTODY_SIGNATURE_NAME, 4096);
+    let result = match (&custody.by, signature) {
+        (None, None) => Ok("not signed (disclosed without --signer)".into()),
+        (Some(by), Some(Ok(sig))) => {
+            let key: Result<VerifierKey, String> = by.parse();
+            let sig = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                sig.trim_ascii(),
+            );
+            match (key, sig) {
+                (Ok(key), Ok(sig)) if key.verify(&bytes, &sig) => Ok(format!("signed by {by}")),
+                _ => Err("the custody signature does not verify".into()),
+            }
+        }
+        _ => Err("custody signature and signer do not match".into()),
+    };
+    report.check("custody signature", result);
+}
+
+fn decrypt_submission(
+    package: &Package,
+    s: &super::disclose::DisclosedSubmission,
+    identities: &[age::x25519::Identity],
+    staging: Option<&Path>,
+    sizes: &std::collections::HashMap<String, u64>,
+    report: &mut VerifyReport,
+) {
+    let id = &s.record.id;
+    let manifest = open_small(package, &s.record.manifest, identities).and_then(|plain| {
+        serde_json::from_slice::<Manifest>(&plain)
+            .map_err(|e| format!("the manifest is not valid: {e}"))
+    });
+    let manifest = match manifest {
+        Ok(m) if m.submission == *id && m.received_at == s.record.received_at => {
+            report.check(
+                format!("manifest of submission {id}"),
+                Ok("decrypted with its disclosed key".into()),
+            );
+            m
+        }
+        Ok(_) => {
+            report.check(
+                format!("manifest of submission {id}"),
+                Err("belongs to another submission or hour".into()),
+            );
+            return;
+        }
+        Err(e) => {
+            report.check(format!("manifest of submission {id}"), Err(e));
+            return;
+        }
+    };
+    let dir = staging.map(|d| d.join(id));
+    if let Some(dir) = &dir {
+        let _ = fs::create_dir_all(dir.join("evidence"));
+        let _ = fs::write(
+            dir.join("testimony.json"),
+            serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+        );
+    }
+    let mut taken = TakenNames::default();
+    for attachment in &manifest.attachments {
+        let saved_as = safe_name(&attachment.name, &mut taken);
+        let result = ObjectId::parse(&attachment.object)
+            .ok_or("invalid object id".to_string())
+            .and_then(|oid| {
+                let key = file_key(package, &oid, identities)?;
+                let reader = package
+                    .member(&object_member(&oid))
+                    .ok_or("object missing")?
+                    .map_err(|e| e.to_string())?;
+                let sink: Box<dyn io::Write> = match &dir {
+                    Some(d) => Box::new(io::BufWriter::new(
+                        fs::File::create(d.join("evidence").join(&saved_as))
+                            .map_err(|e| e.to_string())?,
+                    )),
+                    None => Box::new(io::sink()),
+                };
+                let (mut sink, opened) = envelope::open_object_with_file_key(reader, &key, sink)
+                    .map_err(|e| e.to_string())?;
+                sink.flush().map_err(|e| e.to_string())?;
+                if opened.id != oid {
+                    return Err("the object does not match its id".into());
+                }
+                if opened.plaintext_sha256 != attachment.sha256
+                    || opened.plaintext_len != attachment.size
+                {
+                    return Err("the file does not match the manifest's SHA-256 and size".into());
+                }
+                Ok(opened)
+            });
+        let ok = report.check(
+            format!("file {saved_as:?} of submission {id}"),
+            result
+                .as_ref()
+                .map(|o| format!("{} bytes, sha256 {}", o.plaintext_len, o.plaintext_sha256))
+                .map_err(Clone::clone),
+        );
+        report.files.push(VerifiedFile {
+            submission: id.clone(),
+            name: attachment.name.clone(),
+            saved_as: dir.as_ref().map(|_| format!("{id}/evidence/{saved_as}")),
+            size: Some(attachment.size),
+            ciphertext_sha256: attachment.object.clone(),
+            plaintext_sha256: Some(attachment.sha256.clone()),
+            received_at: manifest.received_at.clone(),
+            log_index: s.record.log_index,
+            checkpoint_size: sizes.get(id).copied().unwrap_or(0),
+            verified: ok,
+        });
+    }
+}
+
+use std::io::Write as _;
+
+/// The disclosed file key of one object, decrypted with the lawyer's identity.
+fn file_key(
+    package: &Package,
+    id: &ObjectId,
+    identities: &[age::x25519::Identity],
+) -> Result<Zeroizing<[u8; 16]>, String> {
+    let sealed = package
+        .member(&key_member(id))
+        .ok_or("its file key is missing")?
+        .map_err(|e| e.to_string())?;
+    let mut plain = Zeroizing::new(Vec::new());
+    envelope::open_object(sealed, identities, &mut *plain)
+        .map_err(|e| format!("its file key cannot be read with your identity: {e}"))?;
+    let bytes: [u8; 16] =
+        plain.as_slice().try_into().map_err(|_| "the file key is not 16 bytes".to_string())?;
+    Ok(Zeroizing::new(bytes))
+}
+
+/// A small object (a manifest) decrypted with its disclosed key, in memory.
+fn open_small(
+    package: &Package,
+    id: &ObjectId,
+    identities: &[age::x25519::Identity],
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let key = file_key(package, id, identities)?;
+    let reader = package
+        .member(&object_member(id))
+        .ok_or("the manifest object is missing")?
+        .map_err(|e| e.to_string())?;
+    let mut limited = Vec::new();
+    reader.take(MAX_SMALL).read_to_end(&mut limited).map_err(|e| e.to_string())?;
+    let mut plain = Zeroizing::new(Vec::new());
+    let (_, opened) = envelope::open_object_with_file_key(&limited[..], &key, &mut *plain)
+        .map_err(|e| e.to_string())?;
+    if opened.id != *id {
+        return Err("the manifest object does not match its id".into());
+    }
+    Ok(plain)
+}
+
+fn report_text(report: &VerifyReport) -> String {
+    let mut t = format!(
+        "amanat verification report\ncase {}\nserver key {}\ncustody signer {}\nverdict: {}\n\nCHECKS\n",
+        report.case,
+        report.server_key,
+        report.signer.as_deref().unwrap_or("(unsigned)"),
+        if report.verified { "EVERY CHECK PASSED" } else { "FAILED" }
+    );
+    for c in &report.checks {
+        t.push_str(&format!("[{}] {}: {}\n", if c.ok { "ok" } else { "FAIL" }, c.what, c.detail));
+    }
+    t.push_str("\nFILES\n");
+    for f in &report.files {
+        t.push_str(&format!(
+            "{} {:?} size {} ciphertext sha256 {} plaintext sha256 {} received {} leaf {} checkpoint size {}\n",
+            if f.verified { "ok  " } else { "FAIL" },
+            f.name,
+            f.size.map(|s| s.to_string()).unwrap_or("-".into()),
+            f.ciphertext_sha256,
+            f.plaintext_sha256.as_deref().unwrap_or("-"),
+            f.received_at,
+            f.log_index.map(|i| i.to_string()).unwrap_or("-".into()),
+            f.checkpoint_size
+        ));
+    }
+    t
+}
+
+use askama::Template;
+
+#[derive(Template)]
+#[template(path = "verification.html")]
+struct ReportPage<'a> {
+    report: &'a VerifyReport,
+}

@@ -1,0 +1,280 @@
+//! A lawyer receives one case and proves, with only the server's public key, that each
+//! file is bit-identical to what the server received in a given hour.
+
+use crate::common::*;
+use crate::review::{export, open, submit};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn amanat(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Keygen returning the printed public form (last stdout line).
+fn keygen(args: &[&str]) -> String {
+    let out = amanat(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    coalition: Coalition,
+    package: PathBuf,
+    lawyer_key: PathBuf,
+    case: String,
+    files: Vec<(String, Vec<u8>)>,
+    _server: Server,
+}
+
+fn disclosed_case() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let sent = submit(&server, 1, &[("injury-1.jpg", 400_000), ("certificate.jpg", 50_000)]);
+    submit(&server, 2, &[("unrelated.jpg", 10_000)]);
+    let bundle = dir.path().join("b.tar");
+    export(&server, &bundle, false);
+    let cases = dir.path().join("cases");
+    assert!(open(&[&bundle], &coalition.identity_files[0], &cases).0);
+
+    std::fs::create_dir(dir.path().join("lawyer")).unwrap();
+    let lawyer_key = dir.path().join("lawyer/key.txt");
+    let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
+    let signer = dir.path().join("offline/custody.key");
+    keygen(&["keygen", "--signing", "--out", s(&signer)]);
+    let package = dir.path().join("case.tar");
+    let out = amanat(&[
+        "disclose",
+        "--cases",
+        s(&cases),
+        "--case",
+        &sent.id,
+        "--bundle",
+        s(&bundle),
+        "--identity",
+        s(&coalition.identity_files[0]),
+        "--to",
+        &lawyer,
+        "--signer",
+        s(&signer),
+        "--out",
+        s(&package),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Setup {
+        case: sent.id.clone(),
+        files: sent.files,
+        dir,
+        coalition,
+        package,
+        lawyer_key,
+        _server: server,
+    }
+}
+
+fn verify(package: &Path, key: Option<&Path>, out: &Path) -> (bool, serde_json::Value) {
+    let mut args = vec!["verify", s(package), "--out", s(out), "--json"];
+    if let Some(key) = key {
+        args.extend(["--identity", s(key)]);
+    }
+    let output = amanat(&args);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.success(), report)
+}
+
+fn failed_checks(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter(|c| c["ok"] == false)
+                .map(|c| c["what"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_lawyer_verifies_a_disclosed_case_and_gets_the_files_bit_for_bit() {
+    let setup = disclosed_case();
+    let out = setup.dir.path().join("lawyer/out");
+    let (ok, report) = verify(&setup.package, Some(&setup.lawyer_key), &out);
+    assert!(ok, "{report:#}");
+    assert_eq!(report["verified"], true);
+    assert!(failed_checks(&report).is_empty());
+    assert!(report["signer"].as_str().unwrap().starts_with("amanat-custody+"));
+    for (name, data) in &setup.files {
+        let saved = std::fs::read(out.join(&setup.case).join("evidence").join(name)).unwrap();
+        assert!(saved == *data, "{name} is bit-identical");
+    }
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "only the disclosed case");
+    assert!(files.iter().all(|f| f["verified"] == true && f["log_index"].is_u64()));
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("EVERY CHECK PASSED"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Every check passed") && !html.to_lowercase().contains("<script"));
+    // The unrelated submission was not disclosed.
+    assert!(!std::fs::read_to_string(out.join(&setup.case).join("testimony.json"))
+        .unwrap()
+        .contains("Testimony 2"));
+}
+
+#[test]
+fn tampering_with_any_part_of_a_package_is_caught_and_named() {
+    let setup = disclosed_case();
+    type Edit = Box<dyn Fn(&mut Vec<(String, Vec<u8>)>)>;
+    let find = |entries: &mut Vec<(String, Vec<u8>)>, prefix: &str| -> usize {
+        entries.iter().position(|(n, _)| n.starts_with(prefix)).unwrap()
+    };
+    let edit_index = |f: fn(&mut serde_json::Value)| -> Edit {
+        Box::new(move |entries| {
+            let (_, data) = entries.iter_mut().find(|(n, _)| n == "disclosure.json").unwrap();
+            let mut v: serde_json::Value = serde_json::from_slice(data).unwrap();
+            f(&mut v);
+            *data = serde_json::to_vec(&v).unwrap();
+        })
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "an object byte",
+            Box::new(move |e| {
+                let i = find(e, "objects/");
+                let n = e[i].1.len();
+                e[i].1[n / 2] ^= 1;
+            }),
+            "object",
+        ),
+        (
+            "a file key",
+            Box::new(move |e| {
+                let keys: Vec<usize> = e
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| n.starts_with("keys/"))
+                    .map(|(i, _)| i)
+                    .collect();
+                let other = e[keys[1]].1.clone();
+                e[keys[0]].1 = other;
+            }),
+            "of submission",
+        ),
+        (
+            "a receipt (the record)",
+            edit_index(|v| {
+                v["submissions"][0]["record"]["received_at"] = "2022-01-05T10:00:00Z".into();
+            }),
+            "is in the server's log",
+        ),
+        (
+            "a checkpoint signature",
+            edit_index(|v| {
+                let cp = v["submissions"][0]["checkpoint"].as_str().unwrap().to_string();
+                let at = cp.len() - 10;
+                let flipped = if &cp[at..at + 1] == "A" { "B" } else { "A" };
+                v["submissions"][0]["checkpoint"] =
+                    format!("{}{}{}", &cp[..at], flipped, &cp[at + 1..]).into();
+            }),
+            "signed by the server",
+        ),
+        (
+            "a proof node",
+            edit_index(|v| {
+                v["submissions"][0]["inclusion_proof"][0] =
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+            }),
+            "is in the server's log",
+        ),
+        (
+            "the custody signature",
+            Box::new(move |e| {
+                let i = find(e, "custody.json");
+                let text = String::from_utf8(e[i].1.clone())
+                    .unwrap()
+                    .replace("\"to\": \"age1", "\"to\": \"age1x");
+                e[i].1 = text.into_bytes();
+            }),
+            "custody signature",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let tampered = setup.dir.path().join("tampered.tar");
+        rewrite_tar(&setup.package, &tampered, edit);
+        let out = setup.dir.path().join(format!("out-{}", what.replace(' ', "-")));
+        let (ok, report) = verify(&tampered, Some(&setup.lawyer_key), &out);
+        assert!(!ok, "{what}: verify must fail");
+        let failed = failed_checks(&report);
+        assert!(failed.iter().any(|f| f.contains(expected)), "{what}: failed checks {failed:?}");
+        assert!(
+            !out.join(&setup.case).exists(),
+            "{what}: no plaintext written when something failed"
+        );
+        assert!(std::fs::read_to_string(out.join("report.txt")).unwrap().contains("FAILED"));
+    }
+}
+
+#[test]
+fn a_package_opened_with_another_key_reveals_nothing() {
+    let setup = disclosed_case();
+    let out = setup.dir.path().join("stranger-out");
+    // The coalition's own key is not the lawyer's: the file keys were sealed to the lawyer.
+    let (ok, report) = verify(&setup.package, Some(&setup.coalition.identity_files[0]), &out);
+    assert!(!ok);
+    let reasons: Vec<String> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("cannot be read with your identity")), "{reasons:?}");
+    assert!(!out.join(&setup.case).exists());
+    let written: Vec<PathBuf> = all_files(&out);
+    assert!(
+        written.iter().all(|p| p.file_name().unwrap().to_str().unwrap().starts_with("report.")),
+        "{written:?}"
+    );
+}
+
+#[test]
+fn the_checkpoint_in_a_package_verifies_with_openssl_alone() {
+    let setup = disclosed_case();
+    let work = setup.dir.path().join("std");
+    std::fs::create_dir(&work).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xf")
+        .arg(&setup.package)
+        .arg("-C")
+        .arg(&work)
+        .status()
+        .unwrap()
+        .success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("disclosure.json")).unwrap()).unwrap();
+    let key_b64 = index["server_key"].as_str().unwrap().splitn(3, '+').nth(2).unwrap();
+    let checkpoint = index["submissions"][0]["checkpoint"].as_str().unwrap();
+    let (body, signature) = checkpoint.split_once("\n\n").unwrap();
+    std::fs::write(work.join("body.txt"), format!("{body}\n")).unwrap();
+    let script = format!(
+        "set -e; cd {dir}; echo '{key}' | base64 -d | tail -c 32 > key.raw; \
+         (printf '\\060\\052\\060\\005\\006\\003\\053\\145\\160\\003\\041\\000'; cat key.raw) > key.der; \
+         openssl pkey -pubin -inform DER -in key.der -out key.pem; \
+         echo '{sig}' | base64 -d | tail -c 64 > sig.bin; \
+         openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in body.txt -sigfile sig.bin",
+        dir = work.display(),
+        key = key_b64,
+        sig = signature.trim().rsplit(' ').next().unwrap()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().expect("sh and openssl");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
+}
