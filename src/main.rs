@@ -133,6 +133,9 @@ enum Command {
         /// Where to write the files and report.html / report.txt.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// The server key you expect (as the coalition published it).
+        #[arg(long, value_name = "KEY")]
+        server_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -199,12 +202,13 @@ fn main() -> ExitCode {
             state,
             json,
         ),
-        Command::Verify { file, identity, passphrase_file, out, json } => {
+        Command::Verify { file, identity, passphrase_file, out, server_key, json } => {
             return verify(
                 &file,
                 identity.as_deref(),
                 passphrase_file.as_deref(),
                 out.as_deref(),
+                server_key.as_deref(),
                 json,
             );
         }
@@ -429,6 +433,7 @@ fn verify(
     identity: Option<&Path>,
     passphrase_file: Option<&Path>,
     out: Option<&Path>,
+    server_key: Option<&str>,
     json: bool,
 ) -> ExitCode {
     let identities = match identity.map(|i| load_identities(i, passphrase_file)).transpose() {
@@ -438,13 +443,14 @@ fn verify(
             return ExitCode::FAILURE;
         }
     };
-    let report = match amanat::review::verify::verify_disclosure(file, identities.as_deref(), out) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("amanat: {} cannot be verified: {}", file.display(), printable(&e));
-            return ExitCode::FAILURE;
-        }
-    };
+    let report =
+        match amanat::review::verify::verify_any(file, identities.as_deref(), out, server_key) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("amanat: {} cannot be verified: {}", file.display(), printable(&e));
+                return ExitCode::FAILURE;
+            }
+        };
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {

@@ -127,8 +127,12 @@ pub struct Receipt {
     pub schema: String,
     pub submission: String,
     pub leaf_index: u64,
+    /// The leaf data itself (the canonical text), so the receipt stands alone.
+    pub leaf: String,
     /// Base64 of SHA-256(0x00 || leaf data).
     pub leaf_hash: String,
+    /// The server's signed-note verifier key; compare it with the published one.
+    pub server_key: String,
     /// The signed note (C2SP checkpoint).
     pub checkpoint: String,
     /// Base64 hashes, leaf to root (RFC 9162 PATH).
@@ -141,7 +145,8 @@ impl Receipt {
     pub fn new(
         submission: &str,
         index: u64,
-        leaf: Hash,
+        leaf: &LogLeaf,
+        server_key: &VerifierKey,
         checkpoint: String,
         proof: &[Hash],
     ) -> Receipt {
@@ -149,7 +154,9 @@ impl Receipt {
             schema: RECEIPT_SCHEMA.into(),
             submission: submission.into(),
             leaf_index: index,
-            leaf_hash: B64.encode(leaf),
+            leaf: String::from_utf8_lossy(&leaf.canonical_bytes()).into_owned(),
+            leaf_hash: B64.encode(leaf.hash()),
+            server_key: server_key.to_string(),
             checkpoint,
             inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
         }
@@ -158,19 +165,25 @@ impl Receipt {
     /// Checks the receipt against the leaf it should prove and the server key; returns
     /// the verified checkpoint.
     pub fn verify(&self, leaf: &LogLeaf, key: &VerifierKey) -> Result<Checkpoint, String> {
+        if self.leaf.as_bytes() != leaf.canonical_bytes() {
+            return Err("the receipt is for another submission".into());
+        }
+        self.verify_standalone(key)
+    }
+
+    /// Checks the receipt by itself: its leaf, its hash, its inclusion under a
+    /// checkpoint signed by `key`.
+    pub fn verify_standalone(&self, key: &VerifierKey) -> Result<Checkpoint, String> {
         let checkpoint = Checkpoint::verify(&self.checkpoint, key)?;
-        let data = leaf.canonical_bytes();
-        if B64.encode(merkle::leaf_hash(&data)) != self.leaf_hash {
-            return Err("the receipt's leaf hash is not this submission's".into());
+        let data = self.leaf.as_bytes();
+        if B64.encode(merkle::leaf_hash(data)) != self.leaf_hash {
+            return Err("the receipt's leaf hash does not match its leaf".into());
+        }
+        if !self.leaf.contains(&format!("\nsubmission {}\n", self.submission)) {
+            return Err("the receipt's leaf names another submission".into());
         }
         let proof = decode_hashes(&self.inclusion_proof)?;
-        merkle::verify_inclusion(
-            &data,
-            self.leaf_index,
-            checkpoint.size,
-            &checkpoint.root,
-            &proof,
-        )?;
+        merkle::verify_inclusion(data, self.leaf_index, checkpoint.size, &checkpoint.root, &proof)?;
         Ok(checkpoint)
     }
 }

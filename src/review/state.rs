@@ -42,7 +42,15 @@ impl ReviewState {
         Ok(state)
     }
 
+    /// A state that remembers nothing: checks one bundle on its own.
+    pub fn ephemeral() -> ReviewState {
+        ReviewState::default()
+    }
+
     fn save(&self) -> io::Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(());
+        }
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
         std::fs::File::open(&tmp)?.sync_all()?;

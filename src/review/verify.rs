@@ -63,6 +63,111 @@ impl VerifyReport {
 
 const MAX_SMALL: u64 = 64 << 20;
 
+/// What `amanat verify` was given, by its first bytes: a receipt (JSON), a bundle or a
+/// disclosure package (tar).
+pub fn verify_any(
+    path: &Path,
+    identities: Option<&[age::x25519::Identity]>,
+    out: Option<&Path>,
+    expected_key: Option<&str>,
+) -> Result<VerifyReport, String> {
+    let head = {
+        let mut head = Vec::new();
+        fs::File::open(path)
+            .and_then(|f| f.take(512).read_to_end(&mut head))
+            .map_err(|e| e.to_string())?;
+        head
+    };
+    let mut report = if head.trim_ascii_start().starts_with(b"{") {
+        verify_receipt(path)?
+    } else if head.starts_with(b"bundle.json") {
+        verify_bundle(path)?
+    } else {
+        verify_disclosure(path, identities, out)?
+    };
+    if let Some(expected) = expected_key {
+        let ok = report.server_key == expected.trim();
+        report.check(
+            "server key is the one you expected",
+            if ok {
+                Ok("matches --server-key".into())
+            } else {
+                Err(format!("it is {}", report.server_key))
+            },
+        );
+        report.verified &= ok;
+    }
+    Ok(report)
+}
+
+fn empty_report(case: &str, server_key: &str) -> VerifyReport {
+    VerifyReport {
+        case: case.into(),
+        server_key: server_key.into(),
+        signer: None,
+        checks: Vec::new(),
+        files: Vec::new(),
+        verified: false,
+    }
+}
+
+/// A receipt on its own: its leaf, leaf hash, inclusion proof and signed checkpoint.
+fn verify_receipt(path: &Path) -> Result<VerifyReport, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let receipt: log::Receipt =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not an amanat receipt: {e}"))?;
+    let mut report = empty_report(&receipt.submission, &receipt.server_key);
+    let result = receipt
+        .server_key
+        .parse::<VerifierKey>()
+        .and_then(|key| receipt.verify_standalone(&key))
+        .map(|cp| {
+            format!(
+                "leaf {} in the log of {} entries, signed by the server",
+                receipt.leaf_index, cp.size
+            )
+        });
+    report.check(format!("submission {} is in the server's log", receipt.submission), result);
+    report.verified = report.checks.iter().all(|c| c.ok);
+    Ok(report)
+}
+
+/// A bundle on its own: its log holds together, every record is in it, every object is
+/// the one its id names. (Decryption is `amanat open`'s job.)
+fn verify_bundle(path: &Path) -> Result<VerifyReport, String> {
+    let bundle = crate::bundle::Bundle::open(path).map_err(|e| e.to_string())?;
+    let mut report = empty_report(&bundle.index.bundle, &bundle.index.log.server_key);
+    let log = super::state::ReviewState::ephemeral().check(&bundle.index.log);
+    let ok = report.check(
+        "the bundle's checkpoint and its earlier checkpoints",
+        log.as_ref().map(|l| format!("log size {}", l.checkpoint.size)).map_err(Clone::clone),
+    );
+    if let (true, Ok(log)) = (ok, &log) {
+        for record in &bundle.index.submissions {
+            let included = super::in_log(&bundle, log, record)
+                .map(|()| format!("received {}", record.received_at));
+            report.check(format!("submission {} is in the server's log", record.id), included);
+        }
+    }
+    for id in bundle.index.objects() {
+        let same = match bundle.object(&id) {
+            None => Err("missing from the bundle".to_string()),
+            Some(r) => {
+                r.and_then(envelope::object_id_of).map_err(|e| e.to_string()).and_then(|actual| {
+                    if actual == id {
+                        Ok("bit-identical".into())
+                    } else {
+                        Err("altered".into())
+                    }
+                })
+            }
+        };
+        report.check(format!("object {id}"), same);
+    }
+    report.verified = report.checks.iter().all(|c| c.ok);
+    Ok(report)
+}
+
 /// Verifies a disclosure package; with `identities`, also decrypts and checks every
 /// file, writing them under `out` only when everything holds.
 pub fn verify_disclosure(

@@ -129,12 +129,12 @@ impl Store {
                 // the next start-up sweep removes them if it did not.
                 Err(CommitError::NotDurable(e)) => Err((e, true)),
             })?;
-        self.receipt(&record.id, index, record.log_leaf().hash())
+        self.receipt(&record.id, index, &record.log_leaf())
     }
 
     /// A receipt for leaf `index`: its inclusion proof in the tree of `index + 1` leaves,
     /// whose hashes never change, and that tree's signed checkpoint.
-    pub fn receipt(&self, submission: &str, index: u64, leaf: merkle::Hash) -> io::Result<Receipt> {
+    pub fn receipt(&self, submission: &str, index: u64, leaf: &LogLeaf) -> io::Result<Receipt> {
         let size = index + 1;
         let checkpoint = Checkpoint {
             origin: self.key.verifier().name,
@@ -142,7 +142,8 @@ impl Store {
             root: merkle::root(&self.index, size)?,
         };
         let proof = merkle::inclusion_proof(&self.index, index, size)?;
-        Ok(Receipt::new(submission, index, leaf, checkpoint.sign(&self.key), &proof))
+        let key = self.key.verifier();
+        Ok(Receipt::new(submission, index, leaf, &key, checkpoint.sign(&self.key), &proof))
     }
 
     /// The current signed checkpoint and the consistency proof to it from `from_size`

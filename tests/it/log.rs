@@ -172,3 +172,62 @@ fn the_receipt_page_offers_a_receipt_that_verifies() {
     assert_eq!(junk.status, 400);
     assert!(!junk.text().contains("<script>"));
 }
+
+fn verify_cli(file: &std::path::Path, extra: &[&str]) -> (bool, serde_json::Value) {
+    let mut args = vec!["verify", file.to_str().unwrap(), "--json"];
+    args.extend(extra);
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn verify_checks_a_receipt_and_a_bundle_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let response = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[
+            text("testimony", "kept receipt"),
+            file("evidence", "a.jpg", "image/jpeg", &noise(5000, 1)),
+        ],
+    );
+    let receipt = response.json()["receipt"].clone();
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, serde_json::to_vec_pretty(&receipt).unwrap()).unwrap();
+    let key = server_key(&server).to_string();
+
+    let (ok, report) = verify_cli(&receipt_file, &["--server-key", &key]);
+    assert!(ok, "{report:#}");
+    let stranger =
+        amanat::keys::SigningKey::load_or_create(&dir.path().join("other"), "amanat/x").unwrap();
+    let (ok, report) =
+        verify_cli(&receipt_file, &["--server-key", &stranger.verifier().to_string()]);
+    assert!(!ok, "a receipt from another server key is not the one expected: {report:#}");
+    let mut forged = receipt.clone();
+    forged["leaf"] = forged["leaf"].as_str().unwrap().replace("received 2", "received 1").into();
+    std::fs::write(&receipt_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    assert!(!verify_cli(&receipt_file, &[]).0, "a receipt whose leaf was edited fails");
+
+    let bundle = dir.path().join("b.tar");
+    crate::review::export(&server, &bundle, false);
+    let (ok, report) = verify_cli(&bundle, &["--server-key", &key]);
+    assert!(ok, "{report:#}");
+    let tampered = dir.path().join("t.tar");
+    rewrite_tar(&bundle, &tampered, |entries| {
+        let (_, data) = entries.iter_mut().find(|(n, _)| n.starts_with("objects/")).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 1;
+    });
+    let (ok, report) = verify_cli(&tampered, &[]);
+    assert!(!ok);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["what"].as_str().unwrap())
+        .collect();
+    assert!(failed.iter().any(|w| w.starts_with("object ")), "{failed:?}");
+}
