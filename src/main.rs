@@ -333,6 +333,9 @@ fn open(
                     println!("opened   {}  ({} files)", outcome.submission, outcome.files)
                 }
                 Status::AlreadyOpen => println!("already  {}", outcome.submission),
+                Status::NewServerKey => {
+                    println!("NOTE     {}", printable(outcome.reason.as_deref().unwrap_or("")))
+                }
                 Status::Failed => println!(
                     "FAILED   {}  {}",
                     printable(&outcome.submission),
@@ -342,10 +345,12 @@ fn open(
         }
     }
     let failed = outcomes.iter().filter(|o| !o.verified()).count();
+    let notes =
+        outcomes.iter().filter(|o| o.status == amanat::review::Status::NewServerKey).count();
     if !json {
         println!(
             "{} verified, {} failed; cases in {} (open index.html)",
-            outcomes.len() - failed,
+            outcomes.len() - failed - notes,
             failed,
             out.display()
         );

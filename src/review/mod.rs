@@ -47,6 +47,8 @@ pub enum Status {
     Opened,
     /// The case folder already exists from an earlier open: left as it is.
     AlreadyOpen,
+    /// Not a submission: the bundle's server key was seen here for the first time.
+    NewServerKey,
     Failed,
 }
 
@@ -76,7 +78,22 @@ pub fn open_bundles(
             let verified = state.check(&b.index.log)?;
             Ok((b, verified))
         }) {
-            Ok(pair) => opened.push(pair),
+            Ok(pair) => {
+                if pair.1.new_server {
+                    outcomes.push(Outcome {
+                        submission: path.display().to_string(),
+                        status: Status::NewServerKey,
+                        reason: Some(format!(
+                            "first bundle from server key {}: compare it with the key `amanat status` \
+                             prints on the server; from now on this laptop holds that server to its log",
+                            pair.1.server_key
+                        )),
+                        files: 0,
+                        path: None,
+                    });
+                }
+                opened.push(pair)
+            }
             Err(reason) => outcomes.push(Outcome {
                 submission: path.display().to_string(),
                 status: Status::Failed,

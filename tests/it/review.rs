@@ -154,6 +154,10 @@ fn reviewer_exports_and_opens_every_file_and_field_byte_for_byte() {
     let out = dir.path().join("cases");
     let (ok, outcomes) = open(&[&bundle], &coalition.identity_files[0], &out);
     assert!(ok, "{outcomes:?}");
+    // The first bundle from a server names its key, to compare with `amanat status`.
+    let note = &outcomes[bundle.to_str().unwrap()];
+    assert_eq!(note["status"], "new_server_key");
+    assert!(note["reason"].as_str().unwrap().contains("amanat/"));
     for s in &sent {
         assert_eq!(outcomes[&s.id]["status"], "opened");
         let case = out.join(&s.id);
