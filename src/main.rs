@@ -468,6 +468,9 @@ fn verify(
             );
         }
         println!("{}", if report.verified { "EVERY CHECK PASSED" } else { "VERIFICATION FAILED" });
+        if let Some(caveat) = report.caveat() {
+            println!("NOTE: {caveat}");
+        }
     }
     if report.verified {
         ExitCode::SUCCESS

@@ -155,6 +155,19 @@ fn largest_power_of_two_below(n: u64) -> u64 {
 
 type Sha256 = sha2::Sha256;
 
+/// No real log comes near this; bigger sizes from a forged checkpoint or proof are
+/// refused before the tree arithmetic sees them (it overflows past 2^63).
+pub const MAX_TREE_SIZE: u64 = 1 << 62;
+/// A proof for any tree up to `MAX_TREE_SIZE` has at most this many hashes.
+const MAX_PROOF_HASHES: usize = 2 * 62;
+
+fn check_bounds(sizes: &[u64], proof: &[Hash]) -> Result<(), String> {
+    if sizes.iter().any(|&s| s > MAX_TREE_SIZE) || proof.len() > MAX_PROOF_HASHES {
+        return Err("the tree size or proof is larger than any real log".into());
+    }
+    Ok(())
+}
+
 fn root_hash(root: &Hash, size: u64) -> ct_merkle::RootHash<Sha256> {
     ct_merkle::RootHash::new((*root).into(), size)
 }
@@ -167,6 +180,10 @@ pub fn verify_inclusion(
     root: &Hash,
     proof: &[Hash],
 ) -> Result<(), String> {
+    check_bounds(&[index, size], proof)?;
+    if index >= size {
+        return Err("the leaf index is outside the tree".into());
+    }
     let proof = ct_merkle::InclusionProof::<Sha256>::from_digests(
         proof.iter().map(|h| (*h).into()).collect::<Vec<_>>().iter(),
     );
@@ -184,6 +201,10 @@ pub fn verify_consistency(
     new_root: &Hash,
     proof: &[Hash],
 ) -> Result<(), String> {
+    check_bounds(&[old_size, new_size], proof)?;
+    if old_size > new_size {
+        return Err("the earlier tree is larger than the later one".into());
+    }
     if old_size == new_size {
         return if proof.is_empty() && old_root == new_root {
             Ok(())
@@ -285,6 +306,19 @@ pub(crate) mod tests {
         let proof7 = consistency_proof(&b, 7, 10).unwrap();
         assert!(verify_consistency(7, &a7, 10, &root(&b, 10).unwrap(), &proof7).is_err());
         verify_consistency(3, &root(&a, 3).unwrap(), 10, &root(&b, 10).unwrap(), &proof).unwrap();
+    }
+
+    #[test]
+    fn forged_huge_sizes_are_refused_not_panicked_on() {
+        let root = [7u8; 32];
+        let proof = vec![[1u8; 32]; 3];
+        for (index, size) in [(0, u64::MAX), (u64::MAX - 1, u64::MAX), (1 << 62, 1 << 63), (5, 5)] {
+            assert!(verify_inclusion(b"x", index, size, &root, &proof).is_err());
+        }
+        for (old, new) in [(1, u64::MAX), (u64::MAX - 1, u64::MAX), (9, 3), (1 << 62, 1 << 63)] {
+            assert!(verify_consistency(old, &root, new, &root, &proof).is_err());
+        }
+        assert!(verify_inclusion(b"x", 0, 2, &root, &vec![[0u8; 32]; 200]).is_err());
     }
 
     /// The RFC 6962 reference leaves the transparency-dev vectors are built on.

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub enum LogLeaf {
     Submission {
         submission: String,
+        /// The case it belongs to: part of what is proven, so an edited bundle cannot
+        /// move one survivor's submission into another's disclosure.
+        case: String,
         received_at: String,
         manifest: String,
         attachments: Vec<String>,
@@ -37,9 +40,17 @@ impl LogLeaf {
             ids.join(" ")
         };
         let text = match self {
-            LogLeaf::Submission { submission, received_at, manifest, attachments, recipients } => {
+            LogLeaf::Submission {
+                submission,
+                case,
+                received_at,
+                manifest,
+                attachments,
+                recipients,
+            } => {
                 format!(
-                    "amanat/leaf/v1\nkind submission\nsubmission {submission}\nreceived {received_at}\n\
+                    "amanat/leaf/v1\nkind submission\nsubmission {submission}\ncase {case}\n\
+                     received {received_at}\n\
                      manifest {manifest}\nattachments {}\nrecipients {recipients}\n",
                     sorted(attachments)
                 )
@@ -95,7 +106,8 @@ impl Checkpoint {
         let size = lines
             .next()
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or("checkpoint size is not a number")?;
+            .filter(|&s| s <= merkle::MAX_TREE_SIZE)
+            .ok_or("checkpoint size is not a plausible number")?;
         let root: Hash = lines
             .next()
             .and_then(|r| B64.decode(r).ok())
@@ -179,7 +191,8 @@ impl Receipt {
         if B64.encode(merkle::leaf_hash(data)) != self.leaf_hash {
             return Err("the receipt's leaf hash does not match its leaf".into());
         }
-        if !self.leaf.contains(&format!("\nsubmission {}\n", self.submission)) {
+        let expected = format!("amanat/leaf/v1\nkind submission\nsubmission {}\n", self.submission);
+        if !self.leaf.starts_with(&expected) {
             return Err("the receipt's leaf names another submission".into());
         }
         let proof = decode_hashes(&self.inclusion_proof)?;

@@ -101,6 +101,9 @@ pub fn disclose(
     req: &DiscloseRequest<'_>,
     state: &mut ReviewState,
 ) -> Result<DisclosureSummary, String> {
+    if !super::is_submission_id(req.case) {
+        return Err(format!("{:?} is not a case id (32 hex characters)", req.case));
+    }
     if !req.cases.join(req.case).join("testimony.json").is_file() {
         return Err(format!(
             "case {} is not among the opened cases in {}: open and read it before disclosing",
@@ -128,12 +131,22 @@ pub fn disclose(
     let mut submissions: Vec<(usize, DisclosedSubmission)> = Vec::new();
     for (n, (bundle, verified)) in bundles.iter().enumerate() {
         for record in &bundle.index.submissions {
-            if (record.case != req.case && record.id != req.case)
-                || submissions.iter().any(|(_, s)| s.record.id == record.id)
+            // The case is part of the logged leaf, so in_log below also proves the
+            // submission belongs to this case.
+            if record.case != req.case || submissions.iter().any(|(_, s)| s.record.id == record.id)
             {
                 continue;
             }
             super::in_log(bundle, verified, record)?;
+            if !req.cases.join(&record.id).join("testimony.json").is_file() {
+                return Err(format!(
+                    "submission {} of case {} was not opened in {}: open and read it before \
+                     disclosing",
+                    record.id,
+                    req.case,
+                    req.cases.display()
+                ));
+            }
             if server_key.get_or_insert_with(|| verified.server_key.clone()) != &verified.server_key
             {
                 return Err("the bundles come from different servers".into());
@@ -260,11 +273,14 @@ compares each with the sealed manifest, and writes the files and DIR/report.html
 WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
 1. Unpack:            tar -xf THIS-FILE.tar
 2. Each object is named by the SHA-256 of its bytes, exactly as the server stored it:
-     for f in objects/*.age; do echo \"$(sha256sum < \"$f\" | cut -c1-64).age  $f\"; done
-   The two columns must agree.
+     sha256sum objects/*.age
+   On every line the hash must equal the file's name (without .age).
 3. Each object's age file key is in keys/<id>.age, encrypted to you:
      age -d -i YOUR-KEY.txt keys/<id>.age | od -An -tx1
-   (amanat verify uses it to decrypt the object itself; nothing was re-encrypted.)
+   The object itself was not re-encrypted for you: it is still encrypted to the
+   coalition, and its 16-byte file key opens it. The stock age tool cannot open a file
+   with a bare file key; amanat verify does, and so can any age library that accepts a
+   file key (the age format specification defines the step).
 4. The server key is in disclosure.json (\"server_key\": name+keyid+BASE64). Compare it
    with the key the coalition published. Its last part, base64-decoded, is 0x01 followed
    by the 32-byte Ed25519 public key:
@@ -280,10 +296,13 @@ WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
 6. Each submission's log leaf is this text (values from its record in disclosure.json;
    attachment ids sorted and space-separated), and its leaf hash is SHA-256 of a 0x00
    byte followed by it, e.g. for submission {first}:
-     printf 'amanat/leaf/v1\\nkind submission\\nsubmission ID\\nreceived HOUR\\nmanifest ID\\nattachments IDS\\nrecipients FP\\n' > leaf.txt
+     printf 'amanat/leaf/v1\\nkind submission\\nsubmission ID\\ncase CASE\\nreceived HOUR\\nmanifest ID\\nattachments IDS\\nrecipients FP\\n' > leaf.txt
      (printf '\\000'; cat leaf.txt) | sha256sum
    The inclusion proof (RFC 9162, leaf to root) then leads from that hash to the
    checkpoint's root: each step is SHA-256(0x01 || left || right).
+   The received hour is the server's clock, written into the log when the submission
+   arrived; the signed log proves what was received and in which order, and that no
+   entry was changed afterwards.
 7. custody.json says who disclosed which objects to whom and when; custody.sig is the
    Ed25519 signature of custody.json's exact bytes by the key in its \"by\" field.
 ",

@@ -157,6 +157,9 @@ fn in_log(
     record: &SubmissionRecord,
 ) -> Result<(), String> {
     let not_in_log = |why: &str| format!("not in the server's signed log: {why}");
+    if !is_submission_id(&record.id) || !is_submission_id(&record.case) {
+        return Err(not_in_log("its id is not one the server makes"));
+    }
     let index = record.log_index.ok_or_else(|| not_in_log("no leaf index"))?;
     let proof = bundle.index.log.inclusion.get(&record.id).ok_or_else(|| not_in_log("no proof"))?;
     let proof = crate::log::decode_hashes(proof)?;
@@ -182,7 +185,7 @@ fn failed(submission: &str, reason: String) -> Outcome {
 }
 
 /// Ids are 128 random bits in hex; anything else could be a path.
-fn is_submission_id(id: &str) -> bool {
+pub(crate) fn is_submission_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
@@ -261,6 +264,13 @@ fn read_manifest(
         decrypt_object(bundle, &record.manifest, identities, limited, "the manifest")?;
     let manifest: Manifest = serde_json::from_slice(&limited.inner)
         .map_err(|e| format!("the manifest is not valid: {e}"))?;
+    check_manifest(&manifest, record)?;
+    Ok(manifest)
+}
+
+/// A decrypted manifest against the logged record that names it: the same submission,
+/// hour and files. Shared by `open` and `verify`.
+pub(crate) fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), String> {
     if manifest.schema != MANIFEST_SCHEMA {
         return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
     }
@@ -285,7 +295,7 @@ fn read_manifest(
     if named.iter().collect::<HashSet<_>>().len() != named.len() {
         return Err("the manifest names one object twice: not a submission amanat made".into());
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// Decrypts one object of the bundle into `sink`, checking it is whole and is the

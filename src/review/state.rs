@@ -1,5 +1,5 @@
-//! What this reviewer has already verified of each server's log: for every server key,
-//! the roots of the tree sizes it has seen proven. A new bundle must agree with all of
+//! What this reviewer has already verified of each server's log: for every server (log
+//! origin), its key and the roots of the tree sizes it has seen proven. A new bundle must agree with all of
 //! them, so a rewritten or forked log is refused, never silently accepted.
 
 use crate::bundle::BundleLog;
@@ -14,17 +14,27 @@ use std::path::{Path, PathBuf};
 
 #[derive(Default, Serialize, Deserialize)]
 pub struct ReviewState {
-    /// Server key (`name+keyid+key`) -> tree size -> base64 root.
-    servers: BTreeMap<String, BTreeMap<u64, String>>,
+    /// Log origin (the server's name) -> what was verified of that server's log.
+    servers: BTreeMap<String, ServerState>,
     #[serde(skip)]
     path: PathBuf,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct ServerState {
+    /// The server key (`name+keyid+key`) first seen for this origin. A bundle signed by
+    /// any other key for the same origin is refused: a new key would otherwise start a
+    /// new history and slip past fork detection.
+    key: String,
+    /// Tree size -> base64 root, for every tree head proven so far.
+    heads: BTreeMap<u64, String>,
 }
 
 /// A bundle's checkpoint, checked against its own proofs and against this state.
 pub struct VerifiedLog {
     pub checkpoint: Checkpoint,
     pub server_key: String,
-    /// True the first time this laptop sees the server key: compare it with the one
+    /// True the first time this laptop sees the server: compare its key with the one
     /// `amanat status` prints on the server.
     pub new_server: bool,
 }
@@ -86,28 +96,56 @@ impl ReviewState {
             })?;
             proven.insert(earlier.size, earlier.root.clone());
         }
-        let known = self.servers.get(&log.server_key);
-        let new_server = known.is_none();
-        for (size, root) in known.into_iter().flatten() {
-            match proven.get(size) {
-                Some(r) if r == root => {}
-                Some(_) => {
-                    return Err(format!(
-                        "LOG FORKED OR REWRITTEN: this server's tree of {size} entries had another root \
-                         when you last verified it"
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "cannot prove this bundle consistent with the tree of {size} entries verified \
-                         before (its checkpoint has {}): refusing rather than trusting it",
-                        checkpoint.size
-                    ))
-                }
+        let known = self.servers.get(&key.name);
+        if let Some(known) = known {
+            if known.key != log.server_key {
+                return Err(format!(
+                    "SERVER KEY CHANGED: {} signed its log with {} before, this bundle with {}; \
+                     refusing. If the coalition really moved the server to a new key, open this \
+                     bundle with a new --state file after checking the new key with the operator",
+                    key.name, known.key, log.server_key
+                ));
             }
+            check_against(&known.heads, &proven, checkpoint.size)?;
         }
-        self.servers.entry(log.server_key.clone()).or_default().extend(proven);
+        let new_server = known.is_none();
+        let server = self.servers.entry(key.name.clone()).or_default();
+        server.key.clone_from(&log.server_key);
+        server.heads.extend(proven);
         self.save().map_err(|e| format!("cannot record the verified checkpoint: {e}"))?;
         Ok(VerifiedLog { checkpoint, server_key: log.server_key.clone(), new_server })
+    }
+}
+
+/// A bundle's proven tree heads against those verified before: the same size must have
+/// the same root; a bigger tree must have been proven to extend every known one; an
+/// older bundle (a smaller tree) is accepted only when its tree head was verified before.
+fn check_against(
+    known: &BTreeMap<u64, String>,
+    proven: &BTreeMap<u64, String>,
+    size: u64,
+) -> Result<(), String> {
+    for (known_size, root) in known {
+        if proven.get(known_size).is_some_and(|r| r != root) {
+            return Err(format!(
+                "LOG FORKED OR REWRITTEN: this server's tree of {known_size} entries had another \
+                 root when you last verified it"
+            ));
+        }
+    }
+    let newest = known.keys().next_back().copied().unwrap_or(0);
+    let holds = if size >= newest {
+        known.keys().all(|s| proven.contains_key(s))
+    } else {
+        known.contains_key(&size)
+    };
+    if holds {
+        Ok(())
+    } else {
+        let unproven = known.keys().find(|s| !proven.contains_key(s)).copied().unwrap_or(newest);
+        Err(format!(
+            "cannot prove this bundle (a tree of {size} entries) consistent with the tree of \
+             {unproven} entries verified before: refusing rather than trusting it"
+        ))
     }
 }

@@ -47,6 +47,10 @@ pub struct VerifyReport {
     pub signer: Option<String>,
     pub checks: Vec<Check>,
     pub files: Vec<VerifiedFile>,
+    /// Whether the server key was compared with one the user gave (`--server-key`).
+    /// Without that, the checks prove the package is what *some* key signed; only the
+    /// published key ties it to the coalition's server.
+    pub server_key_pinned: bool,
     pub verified: bool,
 }
 
@@ -58,6 +62,34 @@ impl VerifyReport {
         };
         self.checks.push(Check { what: what.into(), ok, detail });
         ok
+    }
+
+    /// What the verdict does not cover, in words for the person reading it.
+    pub fn caveat(&self) -> Option<String> {
+        (!self.server_key_pinned).then(|| {
+            format!(
+                "The server key was not compared with a published one. Check that {} is the key \
+                 the coalition published for its server (or run verify again with --server-key): \
+                 until then this proves only that the files are what that key's log recorded.",
+                self.server_key
+            )
+        })
+    }
+
+    fn all_ok(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+
+    /// Compares the server key with the published one, when the user gave it.
+    fn pin(&mut self, expected: Option<&str>) {
+        let Some(expected) = expected else { return };
+        self.server_key_pinned = true;
+        let result = if self.server_key == expected.trim() {
+            Ok("matches --server-key".to_string())
+        } else {
+            Err(format!("it is {}, not the key you gave", self.server_key))
+        };
+        self.check("server key is the one published", result);
     }
 }
 
@@ -78,45 +110,35 @@ pub fn verify_any(
             .map_err(|e| e.to_string())?;
         head
     };
-    let mut report = if head.trim_ascii_start().starts_with(b"{") {
-        verify_receipt(path)?
+    if head.trim_ascii_start().starts_with(b"{") {
+        verify_receipt(path, expected_key)
     } else if head.starts_with(b"bundle.json") {
-        verify_bundle(path)?
+        verify_bundle(path, expected_key)
     } else {
-        verify_disclosure(path, identities, out)?
-    };
-    if let Some(expected) = expected_key {
-        let ok = report.server_key == expected.trim();
-        report.check(
-            "server key is the one you expected",
-            if ok {
-                Ok("matches --server-key".into())
-            } else {
-                Err(format!("it is {}", report.server_key))
-            },
-        );
-        report.verified &= ok;
+        verify_disclosure(path, identities, out, expected_key)
     }
-    Ok(report)
 }
 
-fn empty_report(case: &str, server_key: &str) -> VerifyReport {
-    VerifyReport {
+fn empty_report(case: &str, server_key: &str, expected_key: Option<&str>) -> VerifyReport {
+    let mut report = VerifyReport {
         case: case.into(),
         server_key: server_key.into(),
         signer: None,
         checks: Vec::new(),
         files: Vec::new(),
+        server_key_pinned: false,
         verified: false,
-    }
+    };
+    report.pin(expected_key);
+    report
 }
 
 /// A receipt on its own: its leaf, leaf hash, inclusion proof and signed checkpoint.
-fn verify_receipt(path: &Path) -> Result<VerifyReport, String> {
+fn verify_receipt(path: &Path, expected_key: Option<&str>) -> Result<VerifyReport, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     let receipt: log::Receipt =
         serde_json::from_slice(&bytes).map_err(|e| format!("not an amanat receipt: {e}"))?;
-    let mut report = empty_report(&receipt.submission, &receipt.server_key);
+    let mut report = empty_report(&receipt.submission, &receipt.server_key, expected_key);
     let result = receipt
         .server_key
         .parse::<VerifierKey>()
@@ -128,15 +150,15 @@ fn verify_receipt(path: &Path) -> Result<VerifyReport, String> {
             )
         });
     report.check(format!("submission {} is in the server's log", receipt.submission), result);
-    report.verified = report.checks.iter().all(|c| c.ok);
+    report.verified = report.all_ok();
     Ok(report)
 }
 
 /// A bundle on its own: its log holds together, every record is in it, every object is
 /// the one its id names. (Decryption is `amanat open`'s job.)
-fn verify_bundle(path: &Path) -> Result<VerifyReport, String> {
+fn verify_bundle(path: &Path, expected_key: Option<&str>) -> Result<VerifyReport, String> {
     let bundle = crate::bundle::Bundle::open(path).map_err(|e| e.to_string())?;
-    let mut report = empty_report(&bundle.index.bundle, &bundle.index.log.server_key);
+    let mut report = empty_report(&bundle.index.bundle, &bundle.index.log.server_key, expected_key);
     let log = super::state::ReviewState::ephemeral().check(&bundle.index.log);
     let ok = report.check(
         "the bundle's checkpoint and its earlier checkpoints",
@@ -164,7 +186,7 @@ fn verify_bundle(path: &Path) -> Result<VerifyReport, String> {
         };
         report.check(format!("object {id}"), same);
     }
-    report.verified = report.checks.iter().all(|c| c.ok);
+    report.verified = report.all_ok();
     Ok(report)
 }
 
@@ -174,6 +196,7 @@ pub fn verify_disclosure(
     path: &Path,
     identities: Option<&[age::x25519::Identity]>,
     out: Option<&Path>,
+    expected_key: Option<&str>,
 ) -> Result<VerifyReport, String> {
     let package = Package::read(path, INDEX_NAME, |name| {
         is_id_member(name, "objects/")
@@ -186,19 +209,13 @@ pub fn verify_disclosure(
     if index.schema != DISCLOSURE_SCHEMA {
         return Err(format!("not a disclosure package (schema {:?})", index.schema));
     }
-    let mut report = VerifyReport {
-        case: index.case.clone(),
-        server_key: index.server_key.clone(),
-        signer: None,
-        checks: Vec::new(),
-        files: Vec::new(),
-        verified: false,
-    };
+    let mut report = empty_report(&index.case, &index.server_key, expected_key);
     let key: Option<VerifierKey> = index.server_key.parse().ok();
     report.check(
         "server key",
         key.as_ref().map(|_| index.server_key.clone()).ok_or("not a server key".into()),
     );
+    report.check("what the package discloses", package_shape(&index));
 
     // The log: each submission is a leaf under a checkpoint signed by the server key.
     let mut sizes = std::collections::HashMap::new();
@@ -251,8 +268,17 @@ pub fn verify_disclosure(
     // The custody record.
     check_custody(&package, &index, &objects, &mut report);
 
-    // The plaintext, with the lawyer's key.
-    if let Some(identities) = identities {
+    // The plaintext, with the lawyer's key; only from a package whose every check so
+    // far held (a forged index must not steer what is decrypted or where it is written).
+    let sound = report.all_ok();
+    if identities.is_some() && !sound {
+        report.check(
+            "files",
+            Err("not decrypted: the checks above failed, so nothing in this package is trusted"
+                .into()),
+        );
+    }
+    if let (Some(identities), true) = (identities, sound) {
         let staging = out.map(|o| o.join(".verifying"));
         if let Some(dir) = &staging {
             let _ = fs::remove_dir_all(dir);
@@ -261,17 +287,12 @@ pub fn verify_disclosure(
         for s in &index.submissions {
             decrypt_submission(&package, s, identities, staging.as_deref(), &sizes, &mut report);
         }
-        report.verified = report.checks.iter().all(|c| c.ok);
+        report.verified = report.all_ok();
         if let (Some(staging), Some(out)) = (&staging, out) {
-            if report.verified {
-                for entry in fs::read_dir(staging).map_err(|e| e.to_string())?.flatten() {
-                    let target = out.join(entry.file_name());
-                    let _ = fs::remove_dir_all(&target);
-                    fs::rename(entry.path(), target).map_err(|e| e.to_string())?;
-                }
-            }
+            let moved = if report.verified { move_into(staging, out) } else { Ok(()) };
             // Nothing decrypted stays behind when anything failed.
             let _ = fs::remove_dir_all(staging);
+            moved.map_err(|e| format!("cannot write the files to {}: {e}", out.display()))?;
         }
     } else {
         for s in &index.submissions {
@@ -290,11 +311,11 @@ pub fn verify_disclosure(
                     received_at: s.record.received_at.clone(),
                     log_index: s.record.log_index,
                     checkpoint_size: sizes.get(&s.record.id).copied().unwrap_or(0),
-                    verified: report.checks.iter().all(|c| c.ok),
+                    verified: report.all_ok(),
                 });
             }
         }
-        report.verified = report.checks.iter().all(|c| c.ok);
+        report.verified = report.all_ok();
     }
     if let Some(out) = out {
         fs::create_dir_all(out).map_err(|e| e.to_string())?;
@@ -303,6 +324,41 @@ pub fn verify_disclosure(
         fs::write(out.join("report.html"), html).map_err(|e| e.to_string())?;
     }
     Ok(report)
+}
+
+/// The index itself must describe one case of submissions the server could have made:
+/// at least one, ids that cannot be paths, each once, all of the case.
+fn package_shape(index: &DisclosureIndex) -> Result<String, String> {
+    if index.submissions.is_empty() {
+        return Err("no submissions: an empty package proves nothing".into());
+    }
+    if !super::is_submission_id(&index.case) {
+        return Err("the case id is not one amanat makes".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &index.submissions {
+        let record = &s.record;
+        if !super::is_submission_id(&record.id) || !seen.insert(record.id.as_str()) {
+            return Err(format!("submission id {:?} is invalid or repeated", record.id));
+        }
+        if record.case != index.case {
+            return Err(format!("submission {} belongs to another case", record.id));
+        }
+    }
+    Ok(format!("{} submission(s) of case {}", index.submissions.len(), index.case))
+}
+
+/// Moves each verified submission folder from the staging folder into `out`.
+fn move_into(staging: &Path, out: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(staging)? {
+        let entry = entry?;
+        let target = out.join(entry.file_name());
+        if target.exists() {
+            fs::remove_dir_all(&target)?;
+        }
+        fs::rename(entry.path(), target)?;
+    }
+    Ok(())
 }
 
 fn check_custody(
@@ -368,26 +424,14 @@ fn decrypt_submission(
         serde_json::from_slice::<Manifest>(&plain)
             .map_err(|e| format!("the manifest is not valid: {e}"))
     });
-    let manifest = match manifest {
-        Ok(m) if m.submission == *id && m.received_at == s.record.received_at => {
-            report.check(
-                format!("manifest of submission {id}"),
-                Ok("decrypted with its disclosed key".into()),
-            );
-            m
-        }
-        Ok(_) => {
-            report.check(
-                format!("manifest of submission {id}"),
-                Err("belongs to another submission or hour".into()),
-            );
-            return;
-        }
-        Err(e) => {
-            report.check(format!("manifest of submission {id}"), Err(e));
-            return;
-        }
-    };
+    let manifest = manifest
+        .and_then(|m| super::check_manifest(&m, &s.record).map(|()| m))
+        .map_err(|e| report.check(format!("manifest of submission {id}"), Err(e)));
+    let Ok(manifest) = manifest else { return };
+    report.check(
+        format!("manifest of submission {id}"),
+        Ok("decrypted with its disclosed key; names exactly the logged files".into()),
+    );
     let dir = staging.map(|d| d.join(id));
     if let Some(dir) = &dir {
         let _ = fs::create_dir_all(dir.join("evidence"));
@@ -499,6 +543,9 @@ fn report_text(report: &VerifyReport) -> String {
         report.signer.as_deref().unwrap_or("(unsigned)"),
         if report.verified { "EVERY CHECK PASSED" } else { "FAILED" }
     );
+    if let Some(caveat) = report.caveat() {
+        t.push_str(&format!("NOTE: {caveat}\n"));
+    }
     for c in &report.checks {
         t.push_str(&format!("[{}] {}: {}\n", if c.ok { "ok" } else { "FAIL" }, c.what, c.detail));
     }

@@ -37,6 +37,7 @@ impl SubmissionRecord {
     pub fn log_leaf(&self) -> LogLeaf {
         LogLeaf::Submission {
             submission: self.id.clone(),
+            case: self.case.clone(),
             received_at: self.received_at.clone(),
             manifest: self.manifest.to_string(),
             attachments: self.attachments.iter().map(ToString::to_string).collect(),
@@ -231,20 +232,39 @@ impl Index {
         Ok(self.meta_get("export_sizes")?.unwrap_or_default())
     }
 
-    pub(super) fn mark_purged(&self, id: &str, mark: &ExportMark) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&ExportMark { purged: true, ..mark.clone() })
+    /// Marks submissions purged and logs the purge as one custody leaf, in one
+    /// transaction: the log never misses a purge, nor names one that did not happen.
+    /// Durable with the next flush.
+    pub(super) fn mark_purged(
+        &self,
+        due: &[(String, ExportMark)],
+        purged_at: &str,
+    ) -> io::Result<()> {
+        let marks = due
+            .iter()
+            .map(|(id, mark)| {
+                serde_json::to_vec(&ExportMark { purged: true, ..mark.clone() })
+                    .map(|bytes| (id.as_bytes(), bytes))
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map_err(io::Error::other)?;
-        self.exports.insert(id.as_bytes(), bytes).map_err(sled_io)?;
-        Ok(())
-    }
-
-    /// Appends a custody event (export, purge) to the log; durable with the next flush.
-    pub(super) fn append_custody(&self, leaf: &LogLeaf) -> io::Result<u64> {
-        let hash = leaf.hash();
-        self.log.transaction(|log| append_leaf(log, hash)).map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => sled_io(e),
-        })
+        let leaf = LogLeaf::Purge {
+            purged_at: purged_at.into(),
+            submissions: due.iter().map(|(id, _)| id.clone()).collect(),
+        }
+        .hash();
+        (&self.exports, &self.log)
+            .transaction(|(exports, log)| {
+                for (id, bytes) in &marks {
+                    exports.insert(*id, bytes.as_slice())?;
+                }
+                append_leaf(log, leaf)
+            })
+            .map(|_| ())
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })
     }
 
     pub(super) fn flush_durable(&self) -> io::Result<()> {

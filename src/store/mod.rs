@@ -242,26 +242,22 @@ impl Store {
     /// and its replies keep working. Returns (submissions purged, bytes freed).
     pub fn purge_exported_before(&self, cutoff_hour: &str) -> io::Result<(usize, u64)> {
         let mut due = Vec::new();
+        let mut marks = Vec::new();
         for record in self.index.submissions(false)? {
             let Some(mark) = self.index.export_mark(&record.id)? else { continue };
             if !mark.purged && mark.exported_at.as_str() <= cutoff_hour {
-                due.push((record, mark));
+                marks.push((record.id.clone(), mark));
+                due.push(record);
             }
         }
-        // Marks first, durably: a crash after this leaves objects the start-up sweep
-        // removes, never a record that claims ciphertext it lost.
-        for (record, mark) in &due {
-            self.index.mark_purged(&record.id, mark)?;
-        }
+        // Marks and the custody leaf first, durably: a crash after this leaves objects
+        // the start-up sweep removes, never a record that claims ciphertext it lost.
         if !due.is_empty() {
-            self.index.append_custody(&LogLeaf::Purge {
-                purged_at: crate::intake::upload::received_hour(),
-                submissions: due.iter().map(|(r, _)| r.id.clone()).collect(),
-            })?;
+            self.index.mark_purged(&marks, &crate::intake::upload::received_hour())?;
         }
         self.index.flush_durable()?;
         let mut freed = 0;
-        for (record, _) in &due {
+        for record in &due {
             for id in record.object_ids() {
                 let path = self.object_path(&id);
                 if let Ok(meta) = fs::metadata(&path) {

@@ -201,6 +201,31 @@ fn tampering_with_any_part_of_a_package_is_caught_and_named() {
             }),
             "custody signature",
         ),
+        (
+            "a submission id that is a path",
+            edit_index(|v| {
+                v["submissions"][0]["record"]["id"] = "../../escaped".into();
+            }),
+            "what the package discloses",
+        ),
+        (
+            "the case, everywhere in the index",
+            edit_index(|v| {
+                let other = "0123456789abcdef0123456789abcdef";
+                v["case"] = other.into();
+                for s in v["submissions"].as_array_mut().unwrap() {
+                    s["record"]["case"] = other.into();
+                }
+            }),
+            "is in the server's log",
+        ),
+        (
+            "every submission removed",
+            edit_index(|v| {
+                v["submissions"] = serde_json::json!([]);
+            }),
+            "what the package discloses",
+        ),
     ];
     for (what, edit, expected) in cases {
         let tampered = setup.dir.path().join("tampered.tar");
@@ -216,6 +241,45 @@ fn tampering_with_any_part_of_a_package_is_caught_and_named() {
         );
         assert!(std::fs::read_to_string(out.join("report.txt")).unwrap().contains("FAILED"));
     }
+    assert!(!setup.dir.path().join("escaped").exists(), "nothing written outside --out");
+}
+
+#[test]
+fn the_verdict_names_the_server_key_and_fails_on_another_one() {
+    let setup = disclosed_case();
+    let published = serde_json::from_slice::<serde_json::Value>(
+        &amanat(&["verify", s(&setup.package), "--json"]).stdout,
+    )
+    .unwrap()["server_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = |pin: &str, out: &str| {
+        let out = setup.dir.path().join(out);
+        let mut args = vec!["verify", s(&setup.package), "--identity", s(&setup.lawyer_key)];
+        args.extend(["--out", s(&out)]);
+        if !pin.is_empty() {
+            args.extend(["--server-key", pin]);
+        }
+        let output = amanat(&args);
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), out)
+    };
+    // Without the published key the checks pass, and the report says what is unproven.
+    let (ok, stdout, out) = run("", "unpinned");
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("was not compared with a published one") && stdout.contains(&published)
+    );
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("id=\"caveat\""));
+    // With it, no caveat.
+    let (ok, stdout, _) = run(&published, "pinned");
+    assert!(ok && !stdout.contains("not compared"), "{stdout}");
+    // Another key: nothing decrypted, nothing written but the report.
+    let stranger = setup.dir.path().join("stranger.key");
+    let other = keygen(&["keygen", "--signing", "--out", s(&stranger)]);
+    let (ok, stdout, out) = run(&other, "other-key");
+    assert!(!ok && stdout.contains("server key is the one published"), "{stdout}");
+    assert!(!out.join(&setup.case).exists());
 }
 
 #[test]
@@ -277,4 +341,40 @@ fn the_checkpoint_in_a_package_verifies_with_openssl_alone() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
+}
+
+#[test]
+fn an_edited_bundle_cannot_slip_another_survivors_submission_into_a_disclosure() {
+    let setup = disclosed_case();
+    let bundle = setup.dir.path().join("b.tar");
+    let edited = setup.dir.path().join("edited.tar");
+    let case = setup.case.clone();
+    rewrite_tar(&bundle, &edited, move |entries| {
+        let (_, data) = entries.iter_mut().find(|(n, _)| n == "bundle.json").unwrap();
+        let mut index: serde_json::Value = serde_json::from_slice(data).unwrap();
+        for record in index["submissions"].as_array_mut().unwrap() {
+            record["case"] = case.clone().into();
+        }
+        *data = serde_json::to_vec(&index).unwrap();
+    });
+    let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&setup.dir.path().join("l2"))]);
+    let package = setup.dir.path().join("leak.tar");
+    let out = amanat(&[
+        "disclose",
+        "--cases",
+        s(&setup.dir.path().join("cases")),
+        "--case",
+        &setup.case,
+        "--bundle",
+        s(&edited),
+        "--identity",
+        s(&setup.coalition.identity_files[0]),
+        "--to",
+        &lawyer,
+        "--out",
+        s(&package),
+    ]);
+    assert!(!out.status.success(), "the other survivor's submission was disclosed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the server's signed log"));
+    assert!(!package.exists());
 }

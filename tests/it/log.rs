@@ -23,6 +23,8 @@ fn leaf_for(response: &serde_json::Value, coalition: &Coalition) -> LogLeaf {
     let recipients = std::fs::read_to_string(&coalition.recipients_file).unwrap();
     LogLeaf::Submission {
         submission: response["id"].as_str().unwrap().into(),
+        // A first submission opens its own case.
+        case: response["id"].as_str().unwrap().into(),
         received_at: response["received_at"].as_str().unwrap().into(),
         manifest,
         attachments: objects,
@@ -116,6 +118,23 @@ fn a_forked_log_is_refused_by_the_reviewer() {
     let refusal = &outcomes[b2.to_str().unwrap()];
     assert_eq!(refusal["status"], "failed");
     assert!(refusal["reason"].as_str().unwrap().contains("FORKED"), "{refusal}");
+
+    // An older bundle from the same history still opens (say, on a second reading).
+    let (ok, outcomes) = open(&[&a1], key, &dir.path().join("cases-again"));
+    assert!(ok, "a bundle whose tree head was verified before is accepted: {outcomes:?}");
+
+    // The server's signing key replaced: the same log under a new key would let whoever
+    // holds it start a new history. Refused by name.
+    a.kill();
+    std::fs::remove_file(a.data_dir.join("signing.key")).unwrap();
+    a.restart();
+    submit(&a, 5, &[]);
+    let a3 = dir.path().join("a3.tar");
+    export(&a, &a3, false);
+    let (ok, outcomes) = open(&[&a3], key, &dir.path().join("cases"));
+    assert!(!ok, "a new key for a known server must be refused");
+    let refusal = &outcomes[a3.to_str().unwrap()];
+    assert!(refusal["reason"].as_str().unwrap().contains("SERVER KEY CHANGED"), "{refusal}");
 }
 
 #[test]
