@@ -94,6 +94,12 @@ pub fn tag(instance_secret: &[u8], normalized: &str) -> [u8; 32] {
     out
 }
 
+/// Whether `tag` is the tag of `normalized`, compared in constant time.
+pub fn verify_tag(instance_secret: &[u8], normalized: &str, tag: &[u8]) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, instance_secret);
+    hmac::verify(&key, normalized.as_bytes(), tag).is_ok()
+}
+
 /// A uniformly random index below `n` (n ≤ 256), by rejection sampling on random bytes.
 fn uniform_index(rng: &SystemRandom, n: usize) -> usize {
     let limit = 256 - 256 % n;

@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_fields: usize,
     /// Longest wait, in seconds, for the next bytes of an upload.
     pub idle_timeout_secs: u64,
+    /// Wrong codenames (from anyone) per minute before every follow-up attempt waits.
+    pub wrong_codenames_per_minute: u32,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Limits {
             max_text_bytes: 256 * 1024,
             max_fields: 200,
             idle_timeout_secs: 30,
+            wrong_codenames_per_minute: 30,
         }
     }
 }
@@ -107,6 +110,9 @@ impl Config {
         let l = &self.limits;
         if l.max_files == 0 || l.max_text_bytes == 0 || l.max_fields == 0 {
             return Err("limits.max_files, max_text_bytes and max_fields must be above 0".into());
+        }
+        if l.wrong_codenames_per_minute == 0 {
+            return Err("limits.wrong_codenames_per_minute must be at least 1".into());
         }
         if l.idle_timeout_secs == 0 {
             return Err("limits.idle_timeout_secs must be at least 1".into());

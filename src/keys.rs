@@ -100,6 +100,14 @@ impl Recipients {
         Ok(Recipients { keys, fingerprint })
     }
 
+    /// These recipients and one more (a case's reply recipient).
+    pub fn with(&self, extra: &str) -> Result<Recipients, String> {
+        let mut text: Vec<String> = self.keys.iter().map(ToString::to_string).collect();
+        text.push(extra.trim().to_string());
+        Recipients::parse(&text.join("\n"))
+            .map_err(|_| format!("{extra:?} is not an age recipient"))
+    }
+
     /// The age recipients, for the encryptor.
     pub fn as_age(&self) -> impl Iterator<Item = &dyn age::Recipient> {
         self.keys.iter().map(|k| k as &dyn age::Recipient)

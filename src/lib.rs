@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod intake;
 pub mod keys;
 pub mod log;
+pub mod reply;
 pub mod review;
 pub mod serve;
 pub mod store;

@@ -139,6 +139,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Offline: write a reply to a survivor's case into a reply bundle. Only the survivor
+    /// (with the codename) and the coalition can read it.
+    Reply {
+        /// The folder `amanat open` wrote the cases to.
+        #[arg(long, value_name = "DIR")]
+        cases: PathBuf,
+        /// The case to answer (its first submission's id).
+        #[arg(long, value_name = "ID")]
+        case: String,
+        /// The reply, as UTF-8 text.
+        #[arg(long, value_name = "FILE")]
+        text_file: PathBuf,
+        /// The coalition's recipients file, so reviewers can read the reply too
+        /// (default: the configuration's).
+        #[arg(long, value_name = "FILE")]
+        recipients: Option<PathBuf>,
+        /// The reply bundle to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand reply bundles to the running server (through its admin socket).
+    ImportReplies {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -212,6 +243,13 @@ fn main() -> ExitCode {
                 json,
             );
         }
+        Command::Reply { cases, case, text_file, recipients, out, json } => {
+            reply(cli.config.as_deref(), &cases, &case, &text_file, recipients, &out, json)
+        }
+        Command::ImportReplies { files, data_dir, json } => {
+            data_dir_of(cli.config.as_deref(), data_dir)
+                .and_then(|dir| import_replies(&dir, &files, json))
+        }
         Command::Open { bundles, identity, passphrase_file, out, json, state } => {
             let state = state.unwrap_or_else(|| identity.with_file_name("amanat-state.json"));
             return open(&bundles, &identity, passphrase_file.as_deref(), &out, &state, json);
@@ -282,6 +320,61 @@ fn export(data_dir: &Path, out: &Path, all: bool, json: bool) -> Result<(), Stri
     Ok(())
 }
 
+fn reply(
+    config: Option<&Path>,
+    cases: &Path,
+    case: &str,
+    text_file: &Path,
+    recipients: Option<PathBuf>,
+    out: &Path,
+    json: bool,
+) -> Result<(), String> {
+    let recipients = match recipients {
+        Some(path) => path,
+        None => Config::load(config)?.recipients,
+    };
+    let coalition = keys::Recipients::load(&recipients).map_err(|e| e.to_string())?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(text_file)
+            .map_err(|e| format!("cannot read {} as UTF-8 text: {e}", text_file.display()))?,
+    );
+    let summary = amanat::review::reply::write_reply(cases, case, &text, &coalition, out)?;
+    if json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        println!(
+            "Wrote {}: a reply to case {}, readable only with the survivor's codename and by \
+             the coalition. Carry it to the server and run `amanat import-replies` there.",
+            out.display(),
+            summary.case
+        );
+    }
+    Ok(())
+}
+
+fn import_replies(data_dir: &Path, files: &[PathBuf], json: bool) -> Result<(), String> {
+    let (mut added, mut already) = (0usize, 0usize);
+    for file in files {
+        let replies = amanat::reply::read_bundle(file)
+            .map_err(|e| format!("{}: {e}; nothing of it was imported", file.display()))?;
+        for (entry, ciphertext) in &replies {
+            if AdminClient::connect(data_dir)?.import_reply(entry, ciphertext)? {
+                added += 1;
+            } else {
+                already += 1;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"added": added, "already_imported": already}));
+    } else {
+        println!(
+            "{added} reply(ies) stored for their survivors; {already} had been imported before."
+        );
+    }
+    Ok(())
+}
+
 /// `amanat open`: exit code 0 only when every submission verified.
 fn open(
     bundles: &[PathBuf],
@@ -329,9 +422,17 @@ fn open(
         } else {
             use amanat::review::Status;
             match outcome.status {
-                Status::Opened => {
-                    println!("opened   {}  ({} files)", outcome.submission, outcome.files)
-                }
+                Status::Opened => println!(
+                    "opened   {}  ({} files){}",
+                    outcome.submission,
+                    outcome.files,
+                    match &outcome.case {
+                        Some(case) if *case != outcome.submission => {
+                            format!(", added later to case {case}")
+                        }
+                        _ => String::new(),
+                    }
+                ),
                 Status::AlreadyOpen => println!("already  {}", outcome.submission),
                 Status::NewServerKey => {
                     println!("NOTE     {}", printable(outcome.reason.as_deref().unwrap_or("")))

@@ -30,7 +30,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         crate::admin::start_retention(store.clone(), config.retention_days)
             .map_err(|e| format!("cannot start the retention purge: {e}"))?;
     }
-    let intake = Intake { config, recipients, store };
+    let followup = intake::followup::FollowUp::new(config.limits.wrong_codenames_per_minute);
+    let intake = Intake { config, recipients, store, followup };
     actix_web::rt::System::new()
         .block_on(intake::serve(intake))
         .map_err(|e| format!("server failed: {e}"))

@@ -57,6 +57,22 @@ impl AdminClient {
         self.receive()
     }
 
+    /// Hands one reply to the server; true when it was new.
+    pub fn import_reply(
+        mut self,
+        entry: &crate::reply::ReplyEntry,
+        ciphertext: &[u8],
+    ) -> Result<bool, String> {
+        use base64::Engine;
+        self.send(&Request::ImportReply {
+            case: entry.case.clone(),
+            reply_recipient: entry.reply_recipient.clone(),
+            object: base64::engine::general_purpose::STANDARD.encode(ciphertext),
+        })?;
+        let answer: super::ImportedReply = self.receive()?;
+        Ok(answer.added)
+    }
+
     /// Receives a bundle into `out`: written to a side file, fsynced, checked object by
     /// object, moved into place (never over an existing file), and only then confirmed
     /// so the server marks its submissions exported. `progress` gets bytes received.

@@ -10,6 +10,7 @@
 pub mod client;
 
 use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
+use crate::reply;
 use crate::store::{LastExport, Store};
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -19,16 +20,34 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const SOCKET_NAME: &str = "admin.sock";
-/// Requests are a few words of JSON.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// Requests are a few words of JSON, or one reply (base64 of at most 128 KiB).
+const MAX_REQUEST_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    Export { all: bool },
-    Confirm { bundle: String },
-    Purge { exported_before_days: u64 },
+    Export {
+        all: bool,
+    },
+    Confirm {
+        bundle: String,
+    },
+    Purge {
+        exported_before_days: u64,
+    },
+    /// One reply from a reply bundle, its ciphertext in base64.
+    ImportReply {
+        case: String,
+        reply_recipient: String,
+        object: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportedReply {
+    /// False when the same reply was imported before.
+    pub added: bool,
 }
 
 /// The answer to `export`, followed on the wire by `bytes` bytes of bundle.
@@ -108,6 +127,13 @@ fn serve_connection(store: &Store, stream: UnixStream) {
         Request::Purge { exported_before_days } => {
             purge(store, exported_before_days).and_then(|report| answer(&mut writer, &report))
         }
+        Request::ImportReply { case, reply_recipient, object } => {
+            match import_reply(store, case, reply_recipient, &object) {
+                Ok(Ok(added)) => answer(&mut writer, &ImportedReply { added }),
+                Ok(Err(refusal)) => answer_error(&mut writer, "reply_refused", &refusal),
+                Err(e) => Err(e),
+            }
+        }
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "admin request failed");
@@ -169,6 +195,42 @@ fn export(
         }
         _ => answer_error(writer, "not_confirmed", "the export was not confirmed; nothing marked"),
     }
+}
+
+/// Stores one reply after checking what can be checked without a key: a well-formed
+/// age object, for a case this server holds, sealed to that case's reply recipient.
+/// The outer error is the server's; the inner one refuses the reply.
+fn import_reply(
+    store: &Store,
+    case: String,
+    reply_recipient: String,
+    object: &str,
+) -> io::Result<Result<bool, String>> {
+    use base64::Engine;
+    let Ok(ciphertext) = base64::engine::general_purpose::STANDARD.decode(object) else {
+        return Ok(Err("the reply is not base64".into()));
+    };
+    let entry = reply::ReplyEntry {
+        case,
+        reply_recipient,
+        object: crate::envelope::ObjectId::of(&ciphertext),
+    };
+    if let Err(refusal) = reply::check_reply_object(&entry, &ciphertext) {
+        return Ok(Err(refusal));
+    }
+    match store.case_record(&entry.case)? {
+        None => return Ok(Err(format!("this server holds no case {}", entry.case))),
+        Some(record) if record.reply_recipient != entry.reply_recipient => {
+            return Ok(Err(format!(
+                "the reply for case {} was sealed to another recipient than the case's",
+                entry.case
+            )))
+        }
+        Some(_) => {}
+    }
+    let added = store.add_reply(&entry.case, &ciphertext)?;
+    tracing::info!(added, "reply imported");
+    Ok(Ok(added))
 }
 
 fn purge(store: &Store, days: u64) -> io::Result<PurgeReport> {

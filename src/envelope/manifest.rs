@@ -23,6 +23,14 @@ pub enum Origin {
 pub struct Manifest {
     pub schema: String,
     pub submission: String,
+    /// The case it belongs to: its own id for a first submission, the first
+    /// submission's id for what a survivor adds later.
+    pub case: String,
+    /// The age recipient replies to this case are encrypted to (derived from the
+    /// codename; the server keeps only this public half). Sealed here so a reviewer
+    /// gets it from the survivor's own sealed submission, not from editable metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_recipient: Option<String>,
     /// Hour the server received it (UTC, RFC 3339).
     pub received_at: String,
     pub language: String,

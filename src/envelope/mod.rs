@@ -282,6 +282,13 @@ impl<R: Read> Read for HeaderLimit<R> {
     }
 }
 
+/// Checks that `ciphertext` begins with a well-formed age header (within our header
+/// limit), without any key: what the server can check of ciphertext it did not make.
+pub fn check_header(ciphertext: impl Read) -> Result<(), OpenError> {
+    let input = io::BufReader::new(HeaderLimit::new(ciphertext));
+    age::Decryptor::new_buffered(input).map(|_| ()).map_err(|e| OpenError::Header(e.to_string()))
+}
+
 /// An age file key: 16 bytes that decrypt exactly one object. Disclosed to a lawyer
 /// (encrypted to the lawyer's key) instead of re-encrypting the evidence.
 pub type FileKeyBytes = zeroize::Zeroizing<[u8; 16]>;

@@ -1,7 +1,7 @@
 //! The JSON API: `POST /api/v1/submissions` (multipart) answers 201 with the receipt.
 
 use super::error::IntakeError;
-use super::upload;
+use super::upload::{self, Target};
 use super::{refusal, Intake};
 use crate::envelope::Origin;
 use actix_multipart::Multipart;
@@ -14,16 +14,26 @@ pub async fn submit(
     payload: web::Payload,
 ) -> HttpResponse {
     let multipart = Multipart::new(req.headers(), payload);
-    match upload::receive(&intake, content_length(&req), multipart, Origin::Api, "und").await {
-        Ok(accepted) => HttpResponse::Created().json(json!({
-            "id": accepted.id,
-            "codename": accepted.codename.as_str(),
-            "received_at": accepted.received_at,
-            "objects": accepted.objects,
-            "receipt": accepted.receipt,
-        })),
+    let length = content_length(&req);
+    match upload::receive(&intake, length, multipart, Origin::Api, "und", Target::NewCase).await {
+        Ok(accepted) => created(&accepted),
         Err(error) => error_response(&intake, error),
     }
+}
+
+/// 201 with what the client must keep: the codename only for a new case.
+pub fn created(accepted: &upload::Accepted) -> HttpResponse {
+    let mut body = json!({
+        "id": accepted.id,
+        "case": accepted.case,
+        "received_at": accepted.received_at,
+        "objects": accepted.objects,
+        "receipt": accepted.receipt,
+    });
+    if let Some(codename) = &accepted.codename {
+        body["codename"] = codename.as_str().into();
+    }
+    HttpResponse::Created().json(body)
 }
 
 pub fn error_response(intake: &Intake, error: IntakeError) -> HttpResponse {

@@ -29,6 +29,16 @@ pub enum IntakeError {
     UploadStalled,
     StorageFull,
     NotFound,
+    /// A follow-up with neither text nor a file.
+    NothingToAdd,
+    /// The codename opens no case (API only: the page answers with its form again).
+    CodenameNotRecognized,
+    /// Too many wrong codenames lately, from anyone: every attempt waits.
+    TooManyAttempts,
+    /// The follow-up session is gone (15 minutes idle, or the server restarted).
+    SessionExpired,
+    /// The server holds as many open follow-up sessions as it allows.
+    Busy,
     Internal,
 }
 
@@ -54,6 +64,11 @@ impl IntakeError {
             UploadStalled => "upload_stalled",
             StorageFull => "storage_full",
             NotFound => "not_found",
+            NothingToAdd => "nothing_to_add",
+            CodenameNotRecognized => "codename_not_recognized",
+            TooManyAttempts => "too_many_attempts",
+            SessionExpired => "session_expired",
+            Busy => "busy",
             Internal => "internal_error",
         }
     }
@@ -66,7 +81,10 @@ impl IntakeError {
             NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
             | UnexpectedFile | InvalidUtf8 | TestimonyMissing | DuplicateTestimony
-            | IncompleteUpload => StatusCode::BAD_REQUEST,
+            | IncompleteUpload | NothingToAdd => StatusCode::BAD_REQUEST,
+            CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
+            TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Busy => StatusCode::SERVICE_UNAVAILABLE,
             UploadStalled => StatusCode::REQUEST_TIMEOUT,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             NotFound => StatusCode::NOT_FOUND,
@@ -132,6 +150,22 @@ impl IntakeError {
                             Please try again later."
                 .into(),
             NotFound => "There is no such page.".into(),
+            NothingToAdd => "There is nothing to add: write something or choose a file.".into(),
+            CodenameNotRecognized => "This codename does not open a case. Check each word; \
+                                      Cyrillic or Latin letters, capitals and spaces do not \
+                                      matter."
+                .into(),
+            TooManyAttempts => format!(
+                "Too many wrong codenames were entered on this server in the last minute, so \
+                 every attempt must wait. Nothing was stored. Please try again in {} seconds.",
+                super::followup::THROTTLE_WINDOW.as_secs()
+            ),
+            SessionExpired => "Your case was closed after 15 minutes without activity, to \
+                               protect you. Nothing was stored. Enter your codename again."
+                .into(),
+            Busy => {
+                "The server is busy. Nothing was stored. Please try again in a few minutes.".into()
+            }
             Internal => "Something went wrong on the server and nothing was stored. \
                          Please try again."
                 .into(),

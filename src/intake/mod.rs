@@ -3,6 +3,7 @@
 
 mod api;
 pub mod error;
+pub mod followup;
 mod pages;
 pub mod upload;
 
@@ -22,6 +23,7 @@ pub struct Intake {
     pub config: Config,
     pub recipients: Recipients,
     pub store: Arc<Store>,
+    pub followup: followup::FollowUp,
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.
@@ -69,6 +71,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/api/v1/submissions", web::post().to(api::submit))
         .configure(pages::routes)
+        .configure(followup::routes)
         .default_service(web::to(not_found));
 }
 
@@ -136,6 +139,17 @@ async fn log_request(
 /// upload is never read, and an unread body cannot confuse the next request.
 fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
     response.extensions_mut().insert(LoggedCode(error.code()));
+    let retry_after = match error {
+        IntakeError::TooManyAttempts => Some(followup::THROTTLE_WINDOW.as_secs()),
+        IntakeError::Busy => Some(120),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(secs),
+        );
+    }
     response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     response
 }

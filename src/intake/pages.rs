@@ -16,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/submit", web::get().to(form))
         .route("/submit", web::post().to(submit))
         .route("/receipt", web::post().to(download_receipt))
+        .route("/receipt/practice", web::post().to(practice))
         .route("/static/amanat.css", web::get().to(stylesheet));
 }
 
@@ -68,13 +69,14 @@ async fn submit(
 ) -> HttpResponse {
     let multipart = Multipart::new(req.headers(), payload);
     let content_length = api::content_length(&req);
-    match upload::receive(&intake, content_length, multipart, Origin::Web, "en").await {
+    let target = upload::Target::NewCase;
+    match upload::receive(&intake, content_length, multipart, Origin::Web, "en", target).await {
         Ok(accepted) => {
             let receipt = serde_json::to_string(&accepted.receipt).unwrap_or_default();
             html(
                 ReceiptPage {
                     id: &accepted.id,
-                    codename: accepted.codename.as_str(),
+                    codename: accepted.codename.as_ref().map(|c| c.as_str()).unwrap_or(""),
                     received_at: &accepted.received_at,
                     files: accepted.objects.len() - 1,
                     receipt: &receipt,
@@ -84,6 +86,44 @@ async fn submit(
         }
         Err(error) => error_page(&intake, error),
     }
+}
+
+#[derive(Template)]
+#[template(path = "practice.html")]
+struct PracticePage<'a> {
+    correct: bool,
+    /// Shown again only when the survivor got it wrong.
+    codename: &'a str,
+}
+
+/// The receipt page's practice field: the page carries the codename back in a hidden
+/// field (it is on that page anyway), so checking needs no lookup and nothing stored.
+#[derive(serde::Deserialize)]
+struct PracticeForm {
+    codename: String,
+    typed: String,
+}
+
+impl Drop for PracticeForm {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.codename);
+        zeroize::Zeroize::zeroize(&mut self.typed);
+    }
+}
+
+async fn practice(
+    intake: web::Data<Intake>,
+    form: Result<web::Form<PracticeForm>, actix_web::Error>,
+) -> HttpResponse {
+    let Ok(form) = form else {
+        return error_page(&intake, IntakeError::MalformedMultipart);
+    };
+    let expected = crate::codename::normalize(&form.codename);
+    if expected.is_empty() {
+        return error_page(&intake, IntakeError::MalformedMultipart);
+    }
+    let correct = *crate::codename::normalize(&form.typed) == *expected;
+    html(PracticePage { correct, codename: &form.codename }.render())
 }
 
 #[derive(serde::Deserialize)]
@@ -128,7 +168,7 @@ pub fn error_page(intake: &Intake, error: IntakeError) -> HttpResponse {
     )
 }
 
-fn html(rendered: askama::Result<String>) -> HttpResponse {
+pub(super) fn html(rendered: askama::Result<String>) -> HttpResponse {
     match rendered {
         Ok(body) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body),
         Err(e) => {

@@ -6,7 +6,7 @@
 use super::error::IntakeError;
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, Sealer, TextField, MANIFEST_SCHEMA};
-use crate::store::{CaseRecord, PendingObjects, SubmissionRecord, TempObject};
+use crate::store::{CaseChoice, CaseRecord, PendingObjects, SubmissionRecord, TempObject};
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::web::Bytes;
@@ -24,15 +24,29 @@ const CHANNEL_DEPTH: usize = 8;
 pub const EVIDENCE_FIELD: &str = "evidence";
 pub const TESTIMONY_FIELD: &str = "testimony";
 const LANGUAGE_FIELD: &str = "language";
+/// On `/api/v1/followup/submissions`: the codename that opens the case. Never kept.
+pub const CODENAME_FIELD: &str = "codename";
 const MAX_NAME_BYTES: usize = 64;
 /// Longest original file name and media type we keep (the manifest is in memory).
 const MAX_FILE_NAME_BYTES: usize = 1024;
 const MAX_MEDIA_TYPE_BYTES: usize = 255;
 
+/// Which case a submission joins.
+pub enum Target {
+    /// A first submission: a new case, and a new codename for the survivor.
+    NewCase,
+    /// More for a case the survivor opened with the codename.
+    Case(CaseRecord),
+    /// More for the case whose codename is in the request's `codename` field (API).
+    CodenameField,
+}
+
 /// A submission that is durable and recorded: what the survivor is told.
 pub struct Accepted {
     pub id: String,
-    pub codename: codename::Codename,
+    pub case: String,
+    /// Only for a new case: shown to the survivor once, never stored.
+    pub codename: Option<codename::Codename>,
     pub received_at: String,
     pub objects: Vec<String>,
     /// Proof that the submission is in the signed intake log.
@@ -47,6 +61,7 @@ struct Received {
     attachments: Vec<Attachment>,
     attachment_ids: Vec<ObjectId>,
     attachment_ciphertext_bytes: u64,
+    codename: Option<Zeroizing<String>>,
 }
 
 /// Deletes the request's objects unless it reaches its commit.
@@ -70,6 +85,7 @@ pub async fn receive(
     mut multipart: Multipart,
     origin: Origin,
     page_language: &str,
+    target: Target,
 ) -> Result<Accepted, IntakeError> {
     let limits = &intake.config.limits;
     // Refuse at once what cannot fit, before reading a byte of the body.
@@ -80,20 +96,43 @@ pub async fn receive(
     }
 
     let guard = AbandonOnDrop(PendingObjects::default());
-    let received = read_parts(intake, &mut multipart, &guard.0).await?;
-    if received.testimony.trim().is_empty() {
-        return Err(IntakeError::TestimonyMissing);
+    let mut received = read_parts(intake, &mut multipart, &guard.0).await?;
+    let nothing_written = received.testimony.trim().is_empty();
+    match target {
+        Target::NewCase if nothing_written => return Err(IntakeError::TestimonyMissing),
+        _ if nothing_written && received.attachments.is_empty() => {
+            return Err(IntakeError::NothingToAdd)
+        }
+        _ => {}
     }
 
     let store = intake.store.clone();
     let id = store.random_hex(16);
     let received_at = received_hour();
-    let codename = codename::Codename::generate(store.rng());
-    let normalized = codename.normalized();
-    let case_tag = codename::tag(store.instance_secret(), &normalized);
-    let reply_recipient =
-        keys::reply_identity(store.instance_secret(), &normalized).to_public().to_string();
-    drop(normalized);
+    // A new case gets a codename; only its tag and the reply recipient derived from it
+    // are kept.
+    let (codename, new_case, existing) = match target {
+        Target::NewCase => {
+            let codename = codename::Codename::generate(store.rng());
+            let normalized = codename.normalized();
+            let tag = codename::tag(store.instance_secret(), &normalized);
+            let reply_recipient =
+                keys::reply_identity(store.instance_secret(), &normalized).to_public().to_string();
+            let case = CaseRecord { case: id.clone(), reply_recipient };
+            (Some(codename), Some((tag, case)), None)
+        }
+        Target::Case(case) => (None, None, Some(case)),
+        Target::CodenameField => {
+            let typed = received.codename.take().unwrap_or_default();
+            (None, None, Some(intake.followup.open_case(&store, &typed).await?))
+        }
+    };
+    let (case, reply_recipient) = match (&new_case, &existing) {
+        (Some((_, case)), _) | (None, Some(case)) => {
+            (case.case.clone(), Some(case.reply_recipient.clone()))
+        }
+        (None, None) => return Err(IntakeError::Internal),
+    };
 
     let Received {
         testimony,
@@ -102,11 +141,14 @@ pub async fn receive(
         attachments,
         attachment_ids,
         attachment_ciphertext_bytes,
+        codename: _,
     } = received;
     let language = language.unwrap_or_else(|| page_language.to_string());
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
         submission: id.clone(),
+        case,
+        reply_recipient,
         received_at: received_at.clone(),
         language,
         origin,
@@ -130,17 +172,27 @@ pub async fn receive(
             attachments: attachment_ids,
             total_bytes: attachment_ciphertext_bytes + sealed.ciphertext_len,
             recipients: recipients.fingerprint().to_string(),
-            case: manifest.submission.clone(),
+            case: manifest.case.clone(),
             log_index: None,
         };
-        let case = CaseRecord { case: record.case.clone(), reply_recipient };
-        let receipt = store.commit(&pending, &record, &case_tag, &case)?;
+        let choice = match &new_case {
+            Some((tag, case)) => CaseChoice::New { tag, case },
+            None => CaseChoice::Existing,
+        };
+        let receipt = store.commit(&pending, &record, choice)?;
         let objects = record.object_ids().iter().map(ToString::to_string).collect();
         Ok((record, objects, receipt))
     })
     .await?;
 
-    Ok(Accepted { id: record.id, codename, received_at: record.received_at, objects, receipt })
+    Ok(Accepted {
+        id: record.id,
+        case: record.case,
+        codename,
+        received_at: record.received_at,
+        objects,
+        receipt,
+    })
 }
 
 async fn read_parts(
@@ -157,6 +209,7 @@ async fn read_parts(
         attachments: Vec::new(),
         attachment_ids: Vec::new(),
         attachment_ciphertext_bytes: 0,
+        codename: None,
     };
     let mut text_bytes = 0usize;
     // One buffer for every text field, sized once: growing a Vec would leave unwiped
@@ -225,6 +278,8 @@ async fn read_parts(
             LANGUAGE_FIELD if is_language_tag(&value) => {
                 received.language = Some(value.to_string())
             }
+            // Opens the case; never part of what is stored.
+            CODENAME_FIELD => received.codename = Some(value),
             // A skipped question is not an answer.
             _ if value.trim().is_empty() => {}
             _ => received.fields.push(TextField { name, value: value.to_string() }),
@@ -354,7 +409,7 @@ fn multipart_error(e: MultipartError) -> IntakeError {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Result<T, IntakeError> {
     actix_web::rt::task::spawn_blocking(work)

@@ -29,6 +29,8 @@ pub enum LogLeaf {
     Export { bundle: String, exported_at: String, submissions: Vec<String> },
     /// Ciphertext deleted from the server after export (custody).
     Purge { purged_at: String, submissions: Vec<String> },
+    /// A reply from the coalition stored for a case (custody).
+    Reply { case: String, object: String, imported_at: String },
 }
 
 impl LogLeaf {
@@ -62,6 +64,9 @@ impl LogLeaf {
             LogLeaf::Purge { purged_at, submissions } => format!(
                 "amanat/leaf/v1\nkind purge\npurged {purged_at}\nsubmissions {}\n",
                 sorted(submissions)
+            ),
+            LogLeaf::Reply { case, object, imported_at } => format!(
+                "amanat/leaf/v1\nkind reply\ncase {case}\nreply {object}\nimported {imported_at}\n"
             ),
         };
         text.into_bytes()

@@ -8,6 +8,7 @@
 
 pub mod disclose;
 mod names;
+pub mod reply;
 mod report;
 pub mod state;
 pub mod verify;
@@ -39,6 +40,9 @@ pub struct Outcome {
     pub files: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// The case the submission belongs to (its own id for a first submission).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +94,7 @@ pub fn open_bundles(
                         )),
                         files: 0,
                         path: None,
+ case: None,
                     });
                 }
                 opened.push(pair)
@@ -100,6 +105,7 @@ pub fn open_bundles(
                 reason: Some(reason),
                 files: 0,
                 path: None,
+                case: None,
             }),
         }
     }
@@ -120,6 +126,7 @@ pub fn open_bundles(
                     reason: None,
                     files: 0,
                     path: Some(out.join(&record.id)),
+                    case: Some(record.case.clone()),
                 }
             } else {
                 match in_log(bundle, log, record)
@@ -135,6 +142,7 @@ pub fn open_bundles(
                             reason: None,
                             files,
                             path: Some(out.join(&record.id)),
+                            case: Some(record.case.clone()),
                         }
                     }
                     Err(reason) => failed(&record.id, reason),
@@ -181,6 +189,7 @@ fn failed(submission: &str, reason: String) -> Outcome {
         reason: Some(reason),
         files: 0,
         path: None,
+        case: None,
     }
 }
 
@@ -273,6 +282,9 @@ fn read_manifest(
 pub(crate) fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), String> {
     if manifest.schema != MANIFEST_SCHEMA {
         return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
+    }
+    if manifest.case != record.case {
+        return Err("the manifest belongs to another case: the bundle was edited".into());
     }
     if manifest.submission != record.id {
         return Err("the manifest belongs to another submission: objects were swapped".into());

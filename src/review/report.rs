@@ -20,6 +20,9 @@ pub struct Case {
     pub language: String,
     pub origin: Origin,
     pub case: String,
+    /// Where replies to this case are sealed (from the survivor's sealed manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_recipient: Option<String>,
     pub testimony: String,
     pub fields: Vec<TextField>,
     pub files: Vec<CaseFile>,
@@ -73,6 +76,7 @@ impl Case {
             language: manifest.language.clone(),
             origin: manifest.origin,
             case: record.case.clone(),
+            reply_recipient: manifest.reply_recipient.clone(),
             testimony: manifest.testimony.clone(),
             fields: manifest.fields.clone(),
             files,
@@ -143,10 +147,19 @@ struct CaseReport<'a> {
 #[derive(Template)]
 #[template(path = "cases.html")]
 struct CaseIndex {
-    cases: Vec<Case>,
+    groups: Vec<CaseGroup>,
 }
 
-/// Rewrites `index.html` from every case folder in `out`, newest first.
+/// One survivor's case: the first submission and what they added later.
+struct CaseGroup {
+    case: String,
+    /// Oldest first.
+    submissions: Vec<Case>,
+    latest: String,
+}
+
+/// Rewrites `index.html` from every submission folder in `out`, grouped by case, the
+/// case with the newest submission first.
 pub fn write_index(out: &Path) -> io::Result<()> {
     let mut cases = Vec::new();
     for entry in fs::read_dir(out)? {
@@ -157,7 +170,21 @@ pub fn write_index(out: &Path) -> io::Result<()> {
             }
         }
     }
-    cases.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.submission.cmp(&b.submission)));
-    let html = CaseIndex { cases }.render().map_err(io::Error::other)?;
+    let mut groups: std::collections::BTreeMap<String, Vec<Case>> = Default::default();
+    for case in cases {
+        groups.entry(case.case.clone()).or_default().push(case);
+    }
+    let mut groups: Vec<CaseGroup> = groups
+        .into_iter()
+        .map(|(case, mut submissions)| {
+            submissions.sort_by(|a, b| {
+                a.received_at.cmp(&b.received_at).then(a.submission.cmp(&b.submission))
+            });
+            let latest = submissions.last().map(|s| s.received_at.clone()).unwrap_or_default();
+            CaseGroup { case, submissions, latest }
+        })
+        .collect();
+    groups.sort_by(|a, b| b.latest.cmp(&a.latest).then(a.case.cmp(&b.case)));
+    let html = CaseIndex { groups }.render().map_err(io::Error::other)?;
     fs::write(out.join("index.html"), html)
 }

@@ -79,13 +79,50 @@ pub struct CaseRecord {
     pub reply_recipient: String,
 }
 
+/// A reply from the coalition, stored as the ciphertext the reviewer made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyRecord {
+    pub object: ObjectId,
+    /// UTC hour the reply reached the server.
+    pub imported_at: String,
+    /// Its custody leaf in the intake log.
+    pub log_index: u64,
+}
+
+/// A `cases` entry.
+#[derive(Serialize, Deserialize)]
+pub(super) struct TaggedCase {
+    /// Hex HMAC tag of the normalized codename.
+    pub tag: String,
+    pub record: CaseRecord,
+}
+
+/// Bytes of the codename tag used as the lookup prefix.
+const TAG_PREFIX: usize = 8;
+
+/// Where a submission goes: a new case (its codename tag and case record), or an
+/// existing one.
+pub enum CaseChoice<'a> {
+    New { tag: &'a [u8; 32], case: &'a CaseRecord },
+    Existing,
+}
+
 pub(super) struct Index {
     db: sled::Db,
     /// sled's own log file, fsynced by us: on Linux sled 0.34 makes writes "stable" with
     /// sync_file_range, which flushes neither the file's size nor the disk's cache.
     log_file: File,
     submissions: sled::Tree,
+    /// First 8 bytes of the codename tag, then the case id -> the full tag and the case
+    /// record. Lookups find candidates by the short prefix, then compare the full tag in
+    /// constant time.
     cases: sled::Tree,
+    /// Case id -> case record.
+    case_records: sled::Tree,
+    /// `<case>/<submission>` -> nothing: a case's submissions.
+    case_members: sled::Tree,
+    /// `<case>/<object>` -> reply record.
+    replies: sled::Tree,
     exports: sled::Tree,
     meta: sled::Tree,
     /// The Merkle log: perfect-subtree hashes by (level, index), and its size.
@@ -110,6 +147,9 @@ impl Index {
             .map_err(sled_io)?;
         let submissions = db.open_tree("submissions").map_err(sled_io)?;
         let cases = db.open_tree("cases").map_err(sled_io)?;
+        let case_records = db.open_tree("case_records").map_err(sled_io)?;
+        let case_members = db.open_tree("case_members").map_err(sled_io)?;
+        let replies = db.open_tree("replies").map_err(sled_io)?;
         let exports = db.open_tree("exports").map_err(sled_io)?;
         let meta = db.open_tree("meta").map_err(sled_io)?;
         let log = db.open_tree("log").map_err(sled_io)?;
@@ -120,6 +160,9 @@ impl Index {
             log_file,
             submissions,
             cases,
+            case_records,
+            case_members,
+            replies,
             exports,
             meta,
             log,
@@ -296,20 +339,45 @@ impl Index {
     pub(super) fn insert_submission(
         &self,
         record: &SubmissionRecord,
-        case_tag: &[u8; 32],
-        case: &CaseRecord,
+        case: CaseChoice<'_>,
     ) -> Result<u64, CommitError> {
         let encode = |e| CommitError::NotRecorded(io::Error::other(e));
-        let case_bytes = serde_json::to_vec(case).map_err(encode)?;
+        let new_case = match case {
+            CaseChoice::New { tag, case } => {
+                let tagged = TaggedCase { tag: hex::encode(tag), record: case.clone() };
+                let mut key = tag[..TAG_PREFIX].to_vec();
+                key.extend_from_slice(case.case.as_bytes());
+                Some((
+                    key,
+                    serde_json::to_vec(&tagged).map_err(encode)?,
+                    serde_json::to_vec(case).map_err(encode)?,
+                ))
+            }
+            CaseChoice::Existing => None,
+        };
         let leaf = record.log_leaf().hash();
-        let index = (&self.submissions, &self.cases, &self.log)
-            .transaction(|(submissions, cases, log)| {
+        let member = member_key(&record.case, &record.id);
+        let trees = (&self.submissions, &self.cases, &self.case_records, &self.case_members);
+        let index = (trees.0, trees.1, trees.2, trees.3, &self.log)
+            .transaction(|(submissions, cases, case_records, case_members, log)| {
                 if submissions.get(record.id.as_bytes())?.is_some() {
                     return Err(abort("submission id already recorded"));
                 }
-                if cases.get(case_tag)?.is_none() {
-                    cases.insert(&case_tag[..], case_bytes.as_slice())?;
+                match &new_case {
+                    Some((key, tagged, case)) => {
+                        if case_records.get(record.case.as_bytes())?.is_some() {
+                            return Err(abort("case already recorded"));
+                        }
+                        cases.insert(key.as_slice(), tagged.as_slice())?;
+                        case_records.insert(record.case.as_bytes(), case.as_slice())?;
+                    }
+                    None => {
+                        if case_records.get(record.case.as_bytes())?.is_none() {
+                            return Err(abort("no such case"));
+                        }
+                    }
                 }
+                case_members.insert(member.as_bytes(), &[][..])?;
                 let index = append_leaf(log, leaf)?;
                 let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
@@ -324,6 +392,104 @@ impl Index {
             })?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(index)
+    }
+
+    /// The cases whose codename tag begins like `tag`: candidates, to be confirmed by
+    /// a constant-time comparison of the full tag.
+    pub(super) fn cases_by_tag_prefix(&self, tag: &[u8; 32]) -> io::Result<Vec<TaggedCase>> {
+        let mut out = Vec::new();
+        for item in self.cases.scan_prefix(&tag[..TAG_PREFIX]) {
+            let (_, bytes) = item.map_err(sled_io)?;
+            out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn case_record(&self, case: &str) -> io::Result<Option<CaseRecord>> {
+        self.get_json(&self.case_records, case.as_bytes())
+    }
+
+    /// A case's submissions, oldest first.
+    pub(super) fn case_submissions(&self, case: &str) -> io::Result<Vec<SubmissionRecord>> {
+        let mut out = Vec::new();
+        for item in self.case_members.scan_prefix(format!("{case}/")) {
+            let (key, _) = item.map_err(sled_io)?;
+            let id = String::from_utf8_lossy(&key[case.len() + 1..]).into_owned();
+            if let Some(record) = self.submission(&id)? {
+                out.push(record);
+            }
+        }
+        out.sort_by_key(|r| r.log_index);
+        Ok(out)
+    }
+
+    /// A case's replies, oldest first.
+    pub(super) fn case_replies(&self, case: &str) -> io::Result<Vec<ReplyRecord>> {
+        let mut out: Vec<ReplyRecord> = Vec::new();
+        for item in self.replies.scan_prefix(format!("{case}/")) {
+            let (_, bytes) = item.map_err(sled_io)?;
+            out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
+        }
+        out.sort_by_key(|r| r.log_index);
+        Ok(out)
+    }
+
+    pub(super) fn has_reply(&self, case: &str, object: &ObjectId) -> io::Result<bool> {
+        self.replies.contains_key(member_key(case, object.as_str())).map_err(sled_io)
+    }
+
+    /// Records a reply and its custody leaf in one transaction, then makes it durable.
+    /// A reply already recorded is left as it is (importing twice adds nothing).
+    pub(super) fn insert_reply(
+        &self,
+        case: &str,
+        object: &ObjectId,
+        imported_at: &str,
+    ) -> Result<bool, CommitError> {
+        let key = member_key(case, object.as_str());
+        let leaf = LogLeaf::Reply {
+            case: case.into(),
+            object: object.to_string(),
+            imported_at: imported_at.into(),
+        }
+        .hash();
+        let added = (&self.replies, &self.case_records, &self.log)
+            .transaction(|(replies, case_records, log)| {
+                if case_records.get(case.as_bytes())?.is_none() {
+                    return Err(abort("no such case"));
+                }
+                if replies.get(key.as_bytes())?.is_some() {
+                    return Ok(false);
+                }
+                let log_index = append_leaf(log, leaf)?;
+                let record = ReplyRecord {
+                    object: object.clone(),
+                    imported_at: imported_at.into(),
+                    log_index,
+                };
+                let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                replies.insert(key.as_bytes(), bytes)?;
+                Ok(true)
+            })
+            .map_err(|e| {
+                CommitError::NotRecorded(match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => sled_io(e),
+                })
+            })?;
+        self.make_durable().map_err(CommitError::NotDurable)?;
+        Ok(added)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> io::Result<Option<T>> {
+        match tree.get(key).map_err(sled_io)? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(io::Error::other),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn log_size(&self) -> io::Result<u64> {
@@ -354,6 +520,11 @@ impl Index {
                 serde_json::from_slice(&bytes).map_err(io::Error::other)?;
             ids.insert(record.manifest);
             ids.extend(record.attachments);
+        }
+        for item in self.replies.iter() {
+            let (_, bytes) = item.map_err(sled_io)?;
+            let reply: ReplyRecord = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            ids.insert(reply.object);
         }
         Ok(ids)
     }
@@ -400,6 +571,10 @@ fn append_leaf(
     }
     log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
     Ok(index)
+}
+
+fn member_key(case: &str, member: &str) -> String {
+    format!("{case}/{member}")
 }
 
 fn abort(why: &str) -> ConflictableTransactionError<io::Error> {

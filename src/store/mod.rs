@@ -13,7 +13,7 @@ mod index;
 mod objects;
 
 use index::CommitError;
-pub use index::{CaseRecord, ExportMark, LastExport, SubmissionRecord};
+pub use index::{CaseChoice, CaseRecord, ExportMark, LastExport, ReplyRecord, SubmissionRecord};
 pub use objects::{PendingObjects, TempObject};
 
 use crate::envelope::ObjectId;
@@ -118,18 +118,72 @@ impl Store {
         &self,
         pending: &PendingObjects,
         record: &SubmissionRecord,
-        case_tag: &[u8; 32],
-        case: &CaseRecord,
+        case: CaseChoice<'_>,
     ) -> io::Result<Receipt> {
-        let index =
-            pending.commit_with(|| match self.index.insert_submission(record, case_tag, case) {
-                Ok(index) => Ok(index),
-                Err(CommitError::NotRecorded(e)) => Err((e, false)),
-                // The record was applied and may still reach the disk: keep its objects;
-                // the next start-up sweep removes them if it did not.
-                Err(CommitError::NotDurable(e)) => Err((e, true)),
-            })?;
+        let index = pending.commit_with(|| match self.index.insert_submission(record, case) {
+            Ok(index) => Ok(index),
+            Err(CommitError::NotRecorded(e)) => Err((e, false)),
+            // The record was applied and may still reach the disk: keep its objects;
+            // the next start-up sweep removes them if it did not.
+            Err(CommitError::NotDurable(e)) => Err((e, true)),
+        })?;
         self.receipt(&record.id, index, &record.log_leaf())
+    }
+
+    /// The case a codename opens, if any.
+    pub fn case_for_codename(&self, normalized_codename: &str) -> io::Result<Option<CaseRecord>> {
+        let tag = crate::codename::tag(&self.instance_secret, normalized_codename);
+        Ok(self
+            .index
+            .cases_by_tag_prefix(&tag)?
+            .into_iter()
+            .find(|c| {
+                hex::decode(&c.tag).is_ok_and(|stored| {
+                    crate::codename::verify_tag(&self.instance_secret, normalized_codename, &stored)
+                })
+            })
+            .map(|c| c.record))
+    }
+
+    pub fn case_record(&self, case: &str) -> io::Result<Option<CaseRecord>> {
+        self.index.case_record(case)
+    }
+
+    /// A case's submissions, oldest first.
+    pub fn case_submissions(&self, case: &str) -> io::Result<Vec<SubmissionRecord>> {
+        self.index.case_submissions(case)
+    }
+
+    /// A case's replies, oldest first.
+    pub fn case_replies(&self, case: &str) -> io::Result<Vec<ReplyRecord>> {
+        self.index.case_replies(case)
+    }
+
+    /// Stores a reply's ciphertext for `case` and logs its custody leaf, durably.
+    /// Returns false when the same reply was stored before (nothing changes).
+    pub fn add_reply(&self, case: &str, ciphertext: &[u8]) -> io::Result<bool> {
+        let id = ObjectId::of(ciphertext);
+        // Checked before writing: re-persisting an object a record already names, then
+        // abandoning it, would delete the stored copy.
+        if self.index.has_reply(case, &id)? {
+            return Ok(false);
+        }
+        let pending = PendingObjects::default();
+        let result = (|| {
+            let (temp, mut file) = self.create_temp()?;
+            file.write_all(ciphertext)?;
+            temp.persist(file, &id, &pending)?;
+            let hour = crate::intake::upload::received_hour();
+            pending.commit_with(|| match self.index.insert_reply(case, &id, &hour) {
+                Ok(added) => Ok(added),
+                Err(CommitError::NotRecorded(e)) => Err((e, false)),
+                Err(CommitError::NotDurable(e)) => Err((e, true)),
+            })
+        })();
+        if result.is_err() {
+            pending.abandon();
+        }
+        result
     }
 
     /// A receipt for leaf `index`: its inclusion proof in the tree of `index + 1` leaves,

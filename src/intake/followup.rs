@@ -1,0 +1,404 @@
+//! Survivors come back: a codename opens the case for a short while, shows what was
+//! received and the coalition's replies, and takes more evidence for the same case.
+//!
+//! What is kept: nothing on disk; in memory, per open case, a random session id, the
+//! case record and when it was last used (15 minutes idle, then gone), and one global
+//! counter of recent wrong codenames. Replies are decrypted only in answer to the
+//! codename itself, with an identity derived from it in memory and dropped at once.
+
+use super::error::IntakeError;
+use super::upload::{self, Target};
+use super::{api, pages, Intake};
+use crate::envelope::Origin;
+use crate::store::{CaseRecord, Store};
+use crate::{codename, keys, reply};
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A case stays open this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+/// Wrong codenames are counted over this window.
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Open cases held at once; past this, new ones wait (503).
+const MAX_SESSIONS: usize = 10_000;
+const COOKIE: &str = "amanat_case";
+/// The longest codename anyone could type (5 words of 6 letters, in any alphabet, with
+/// generous spacing); longer input is not a codename and is not worth hashing.
+const MAX_CODENAME_BYTES: usize = 512;
+
+/// Sessions and the global throttle on wrong codenames.
+pub struct FollowUp {
+    sessions: Mutex<HashMap<String, Session>>,
+    throttle: Mutex<Throttle>,
+    max_failures: u32,
+}
+
+struct Session {
+    case: CaseRecord,
+    last_seen: Instant,
+}
+
+/// Wrong codenames in the current window, from anyone: who tried is never recorded.
+struct Throttle {
+    window_start: Instant,
+    failures: u32,
+}
+
+impl FollowUp {
+    pub fn new(max_failures_per_minute: u32) -> FollowUp {
+        FollowUp {
+            sessions: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle { window_start: Instant::now(), failures: 0 }),
+            max_failures: max_failures_per_minute,
+        }
+    }
+
+    /// The case a typed codename opens. While too many wrong codenames were entered in
+    /// the current window, every attempt is refused before it is checked: a right guess
+    /// must not be told apart from a wrong one then, or the throttle would not slow
+    /// guessing at all.
+    pub async fn open_case(
+        &self,
+        store: &Arc<Store>,
+        typed: &str,
+    ) -> Result<CaseRecord, IntakeError> {
+        if self.throttled() {
+            return Err(IntakeError::TooManyAttempts);
+        }
+        if typed.len() > MAX_CODENAME_BYTES {
+            self.count_failure();
+            return Err(IntakeError::CodenameNotRecognized);
+        }
+        let normalized = codename::normalize(typed);
+        let store = store.clone();
+        let found = upload::blocking(move || store.case_for_codename(&normalized)).await?;
+        match found {
+            Some(case) => Ok(case),
+            None => {
+                self.count_failure();
+                Err(IntakeError::CodenameNotRecognized)
+            }
+        }
+    }
+
+    fn throttled(&self) -> bool {
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        if t.window_start.elapsed() >= THROTTLE_WINDOW {
+            t.window_start = Instant::now();
+            t.failures = 0;
+        }
+        t.failures >= self.max_failures
+    }
+
+    fn count_failure(&self) {
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.failures = t.failures.saturating_add(1);
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a session for `case`; returns its id.
+    fn start_session(&self, store: &Store, case: CaseRecord) -> Result<String, IntakeError> {
+        let mut sessions = self.lock_sessions();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE);
+            if sessions.len() >= MAX_SESSIONS {
+                return Err(IntakeError::Busy);
+            }
+        }
+        let mut bytes = [0u8; 16];
+        store.rng().fill(&mut bytes).map_err(|_| IntakeError::Internal)?;
+        let id = hex::encode(bytes);
+        sessions.insert(id.clone(), Session { case, last_seen: Instant::now() });
+        Ok(id)
+    }
+
+    /// The case of a live session, touching it; an idle one is closed.
+    fn session(&self, id: &str) -> Option<CaseRecord> {
+        let mut sessions = self.lock_sessions();
+        let session = sessions.get_mut(id)?;
+        if session.last_seen.elapsed() >= SESSION_IDLE {
+            sessions.remove(id);
+            return None;
+        }
+        session.last_seen = Instant::now();
+        Some(session.case.clone())
+    }
+
+    fn end_session(&self, id: &str) {
+        self.lock_sessions().remove(id);
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/followup", web::get().to(page))
+        .route("/followup", web::post().to(sign_in))
+        .route("/followup/add", web::post().to(add))
+        .route("/followup/close", web::post().to(close))
+        .route("/api/v1/followup", web::post().to(api_open))
+        .route("/api/v1/followup/submissions", web::post().to(api_add));
+}
+
+/// One reply as the survivor sees it.
+#[derive(Serialize)]
+pub struct ShownReply {
+    pub received_at: String,
+    pub text: String,
+}
+
+impl Drop for ShownReply {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
+    }
+}
+
+/// What the survivor is shown of their case: hours and counts, never file names.
+struct CaseView {
+    items: Vec<ReceivedItem>,
+    replies: Option<Vec<ShownReply>>,
+}
+
+struct ReceivedItem {
+    received_at: String,
+    files: usize,
+}
+
+/// Decrypts the case's replies with the identity the codename derives. A reply that
+/// does not open is reported as such, never hidden.
+fn read_replies(
+    store: &Store,
+    case: &str,
+    normalized_codename: &str,
+) -> std::io::Result<Vec<ShownReply>> {
+    let identity = keys::reply_identity(store.instance_secret(), normalized_codename);
+    let mut shown = Vec::new();
+    for record in store.case_replies(case)? {
+        let (file, _) = store.open_object(&record.object)?;
+        let text = match reply::open_reply(file, &identity, case) {
+            Ok(message) => message.text.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "a stored reply could not be opened");
+                "(A reply arrived but could not be read. Please tell the coalition.)".into()
+            }
+        };
+        shown.push(ShownReply { received_at: record.imported_at, text });
+    }
+    Ok(shown)
+}
+
+fn case_items(store: &Store, case: &str) -> std::io::Result<Vec<ReceivedItem>> {
+    Ok(store
+        .case_submissions(case)?
+        .into_iter()
+        .map(|r| ReceivedItem { received_at: r.received_at, files: r.attachments.len() })
+        .collect())
+}
+
+#[derive(Template)]
+#[template(path = "followup.html")]
+struct SignInPage<'a> {
+    notice: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+struct CasePage<'a> {
+    view: &'a CaseView,
+    added: Option<&'a str>,
+    max_files: usize,
+    max_size: &'a str,
+}
+
+const WRONG_CODENAME: &str = "This codename does not open a case. Check each word and try \
+                              again; Cyrillic or Latin letters, capitals and spaces do not \
+                              matter.";
+
+async fn page(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    match session_of(&req, &intake) {
+        Some(case) => render_case(&intake, &case, None, None).await,
+        None => pages::html(SignInPage { notice: None }.render()),
+    }
+}
+
+/// The form's and the API's one field; wiped when dropped.
+#[derive(Deserialize)]
+struct SignInForm {
+    codename: String,
+}
+
+impl Drop for SignInForm {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.codename);
+    }
+}
+
+async fn sign_in(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    form: Result<web::Form<SignInForm>, actix_web::Error>,
+) -> HttpResponse {
+    let Ok(form) = form else {
+        return pages::html(SignInPage { notice: Some(WRONG_CODENAME) }.render());
+    };
+    match intake.followup.open_case(&intake.store, &form.codename).await {
+        Ok(case) => {
+            let replies = {
+                let store = intake.store.clone();
+                let normalized = codename::normalize(&form.codename);
+                let case = case.case.clone();
+                upload::blocking(move || read_replies(&store, &case, &normalized)).await
+            };
+            let session = intake.followup.start_session(&intake.store, case.clone());
+            match (replies, session) {
+                (Ok(replies), Ok(session)) => {
+                    let mut response = render_case(&intake, &case, Some(replies), None).await;
+                    set_cookie(&req, &mut response, &session);
+                    response
+                }
+                (Err(e), _) | (_, Err(e)) => pages::error_page(&intake, e),
+            }
+        }
+        // The same page anyone gets before signing in, with a word about the codename.
+        Err(IntakeError::CodenameNotRecognized) => {
+            pages::html(SignInPage { notice: Some(WRONG_CODENAME) }.render())
+        }
+        Err(e) => pages::error_page(&intake, e),
+    }
+}
+
+async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload) -> HttpResponse {
+    let Some(case) = session_of(&req, &intake) else {
+        return pages::error_page(&intake, IntakeError::SessionExpired);
+    };
+    let multipart = Multipart::new(req.headers(), payload);
+    let length = api::content_length(&req);
+    let target = Target::Case(case.clone());
+    match upload::receive(&intake, length, multipart, Origin::Web, "en", target).await {
+        Ok(accepted) => {
+            let files = accepted.objects.len() - 1;
+            let added = format!(
+                "Received and stored safely: {}{}.",
+                if files == 0 { "your text".to_string() } else { format!("{files} file(s)") },
+                if files == 0 { "" } else { " with your text, if any" }
+            );
+            render_case(&intake, &case, None, Some(&added)).await
+        }
+        Err(e) => pages::error_page(&intake, e),
+    }
+}
+
+async fn close(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    if let Some(id) = cookie_value(&req) {
+        intake.followup.end_session(&id);
+    }
+    let mut response =
+        pages::html(SignInPage { notice: Some("Your case is closed on this device.") }.render());
+    let expired = format!("{COOKIE}=; Path=/followup; Max-Age=0; HttpOnly; SameSite=Strict");
+    if let Ok(value) = header::HeaderValue::from_str(&expired) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn render_case(
+    intake: &Intake,
+    case: &CaseRecord,
+    replies: Option<Vec<ShownReply>>,
+    added: Option<&str>,
+) -> HttpResponse {
+    let store = intake.store.clone();
+    let id = case.case.clone();
+    let items = match upload::blocking(move || case_items(&store, &id)).await {
+        Ok(items) => items,
+        Err(e) => return pages::error_page(intake, e),
+    };
+    let view = CaseView { items, replies };
+    let limits = &intake.config.limits;
+    let max_size = super::error::human_bytes(limits.max_submission_bytes);
+    pages::html(
+        CasePage { view: &view, added, max_files: limits.max_files, max_size: &max_size }.render(),
+    )
+}
+
+fn session_of(req: &HttpRequest, intake: &Intake) -> Option<CaseRecord> {
+    intake.followup.session(&cookie_value(req)?)
+}
+
+/// The session id from the Cookie header: 32 hex characters, nothing else accepted.
+fn cookie_value(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
+/// Only the follow-up pages ever see the cookie; it dies with the browser, and the
+/// server forgets the session after 15 idle minutes anyway.
+fn set_cookie(req: &HttpRequest, response: &mut HttpResponse, session: &str) {
+    let secure = if req.connection_info().scheme() == "https" { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={session}; Path=/followup; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(value) = header::HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// `POST /api/v1/followup`: `{"codename"}` gives the case, its replies and how many
+/// submissions it holds.
+async fn api_open(
+    intake: web::Data<Intake>,
+    body: Result<web::Json<SignInForm>, actix_web::Error>,
+) -> HttpResponse {
+    let Ok(body) = body else {
+        return api::error_response(&intake, IntakeError::CodenameNotRecognized);
+    };
+    let case = match intake.followup.open_case(&intake.store, &body.codename).await {
+        Ok(case) => case,
+        Err(e) => return api::error_response(&intake, e),
+    };
+    let store = intake.store.clone();
+    let normalized = codename::normalize(&body.codename);
+    let id = case.case.clone();
+    let result = upload::blocking(move || {
+        let replies = read_replies(&store, &id, &normalized)?;
+        let submissions = store.case_submissions(&id)?.len();
+        Ok((replies, submissions))
+    })
+    .await;
+    match result {
+        Ok((replies, submissions)) => HttpResponse::Ok().json(serde_json::json!({
+            "case": case.case,
+            "replies": replies,
+            "submissions": submissions,
+        })),
+        Err(e) => api::error_response(&intake, e),
+    }
+}
+
+/// `POST /api/v1/followup/submissions`: like `/api/v1/submissions`, plus a `codename`
+/// field naming the case.
+async fn api_add(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let multipart = Multipart::new(req.headers(), payload);
+    let length = api::content_length(&req);
+    match upload::receive(&intake, length, multipart, Origin::Api, "und", Target::CodenameField)
+        .await
+    {
+        Ok(accepted) => api::created(&accepted),
+        Err(e) => api::error_response(&intake, e),
+    }
+}

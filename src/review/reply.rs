@@ -1,0 +1,82 @@
+//! `amanat reply`: a reviewer answers a survivor, offline. The reply is sealed to the
+//! reply recipient the survivor's own sealed manifest carried (never to anything the
+//! server could have edited) and to the coalition, into a reply bundle for
+//! `amanat import-replies`.
+
+use super::report::Case;
+use crate::keys::Recipients;
+use crate::reply::{self, ReplyEntry};
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// What `amanat reply` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct ReplySummary {
+    pub case: String,
+    pub object: String,
+    pub bytes: u64,
+}
+
+pub fn write_reply(
+    cases: &Path,
+    case: &str,
+    text: &str,
+    coalition: &Recipients,
+    out: &Path,
+) -> Result<ReplySummary, String> {
+    if !super::is_submission_id(case) {
+        return Err(format!("{case:?} is not a case id (32 hex characters)"));
+    }
+    let testimony = cases.join(case).join("testimony.json");
+    let opened: Case = fs::read(&testimony)
+        .map_err(|e| {
+            format!("case {case} is not among the opened cases in {} ({e})", cases.display())
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", testimony.display()))
+        })?;
+    if opened.case != case {
+        return Err(format!(
+            "{case} is a later submission of case {}: reply to that case",
+            opened.case
+        ));
+    }
+    let recipient = opened.reply_recipient.ok_or_else(|| {
+        format!("case {case} has no reply key (it was not sent through the server's form)")
+    })?;
+    if out.exists() {
+        return Err(format!("{} exists; a reply bundle never overwrites a file", out.display()));
+    }
+    let written_at = crate::intake::upload::received_hour();
+    let ciphertext = reply::seal_reply(case, &recipient, coalition, text, &written_at)?;
+    let entry = ReplyEntry {
+        case: case.into(),
+        reply_recipient: recipient,
+        object: crate::envelope::ObjectId::of(&ciphertext),
+    };
+    let object = entry.object.to_string();
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let result = reply::write_bundle(BufWriter::new(file), &[(entry, ciphertext)])
+        .and_then(|mut w| {
+            w.flush()?;
+            w.into_inner().map_err(|e| e.into_error())
+        })
+        .and_then(|f| {
+            f.sync_all()?;
+            f.metadata()
+        });
+    match result {
+        Ok(meta) => Ok(ReplySummary { case: case.into(), object, bytes: meta.len() }),
+        Err(e) => {
+            let _ = fs::remove_file(out);
+            Err(format!("writing {}: {e}", out.display()))
+        }
+    }
+}
