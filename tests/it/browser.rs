@@ -155,3 +155,59 @@ fn survivor_sends_a_photo_from_a_browser_without_javascript() {
     assert_eq!(manifest["attachments"][0]["media_type"], "image/jpeg");
     assert_eq!(manifest["attachments"][0]["sha256"], sha256_hex(&photo));
 }
+
+#[test]
+fn survivor_practices_the_codename_and_comes_back_to_add_a_photo_without_javascript() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let scar = noise(400_000, 78);
+    let scar_path = dir.path().join("scar-now.jpg");
+    std::fs::write(&scar_path, &scar).unwrap();
+
+    let browser = Browser::start(&dir.path().join("profile"));
+    browser.open(&format!("http://{}/submit", server.addr));
+    browser.type_into("#testimony", "Меня избили в РОВД, следы уже зажили.");
+    browser.click("button[type=submit]");
+    wait_until("the receipt page is shown", || browser.exists("#codename"));
+    let codename = browser.text_of("#codename");
+    let case = browser.text_of("#submission-id");
+
+    // Practice: typed back from paper, in capitals.
+    browser.type_into("#typed", &codename.to_uppercase());
+    browser.click("#practice");
+    wait_until("the practice result", || browser.exists("#practice-result"));
+    assert_eq!(browser.text_of("#practice-result"), "Correct");
+
+    // Days later: the codename opens the case, and a new photo goes to it.
+    browser.open(&format!("http://{}/", server.addr));
+    browser.click("#followup-link");
+    browser.type_into("#codename", &codename);
+    browser.click("button[type=submit]");
+    wait_until("the case page is shown", || browser.exists("#received"));
+    assert!(browser.exists("#no-replies"));
+    browser.type_into("#testimony", "Фото шрама сегодня.");
+    browser.type_into("#evidence", scar_path.to_str().unwrap());
+    browser.click("form[action='/followup/add'] button");
+    wait_until("the addition is confirmed", || browser.exists("#added"));
+    let rows = browser.session_call(
+        "POST",
+        "/elements",
+        json!({"using": "css selector", "value": "#received tr"}),
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 3, "a header and two submissions");
+
+    // The key holder finds the photo in a second submission of the same case.
+    let mut found = false;
+    for path in server.object_files() {
+        let plain = decrypt(&std::fs::read(&path).unwrap(), &coalition.identities[0]);
+        if let Ok(manifest) = serde_json::from_slice::<Value>(&plain) {
+            if manifest["attachments"][0]["sha256"] == sha256_hex(&scar) {
+                assert_eq!(manifest["case"], case.as_str());
+                assert_ne!(manifest["submission"], case.as_str());
+                found = true;
+            }
+        }
+    }
+    assert!(found, "the added photo is in the case");
+}

@@ -6,6 +6,7 @@ mod common;
 mod browser;
 mod crash;
 mod disclose;
+mod followup;
 mod intake;
 mod keygen;
 mod limits;

@@ -1,0 +1,396 @@
+//! Survivors come back with their codename: they read the coalition's reply and add
+//! evidence to the same case; reviewers see it grouped with the case.
+
+use crate::common::*;
+use crate::review::{export, open};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn amanat(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A first submission through the API: (submission id, codename).
+fn first_submission(server: &Server) -> (String, String) {
+    let response = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[
+            text("testimony", "Taken from hospital No. 4 on 6 January, beaten in the basement."),
+            file("evidence", "ribs.jpg", "image/jpeg", &noise(300_000, 5)),
+        ],
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    let body = response.json();
+    (body["id"].as_str().unwrap().into(), body["codename"].as_str().unwrap().into())
+}
+
+/// The codename as a survivor writing in Cyrillic would copy it.
+fn in_cyrillic(codename: &str) -> String {
+    codename
+        .chars()
+        .map(|c| match c {
+            'b' => 'б',
+            'd' => 'д',
+            'f' => 'ф',
+            'g' => 'г',
+            'k' => 'к',
+            'l' => 'л',
+            'm' => 'м',
+            'n' => 'н',
+            'r' => 'р',
+            's' => 'с',
+            't' => 'т',
+            'v' => 'в',
+            'z' => 'з',
+            'a' => 'а',
+            'e' => 'е',
+            'i' => 'и',
+            'o' => 'о',
+            'u' => 'у',
+            other => other,
+        })
+        .collect()
+}
+
+fn followup(server: &Server, codename: &str) -> Response {
+    let body = serde_json::to_vec(&json!({ "codename": codename })).unwrap();
+    request(server.addr, "POST", "/api/v1/followup", &[("Content-Type", "application/json")], &body)
+}
+
+fn form_post(server: &Server, path: &str, body: &str, cookie: Option<&str>) -> Response {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(cookie) = cookie {
+        headers.push(("Cookie", cookie));
+    }
+    request(server.addr, "POST", path, &headers, body.as_bytes())
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Writes a reply offline and imports it into the running server.
+fn reply(dir: &Path, server: &Server, coalition: &Coalition, cases: &Path, case: &str, text: &str) {
+    let text_file = dir.join("reply.txt");
+    std::fs::write(&text_file, text).unwrap();
+    let bundle = dir.join(format!("reply-{}.tar", text.len()));
+    let _ = std::fs::remove_file(&bundle);
+    let out = amanat(&[
+        "reply",
+        "--cases",
+        s(cases),
+        "--case",
+        case,
+        "--text-file",
+        s(&text_file),
+        "--recipients",
+        s(&coalition.recipients_file),
+        "--out",
+        s(&bundle),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = amanat(&["import-replies", s(&bundle), "--data-dir", s(&server.data_dir), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["added"], 1);
+    // A second import of the same bundle adds nothing.
+    let out = amanat(&["import-replies", s(&bundle), "--data-dir", s(&server.data_dir), "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["added"].clone(), summary["already_imported"].clone()),
+        (json!(0), json!(1))
+    );
+}
+
+#[test]
+fn survivor_reads_the_reply_and_adds_a_photo_that_reviewers_see_in_the_same_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 2);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (case, codename) = first_submission(&server);
+    // Someone else's case, to show nothing crosses over.
+    let (other_case, other_codename) = first_submission(&server);
+
+    let cases = dir.path().join("cases");
+    let b1 = dir.path().join("b1.tar");
+    export(&server, &b1, false);
+    assert!(open(&[&b1], &coalition.identity_files[0], &cases).0);
+
+    let answer = "Мы получили ваше заявление. Пришлите, пожалуйста, справку из больницы.\n\
+                  A lawyer can take your case.";
+    reply(dir.path(), &server, &coalition, &cases, &case, answer);
+
+    // The survivor, typing the codename in Cyrillic capitals with hyphens.
+    let typed = in_cyrillic(&codename).to_uppercase().replace(' ', " - ");
+    let opened = followup(&server, &typed);
+    assert_eq!(opened.status, 200, "{}", opened.text());
+    let body = opened.json();
+    assert_eq!(body["case"], case.as_str());
+    assert_eq!(body["submissions"], 1);
+    assert_eq!(body["replies"].as_array().unwrap().len(), 1);
+    assert_eq!(body["replies"][0]["text"], answer);
+    assert!(body["replies"][0]["received_at"].as_str().unwrap().ends_with(":00:00Z"));
+    // The other survivor sees no reply.
+    let other = followup(&server, &other_codename).json();
+    assert_eq!(
+        (other["case"].as_str().unwrap(), other["replies"].clone()),
+        (other_case.as_str(), json!([]))
+    );
+
+    // The survivor adds the hospital certificate to the same case.
+    let certificate = noise(150_000, 9);
+    let added = post_multipart(
+        server.addr,
+        "/api/v1/followup/submissions",
+        &[
+            text("codename", &codename),
+            text("testimony", "The hospital letter, as you asked."),
+            file("evidence", "spravka.jpg", "image/jpeg", &certificate),
+        ],
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    let added = added.json();
+    assert_eq!(added["case"], case.as_str());
+    assert!(added.get("codename").is_none(), "no new codename for an addition");
+    let added_id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(followup(&server, &codename).json()["submissions"], 2);
+
+    // The next export and open show it in the same case.
+    let b2 = dir.path().join("b2.tar");
+    export(&server, &b2, false);
+    let (ok, outcomes) = open(&[&b2], &coalition.identity_files[0], &cases);
+    assert!(ok, "{outcomes:?}");
+    assert_eq!(outcomes[&added_id]["case"], case.as_str());
+    let saved = std::fs::read(cases.join(&added_id).join("evidence/spravka.jpg")).unwrap();
+    assert!(saved == certificate, "the certificate is bit-identical");
+    let testimony: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cases.join(&added_id).join("testimony.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(testimony["case"], case.as_str());
+    assert!(!testimony.to_string().contains(&codename), "the codename is never stored");
+    let index = std::fs::read_to_string(cases.join("index.html")).unwrap();
+    let group = index.split(&format!("id=\"case-{case}\"")).nth(1).expect("the case's group");
+    let group = group.split("<h2").next().unwrap();
+    assert!(
+        group.contains(&format!("{case}/report.html"))
+            && group.contains(&format!("{added_id}/report.html"))
+    );
+    assert!(!group.contains(&other_case));
+
+    // The reply's text is nowhere in plaintext on the server's disk or in its logs.
+    for needle in ["справку из больницы", "A lawyer can take your case"] {
+        for path in all_files(&server.data_dir) {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            assert!(!contains(&bytes, needle.as_bytes()), "{needle:?} in {}", path.display());
+        }
+        assert!(!server.logs().contains(needle));
+    }
+    assert!(!server.logs().contains(&codename));
+}
+
+#[test]
+fn a_stored_reply_opens_only_with_the_codename() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (case, codename) = first_submission(&server);
+    let cases = dir.path().join("cases");
+    let b1 = dir.path().join("b1.tar");
+    export(&server, &b1, false);
+    assert!(open(&[&b1], &coalition.identity_files[0], &cases).0);
+    let before: std::collections::HashSet<_> = server.object_files().into_iter().collect();
+    reply(dir.path(), &server, &coalition, &cases, &case, "Only you can read this.");
+    let added: Vec<_> = server.object_files().into_iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(added.len(), 1, "one reply object");
+    let ciphertext = std::fs::read(&added[0]).unwrap();
+
+    // Everything the server holds, without the codename: the instance secret, the case
+    // id, the stored tag. None of it yields the reply identity.
+    let secret = std::fs::read(server.data_dir.join("instance.secret")).unwrap();
+    let normalized = amanat::codename::normalize(&codename);
+    let mut one_word_off: Vec<String> = codename.split(' ').map(String::from).collect();
+    one_word_off[2] = "babababa".into();
+    for guess in [String::new(), case.clone(), hex_of(&secret), one_word_off.join(" ")] {
+        let identity = amanat::keys::reply_identity(&secret, &amanat::codename::normalize(&guess));
+        let result = amanat::envelope::open_object(&ciphertext[..], &[identity], Vec::new());
+        assert!(result.is_err(), "the reply opened without the codename ({guess:?})");
+    }
+    let identity = amanat::keys::reply_identity(&secret, &normalized);
+    let (plain, _) =
+        amanat::envelope::open_object(&ciphertext[..], &[identity], Vec::new()).unwrap();
+    assert!(String::from_utf8(plain).unwrap().contains("Only you can read this."));
+    // The coalition can read what it sent.
+    assert!(
+        amanat::envelope::open_object(&ciphertext[..], &coalition.identities, Vec::new()).is_ok()
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_same_codename_opens_despite_slips_and_one_word_off_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (case, codename) = first_submission(&server);
+    let words: Vec<&str> = codename.split(' ').collect();
+    let variants = [
+        codename.to_uppercase(),
+        format!("  {}  ", words.join("   ")),
+        words.join("-"),
+        words.join(""),
+        in_cyrillic(&codename),
+        format!("{} {}", in_cyrillic(&words[..2].join(" ")), words[2..].join(" ")),
+    ];
+    for typed in &variants {
+        let opened = followup(&server, typed);
+        assert_eq!(opened.status, 200, "{typed:?}: {}", opened.text());
+        assert_eq!(opened.json()["case"], case.as_str());
+    }
+    let mut off: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    off[4] = off[4].chars().rev().collect::<String>();
+    if off[4] == words[4] {
+        off[4] = "zuzuzu".into();
+    }
+    let refused = followup(&server, &off.join(" "));
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.error_code(), "codename_not_recognized");
+    let short = followup(&server, &words[..4].join(" "));
+    assert_eq!(short.status, 401);
+}
+
+#[test]
+fn wrong_codenames_get_the_sign_in_page_and_a_burst_makes_everyone_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "wrong_codenames_per_minute = 5");
+    let (_, codename) = first_submission(&server);
+
+    // Before signing in, anyone gets the sign-in page; a wrong codename gets it again,
+    // with the same status, and no cookie.
+    let blank = get(server.addr, "/followup");
+    let wrong =
+        form_post(&server, "/followup", "codename=bafoki+bafoki+bafoki+bafoki+bafoki", None);
+    assert_eq!((blank.status, wrong.status), (200, 200));
+    for page in [&blank, &wrong] {
+        assert!(page.text().contains("name=\"codename\""));
+        assert!(page.header("Set-Cookie").is_none());
+    }
+    assert!(wrong.text().contains("does not open a case"));
+
+    // Four more wrong ones (five in the window): now even the right codename waits.
+    for i in 0..4 {
+        let r = followup(&server, &format!("dadada dadada dadada dadada dadad{i}"));
+        assert_eq!(r.status, 401);
+    }
+    let waiting = followup(&server, &codename);
+    assert_eq!(waiting.status, 429, "{}", waiting.text());
+    assert_eq!(waiting.error_code(), "too_many_attempts");
+    assert_eq!(waiting.header("Retry-After"), Some("60"));
+    let page = form_post(&server, "/followup", &format!("codename={}", urlencode(&codename)), None);
+    assert_eq!(page.status, 429);
+    assert!(page.text().contains("try again in 60 seconds"));
+
+    // Nothing about the attempts is kept beyond the counter: no codename in the logs
+    // and nothing new under the data directory.
+    let logs = server.logs();
+    assert!(!logs.contains(&codename) && !logs.contains("bafoki") && !logs.contains("dadada"));
+}
+
+#[test]
+fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (case, codename) = first_submission(&server);
+
+    let signed_in =
+        form_post(&server, "/followup", &format!("codename={}", urlencode(&codename)), None);
+    assert_eq!(signed_in.status, 200);
+    let set_cookie = signed_in.header("Set-Cookie").expect("a session cookie").to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/followup"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain HTTP on loopback (Tor) cannot carry Secure");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let session = cookie.split('=').nth(1).unwrap();
+    assert_eq!(session.len(), 32);
+    assert!(!set_cookie.contains(&case), "the cookie names no case");
+    assert!(signed_in.text().contains("id=\"no-replies\""));
+
+    // With the cookie: the case page, and additions go to the case.
+    let page = request(server.addr, "GET", "/followup", &[("Cookie", &cookie)], b"");
+    assert!(page.text().contains("id=\"received\"") && page.text().contains("/followup/add"));
+    assert!(!page.text().contains("ribs.jpg"), "no file names echoed");
+    let body = multipart_body(&[file("evidence", "scar.jpg", "image/jpeg", &noise(50_000, 3))]);
+    let added = request(
+        server.addr,
+        "POST",
+        "/followup/add",
+        &[("Content-Type", &multipart_type()), ("Cookie", &cookie)],
+        &body,
+    );
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert!(added.text().contains("id=\"added\""));
+    assert_eq!(followup(&server, &codename).json()["submissions"], 2);
+
+    // Without a session, an addition is refused and nothing is stored.
+    let files_before = server.object_files().len();
+    let refused = request(
+        server.addr,
+        "POST",
+        "/followup/add",
+        &[
+            ("Content-Type", &multipart_type()),
+            ("Cookie", "amanat_case=00000000000000000000000000000000"),
+        ],
+        &body,
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(server.object_files().len(), files_before);
+
+    // Closing ends the session on the server too.
+    let closed = form_post(&server, "/followup/close", "", Some(&cookie));
+    assert!(closed.header("Set-Cookie").unwrap().contains("Max-Age=0"));
+    let after = request(server.addr, "GET", "/followup", &[("Cookie", &cookie)], b"");
+    assert!(after.text().contains("name=\"codename\"") && !after.text().contains("/followup/add"));
+}
+
+#[test]
+fn the_receipt_page_lets_the_survivor_practice_the_codename() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (_, codename) = first_submission(&server);
+    let right = form_post(
+        &server,
+        "/receipt/practice",
+        &format!("codename={}&typed={}", urlencode(&codename), urlencode(&in_cyrillic(&codename))),
+        None,
+    );
+    assert_eq!(right.status, 200);
+    assert!(right.text().contains("class=\"correct\""));
+    assert!(!right.text().contains(&codename), "a right answer does not show it again");
+    let wrong = form_post(
+        &server,
+        "/receipt/practice",
+        &format!("codename={}&typed=bafoki", urlencode(&codename)),
+        None,
+    );
+    assert!(wrong.text().contains("class=\"wrong\"") && wrong.text().contains(&codename));
+}
