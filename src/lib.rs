@@ -13,5 +13,6 @@ pub mod keys;
 pub mod log;
 pub mod reply;
 pub mod review;
+pub mod sealed;
 pub mod serve;
 pub mod store;

@@ -170,6 +170,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Offline (field kit): seal a testimony and its files to the coalition's keys into
+    /// one sealed file to carry out on USB or send by any messenger. Without
+    /// --testimony-file, asks the form's questions on the terminal.
+    Seal {
+        /// The coalition's recipients file (age1... per line).
+        #[arg(long, value_name = "FILE")]
+        recipients: PathBuf,
+        /// The testimony, as UTF-8 text.
+        #[arg(long, value_name = "FILE")]
+        testimony_file: Option<PathBuf>,
+        /// Another answer, as name=value (repeatable), e.g. --field where=Almaty.
+        #[arg(long = "field", value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+        /// A photo, video or document (repeatable). Sealed bit-exact, metadata and all.
+        #[arg(long = "evidence", value_name = "FILE")]
+        evidence: Vec<PathBuf>,
+        /// The survivor's language (kk, ru, en...).
+        #[arg(long, default_value = "und")]
+        language: String,
+        /// The sealed file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand sealed files (from `amanat seal`) to the running server, through its admin
+    /// socket.
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -242,6 +277,18 @@ fn main() -> ExitCode {
                 server_key.as_deref(),
                 json,
             );
+        }
+        Command::Seal { recipients, testimony_file, fields, evidence, language, out, json } => {
+            seal(&recipients, testimony_file.as_deref(), &fields, &evidence, language, &out, json)
+        }
+        Command::Import { files, data_dir, json } => {
+            return match data_dir_of(cli.config.as_deref(), data_dir) {
+                Ok(dir) => import_sealed(&dir, &files, json),
+                Err(e) => {
+                    eprintln!("amanat: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Reply { cases, case, text_file, recipients, out, json } => {
             reply(cli.config.as_deref(), &cases, &case, &text_file, recipients, &out, json)
@@ -318,6 +365,136 @@ fn export(data_dir: &Path, out: &Path, all: bool, json: bool) -> Result<(), Stri
         (None, false) => println!("Nothing new to export; no file written."),
     }
     Ok(())
+}
+
+fn seal(
+    recipients: &Path,
+    testimony_file: Option<&Path>,
+    fields: &[String],
+    evidence: &[PathBuf],
+    language: String,
+    out: &Path,
+    json: bool,
+) -> Result<(), String> {
+    use amanat::envelope::TextField;
+    let recipients = keys::Recipients::load(recipients).map_err(|e| e.to_string())?;
+    let mut text_fields = Vec::new();
+    for field in fields {
+        let (name, value) = field
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| format!("--field {field:?}: write it as name=value"))?;
+        text_fields.push(TextField { name: name.into(), value: value.into() });
+    }
+    let testimony = match testimony_file {
+        Some(path) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {} as UTF-8 text: {e}", path.display()))?,
+        ),
+        None => ask_testimony(&mut text_fields)?,
+    };
+    let bar = progress_bar("sealing");
+    let summary = amanat::sealed::seal(
+        amanat::sealed::SealRequest {
+            recipients: &recipients,
+            testimony,
+            fields: text_fields,
+            evidence,
+            language,
+            out,
+        },
+        |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        println!(
+            "Sealed {} file(s) and the testimony into {} ({} bytes). Only the coalition's keys \
+             open it. Carry it out (USB, any messenger); `amanat import` or the server's \
+             /api/v1/sealed takes it in. You may now delete the originals if the device may \
+             be searched.",
+            summary.files,
+            out.display(),
+            summary.bytes
+        );
+    }
+    Ok(())
+}
+
+/// The form's main questions on the terminal, for a volunteer writing down what a
+/// survivor says. Only the testimony is required.
+fn ask_testimony(
+    fields: &mut Vec<amanat::envelope::TextField>,
+) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    eprintln!("What happened, in the survivor's own words. End with a line holding only a dot (.)");
+    let mut testimony = zeroize::Zeroizing::new(String::new());
+    for line in lines.by_ref() {
+        let line = zeroize::Zeroizing::new(line.map_err(|e| e.to_string())?);
+        if line.trim() == "." {
+            break;
+        }
+        testimony.push_str(&line);
+        testimony.push('\n');
+    }
+    for (name, question) in [
+        ("when", "When did it happen? (an approximate date is fine; Enter to skip)"),
+        ("where", "Where? City and place (Enter to skip)"),
+        ("what_was_done", "What was done? (Enter to skip)"),
+        ("contact", "How may the coalition reach the survivor, if they want that? (Enter to skip)"),
+    ] {
+        eprintln!("{question}");
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| e.to_string())?;
+        if !line.trim().is_empty() {
+            fields.push(amanat::envelope::TextField { name: name.into(), value: line });
+        }
+    }
+    Ok(testimony)
+}
+
+/// `amanat import`: exit code 0 only when every file was stored (or had been).
+fn import_sealed(data_dir: &Path, files: &[PathBuf], json: bool) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        let result = AdminClient::connect(data_dir).and_then(|c| c.import_sealed(file));
+        match (result, json) {
+            (Ok(done), true) => println!(
+                "{}",
+                serde_json::json!({"file": file, "id": done.id, "received_at": done.received_at,
+                                   "already_imported": done.already_imported})
+            ),
+            (Ok(done), false) => println!(
+                "{}  {}  {}",
+                if done.already_imported { "already " } else { "imported" },
+                done.id,
+                file.display()
+            ),
+            (Err(e), true) => {
+                failed = true;
+                println!("{}", serde_json::json!({"file": file, "error": e}))
+            }
+            (Err(e), false) => {
+                failed = true;
+                println!("REFUSED   {}  {}", file.display(), printable(&e))
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn reply(

@@ -24,7 +24,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "store ready"
     );
     let store = Arc::new(store);
-    crate::admin::start(store.clone(), &config.data_dir)
+    crate::admin::start(store.clone(), &config.data_dir, config.limits.clone())
         .map_err(|e| format!("cannot open the admin socket: {e}"))?;
     if config.retention_days > 0 {
         crate::admin::start_retention(store.clone(), config.retention_days)

@@ -57,6 +57,15 @@ impl AdminClient {
         self.receive()
     }
 
+    /// Streams a sealed file to the server, which checks and stores it like an upload.
+    pub fn import_sealed(mut self, path: &Path) -> Result<super::ImportedSealed, String> {
+        let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = file.metadata().map_err(|e| e.to_string())?.len();
+        self.send(&Request::ImportSealed { bytes })?;
+        io::copy(&mut file, &mut self.writer).map_err(|e| format!("admin socket: {e}"))?;
+        self.receive()
+    }
+
     /// Hands one reply to the server; true when it was new.
     pub fn import_reply(
         mut self,

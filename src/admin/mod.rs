@@ -10,6 +10,7 @@
 pub mod client;
 
 use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
+use crate::config::Limits;
 use crate::reply;
 use crate::store::{LastExport, Store};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,17 @@ pub enum Request {
         reply_recipient: String,
         object: String,
     },
+    /// A sealed file from a field kit; exactly `bytes` bytes of it follow the line.
+    ImportSealed {
+        bytes: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportedSealed {
+    pub id: String,
+    pub received_at: String,
+    pub already_imported: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,7 +84,7 @@ pub struct AdminError {
 }
 
 /// Binds the socket (replacing a stale one) and serves it on its own thread.
-pub fn start(store: Arc<Store>, data_dir: &Path) -> io::Result<PathBuf> {
+pub fn start(store: Arc<Store>, data_dir: &Path, limits: Limits) -> io::Result<PathBuf> {
     let path = data_dir.join(SOCKET_NAME);
     if path.exists() {
         // A socket left by a killed server: nobody answers on it any more.
@@ -97,15 +109,16 @@ pub fn start(store: Arc<Store>, data_dir: &Path) -> io::Result<PathBuf> {
                 continue;
             };
             let store = store.clone();
+            let limits = limits.clone();
             let _ = std::thread::Builder::new()
                 .name("admin-conn".into())
-                .spawn(move || serve_connection(&store, stream));
+                .spawn(move || serve_connection(&store, &limits, stream));
         }
     })?;
     Ok(path)
 }
 
-fn serve_connection(store: &Store, stream: UnixStream) {
+fn serve_connection(store: &Store, limits: &Limits, stream: UnixStream) {
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -126,6 +139,28 @@ fn serve_connection(store: &Store, stream: UnixStream) {
         }
         Request::Purge { exported_before_days } => {
             purge(store, exported_before_days).and_then(|report| answer(&mut writer, &report))
+        }
+        Request::ImportSealed { bytes } => {
+            // The same checks as an upload over HTTP, on the bytes that follow. What a
+            // refusal leaves unread is drained, so the client reads the answer instead
+            // of a reset connection.
+            let mut body = (&mut reader).take(bytes);
+            let result = crate::sealed::ingest(store, limits, &mut body);
+            let _ = io::copy(&mut body, &mut io::sink());
+            match result {
+                Ok(done) => {
+                    tracing::info!(already = done.already_imported, "sealed file imported");
+                    answer(
+                        &mut writer,
+                        &ImportedSealed {
+                            id: done.record.id,
+                            received_at: done.record.received_at,
+                            already_imported: done.already_imported,
+                        },
+                    )
+                }
+                Err(e) => answer_error(&mut writer, e.code(), &e.message(limits)),
+            }
         }
         Request::ImportReply { case, reply_recipient, object } => {
             match import_reply(store, case, reply_recipient, &object) {

@@ -255,6 +255,29 @@ pub fn object_member(id: &ObjectId) -> String {
     object_entry_name(id)
 }
 
+/// Whether the tar's first member is named `name` (from its header's name field).
+fn first_member_is(path: &Path, name: &str) -> io::Result<bool> {
+    let mut head = [0u8; 100];
+    let mut file = File::open(path)?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    let field = &head[..read];
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    Ok(&field[..end] == name.as_bytes())
+}
+
+/// The id in an `objects/<64 hex>.age` member name.
+pub fn object_member_id(name: &str) -> Option<ObjectId> {
+    name.strip_prefix("objects/")
+        .and_then(|rest| rest.strip_suffix(".age"))
+        .and_then(ObjectId::parse)
+}
+
 /// True for `prefix/<64 hex>.age`.
 pub fn is_id_member(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
@@ -268,6 +291,9 @@ pub struct Bundle {
     package: Package,
     pub index: BundleIndex,
     pub damaged: Option<String>,
+    /// A field kit's sealed file rather than a server's bundle: one submission, in no
+    /// server's log, its index made from `sealed.json`.
+    pub sealed: bool,
 }
 
 impl Bundle {
@@ -275,6 +301,9 @@ impl Bundle {
     /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
     /// is recorded in `damaged`, so that the whole objects before it can still be used.
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+        if first_member_is(path, crate::sealed::INDEX_NAME)? {
+            return Self::open_sealed(path);
+        }
         let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
         let index: BundleIndex = serde_json::from_slice(&package.index)
             .map_err(|e| BundleError::BadIndex(e.to_string()))?;
@@ -282,7 +311,35 @@ impl Bundle {
             return Err(BundleError::BadIndex(format!("schema {:?}", index.schema)));
         }
         let damaged = package.damaged.clone();
-        Ok(Bundle { package, index, damaged })
+        Ok(Bundle { package, index, damaged, sealed: false })
+    }
+
+    /// A sealed file read as a bundle of one submission, so `open` treats both alike.
+    fn open_sealed(path: &Path) -> Result<Bundle, BundleError> {
+        use crate::sealed::{SealedIndex, INDEX_NAME as SEALED_INDEX, SEALED_SCHEMA};
+        let package = Package::read(path, SEALED_INDEX, |name| is_id_member(name, "objects/"))?;
+        let sealed: SealedIndex = serde_json::from_slice(&package.index)
+            .map_err(|e| BundleError::BadIndex(e.to_string()))?;
+        if sealed.schema != SEALED_SCHEMA {
+            return Err(BundleError::BadIndex(format!("schema {:?}", sealed.schema)));
+        }
+        let total =
+            sealed.objects().iter().filter_map(|id| package.member_len(&object_member(id))).sum();
+        let index = BundleIndex {
+            schema: BUNDLE_SCHEMA.into(),
+            bundle: format!("sealed-{}", sealed.submission),
+            server: "fieldkit".into(),
+            created_at: String::new(),
+            submissions: vec![sealed.record("", total)],
+            log: BundleLog {
+                server_key: String::new(),
+                checkpoint: String::new(),
+                earlier: Vec::new(),
+                inclusion: Default::default(),
+            },
+        };
+        let damaged = package.damaged.clone();
+        Ok(Bundle { package, index, damaged, sealed: true })
     }
 
     /// The stored bytes of one object, if the bundle carries it. The caller checks them

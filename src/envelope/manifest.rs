@@ -31,8 +31,12 @@ pub struct Manifest {
     /// gets it from the survivor's own sealed submission, not from editable metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_recipient: Option<String>,
-    /// Hour the server received it (UTC, RFC 3339).
+    /// Hour the server received it (UTC, RFC 3339); empty when sealed offline.
     pub received_at: String,
+    /// For a field-kit submission: when it was sealed, by the device's clock (to the
+    /// minute). The device's word, not the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<String>,
     pub language: String,
     #[zeroize(skip)]
     pub origin: Origin,

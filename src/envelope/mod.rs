@@ -378,18 +378,20 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Passes bytes through while computing their SHA-256 and length.
-struct HashingWriter<W> {
+/// Hashes (SHA-256) and counts what passes through to `inner`: how a stored object's
+/// id is computed as it is written.
+pub struct HashingWriter<W> {
     inner: W,
     hash: digest::Context,
     len: u64,
 }
 
 impl<W> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub fn new(inner: W) -> Self {
         HashingWriter { inner, hash: digest::Context::new(&digest::SHA256), len: 0 }
     }
 
-    fn finish(self) -> (W, digest::Digest, u64) {
+    pub fn finish(self) -> (W, digest::Digest, u64) {
         (self.inner, self.hash.finish(), self.len)
     }
 }

@@ -36,6 +36,70 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
     HttpResponse::Created().json(body)
 }
 
+/// `POST /api/v1/sealed`: a field kit's sealed file as the body, streamed to a blocking
+/// worker that checks and stores it (`sealed::ingest`). 201 with a receipt; 200 with
+/// the first receipt when the same file was imported before.
+pub async fn sealed(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    use futures_util::StreamExt;
+    use upload::{within, ChannelReader, Chunk};
+    let limits = intake.config.limits.clone();
+    // Objects, the manifest, and tar headers and padding for each member.
+    let ceiling = limits.max_submission_bytes + (8 << 20) + (limits.max_files as u64 + 2) * 2048;
+    if content_length(&req).is_some_and(|len| len > ceiling) {
+        return error_response(&intake, IntakeError::SubmissionTooLarge);
+    }
+    let idle = std::time::Duration::from_secs(limits.idle_timeout_secs);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
+    let store = intake.store.clone();
+    let worker = actix_web::rt::task::spawn_blocking(move || {
+        crate::sealed::ingest(&store, &limits, ChannelReader::new(rx))
+    });
+    let fed: Result<(), IntakeError> = async {
+        let mut total = 0u64;
+        while let Some(chunk) = within(idle, payload.next()).await? {
+            let chunk = chunk.map_err(|_| IntakeError::IncompleteUpload)?;
+            total += chunk.len() as u64;
+            if total > ceiling {
+                return Err(IntakeError::SubmissionTooLarge);
+            }
+            if tx.send(Chunk::Data(chunk)).await.is_err() {
+                // The worker stopped early: its own answer explains why.
+                return Ok(());
+            }
+        }
+        let _ = tx.send(Chunk::End).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let ingested = worker.await.unwrap_or(Err(IntakeError::Internal));
+    match (fed, ingested) {
+        (Err(e), _) | (Ok(()), Err(e)) => error_response(&intake, e),
+        (Ok(()), Ok(done)) => {
+            let mut response = if done.already_imported {
+                // Answered from sealed.json alone: the rest of the body is not read.
+                let mut ok = HttpResponse::Ok();
+                ok.force_close();
+                ok
+            } else {
+                HttpResponse::Created()
+            };
+            response.json(json!({
+                "id": done.record.id,
+                "case": done.record.case,
+                "received_at": done.record.received_at,
+                "objects": done.record.object_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "receipt": done.receipt,
+                "already_imported": done.already_imported,
+            }))
+        }
+    }
+}
+
 pub fn error_response(intake: &Intake, error: IntakeError) -> HttpResponse {
     let body = json!({
         "error": { "code": error.code(), "message": error.message(&intake.config.limits) }

@@ -39,6 +39,15 @@ pub enum IntakeError {
     SessionExpired,
     /// The server holds as many open follow-up sessions as it allows.
     Busy,
+    /// Not a tar beginning with `sealed.json` of ours.
+    NotASealedFile,
+    /// A tar member other than the objects `sealed.json` lists: a link, a device, a
+    /// path outside `objects/`, a duplicate.
+    SealedMemberRefused,
+    SealedObjectMismatch,
+    SealedObjectNotAge,
+    /// A sealed file with the id of another, different submission.
+    SealedConflict,
     Internal,
 }
 
@@ -69,6 +78,11 @@ impl IntakeError {
             TooManyAttempts => "too_many_attempts",
             SessionExpired => "session_expired",
             Busy => "busy",
+            NotASealedFile => "not_a_sealed_file",
+            SealedMemberRefused => "sealed_member_refused",
+            SealedObjectMismatch => "sealed_object_mismatch",
+            SealedObjectNotAge => "sealed_object_not_age",
+            SealedConflict => "sealed_id_conflict",
             Internal => "internal_error",
         }
     }
@@ -81,7 +95,9 @@ impl IntakeError {
             NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
             | UnexpectedFile | InvalidUtf8 | TestimonyMissing | DuplicateTestimony
-            | IncompleteUpload | NothingToAdd => StatusCode::BAD_REQUEST,
+            | IncompleteUpload | NothingToAdd | NotASealedFile | SealedMemberRefused
+            | SealedObjectMismatch | SealedObjectNotAge => StatusCode::BAD_REQUEST,
+            SealedConflict => StatusCode::CONFLICT,
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
             TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -162,6 +178,24 @@ impl IntakeError {
             ),
             SessionExpired => "Your case was closed after 15 minutes without activity, to \
                                protect you. Nothing was stored. Enter your codename again."
+                .into(),
+            NotASealedFile => "This is not a sealed file made by `amanat seal`: it must be a \
+                               tar beginning with sealed.json. Nothing was stored."
+                .into(),
+            SealedMemberRefused => "The sealed file holds something other than the encrypted \
+                                    objects its sealed.json lists (another path, a link, a \
+                                    device, or an object twice). Nothing was stored."
+                .into(),
+            SealedObjectMismatch => "An object in the sealed file does not match its id: it \
+                                     was damaged or altered on the way. Nothing was stored; \
+                                     ask for another copy."
+                .into(),
+            SealedObjectNotAge => "An object in the sealed file is not an age-encrypted file. \
+                                   Nothing was stored."
+                .into(),
+            SealedConflict => "A different submission with this sealed file's id is already \
+                               stored. Nothing was stored; reseal the testimony with `amanat \
+                               seal` and send the new file."
                 .into(),
             Busy => {
                 "The server is busy. Nothing was stored. Please try again in a few minutes.".into()

@@ -70,6 +70,7 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/api/v1/submissions", web::post().to(api::submit))
+        .route("/api/v1/sealed", web::post().to(api::sealed))
         .configure(pages::routes)
         .configure(followup::routes)
         .default_service(web::to(not_found));

@@ -150,6 +150,7 @@ pub async fn receive(
         case,
         reply_recipient,
         received_at: received_at.clone(),
+        declared_at: None,
         language,
         origin,
         testimony: testimony.to_string(),
@@ -338,9 +339,42 @@ async fn receive_file(
     Ok(sealed)
 }
 
-enum Chunk {
+pub(super) enum Chunk {
     Data(Bytes),
     End,
+}
+
+/// The blocking side of a streamed body: reads the chunks the request handler passes
+/// on. A body that stops without `End` (a refusal, a disconnect, a stall) is an error,
+/// never a clean end, so a cut-off upload can never look complete.
+pub(super) struct ChannelReader {
+    rx: mpsc::Receiver<Chunk>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl ChannelReader {
+    pub(super) fn new(rx: mpsc::Receiver<Chunk>) -> Self {
+        ChannelReader { rx, current: Bytes::new(), ended: false }
+    }
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(bytes)) => self.current = bytes,
+                Some(Chunk::End) => self.ended = true,
+                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload cut off")),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The blocking half of a file upload: encrypt, hash, fsync, rename.
@@ -389,7 +423,10 @@ async fn read_text(
 }
 
 /// Awaits the next piece of the upload, or refuses when it does not come in time.
-async fn within<T>(idle: Duration, next: impl Future<Output = T>) -> Result<T, IntakeError> {
+pub(super) async fn within<T>(
+    idle: Duration,
+    next: impl Future<Output = T>,
+) -> Result<T, IntakeError> {
     tokio::time::timeout(idle, next).await.map_err(|_| IntakeError::UploadStalled)
 }
 

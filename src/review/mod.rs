@@ -73,24 +73,25 @@ pub fn open_bundles(
 ) -> io::Result<Vec<Outcome>> {
     fs::create_dir_all(out)?;
     remove_stale_staging(out)?;
-    let mut opened: Vec<(Bundle, state::VerifiedLog)> = Vec::new();
+    // A sealed file from a field kit is in no server's log: nothing to check it against.
+    let mut opened: Vec<(Bundle, Option<state::VerifiedLog>)> = Vec::new();
     let mut outcomes = Vec::new();
     for path in bundles {
         // The whole bundle is refused when its log does not hold together or does not
         // agree with what this laptop verified before.
         match Bundle::open(path).map_err(|e| e.to_string()).and_then(|b| {
-            let verified = state.check(&b.index.log)?;
+            let verified = if b.sealed { None } else { Some(state.check(&b.index.log)?) };
             Ok((b, verified))
         }) {
             Ok(pair) => {
-                if pair.1.new_server {
+                if let Some(verified) = pair.1.as_ref().filter(|v| v.new_server) {
                     outcomes.push(Outcome {
                         submission: path.display().to_string(),
                         status: Status::NewServerKey,
                         reason: Some(format!(
                             "first bundle from server key {}: compare it with the key `amanat status` \
                              prints on the server; from now on this laptop holds that server to its log",
-                            pair.1.server_key
+                            verified.server_key
                         )),
                         files: 0,
                         path: None,
@@ -129,9 +130,12 @@ pub fn open_bundles(
                     case: Some(record.case.clone()),
                 }
             } else {
-                match in_log(bundle, log, record)
-                    .and_then(|()| open_case(bundle, record, identities, out))
-                {
+                let logged = match log {
+                    Some(log) => in_log(bundle, log, record),
+                    None if is_submission_id(&record.id) => Ok(()),
+                    None => Err("the sealed file names an invalid submission id".into()),
+                };
+                match logged.and_then(|()| open_case(bundle, record, identities, out)) {
                     Ok(files) => {
                         // Only a verified copy counts: a damaged one must not hide a
                         // good copy of the same submission in a later bundle.
@@ -139,7 +143,11 @@ pub fn open_bundles(
                         Outcome {
                             submission: record.id.clone(),
                             status: Status::Opened,
-                            reason: None,
+                            reason: bundle.sealed.then(|| {
+                                "sealed offline and opened directly: in no server's log yet, \
+                                 so only the device vouches for its time"
+                                    .to_string()
+                            }),
                             files,
                             path: Some(out.join(&record.id)),
                             case: Some(record.case.clone()),
@@ -290,8 +298,13 @@ pub(crate) fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> 
         return Err("the manifest belongs to another submission: objects were swapped".into());
     }
     // The hour the server recorded is also sealed inside the manifest: a bundle.json
-    // edited to move a submission in time disagrees with it.
-    if manifest.received_at != record.received_at {
+    // edited to move a submission in time disagrees with it. A field kit seals before
+    // any server sees it: its manifest has no hour of receipt, only the device's time.
+    let sealed_offline = manifest.origin == crate::envelope::Origin::Fieldkit;
+    if sealed_offline && !manifest.received_at.is_empty() {
+        return Err("a field-kit manifest claims an hour of receipt: not one amanat made".into());
+    }
+    if !sealed_offline && manifest.received_at != record.received_at {
         return Err(
             "the record's hour of receipt differs from the manifest's: the bundle was edited"
                 .into(),

@@ -16,7 +16,11 @@ use std::path::Path;
 #[derive(Serialize, Deserialize)]
 pub struct Case {
     pub submission: String,
+    /// The hour a server received it; empty for a sealed file opened directly.
     pub received_at: String,
+    /// When a field kit sealed it, by the device's clock (its word only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<String>,
     pub language: String,
     pub origin: Origin,
     pub case: String,
@@ -72,7 +76,8 @@ impl Case {
     ) -> Case {
         Case {
             submission: record.id.clone(),
-            received_at: manifest.received_at.clone(),
+            received_at: record.received_at.clone(),
+            declared_at: manifest.declared_at.clone(),
             language: manifest.language.clone(),
             origin: manifest.origin,
             case: record.case.clone(),
@@ -96,13 +101,21 @@ impl Case {
     /// The testimony as a person reads it: what happened first, then the answers in
     /// the order they were given, then the files.
     fn text(&self) -> String {
+        let received = if self.received_at.is_empty() {
+            "not received by a server (sealed file opened directly)".to_string()
+        } else {
+            format!("{} (hour, UTC, server's clock)", self.received_at)
+        };
         let mut t = format!(
-            "Submission {}\nReceived {} (hour, UTC), through {}, language {}\n\n",
+            "Submission {}\nReceived {received}, through {}, language {}\n",
             self.submission,
-            self.received_at,
             origin_name(self.origin),
             self.language
         );
+        if let Some(declared) = &self.declared_at {
+            t.push_str(&format!("Sealed offline {declared} (declared by the device)\n"));
+        }
+        t.push('\n');
         t.push_str("WHAT HAPPENED\n\n");
         t.push_str(self.testimony.trim_end());
         t.push_str("\n\n");

@@ -103,7 +103,13 @@ const TAG_PREFIX: usize = 8;
 /// Where a submission goes: a new case (its codename tag and case record), or an
 /// existing one.
 pub enum CaseChoice<'a> {
-    New { tag: &'a [u8; 32], case: &'a CaseRecord },
+    New {
+        tag: &'a [u8; 32],
+        case: &'a CaseRecord,
+    },
+    /// A new case without a codename (sealed offline by the field kit: a codename's tag
+    /// needs the server's instance secret). It can take no replies.
+    WithoutCodename,
     Existing,
 }
 
@@ -353,6 +359,10 @@ impl Index {
                     serde_json::to_vec(case).map_err(encode)?,
                 ))
             }
+            CaseChoice::WithoutCodename => {
+                let case = CaseRecord { case: record.case.clone(), reply_recipient: String::new() };
+                Some((Vec::new(), Vec::new(), serde_json::to_vec(&case).map_err(encode)?))
+            }
             CaseChoice::Existing => None,
         };
         let leaf = record.log_leaf().hash();
@@ -368,7 +378,9 @@ impl Index {
                         if case_records.get(record.case.as_bytes())?.is_some() {
                             return Err(abort("case already recorded"));
                         }
-                        cases.insert(key.as_slice(), tagged.as_slice())?;
+                        if !key.is_empty() {
+                            cases.insert(key.as_slice(), tagged.as_slice())?;
+                        }
                         case_records.insert(record.case.as_bytes(), case.as_slice())?;
                     }
                     None => {

@@ -379,7 +379,8 @@ impl Store {
     }
 }
 
-fn random_hex(rng: &SystemRandom, bytes: usize) -> String {
+/// `bytes` random bytes in hex, from the system's secure source.
+pub fn random_hex(rng: &SystemRandom, bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rng.fill(&mut buf).expect("the system random source works");
     hex::encode(buf)

@@ -23,6 +23,11 @@ impl TempObject {
         Ok((TempObject { path, objects: objects.to_path_buf(), persisted: false }, file))
     }
 
+    /// Where the object is being written (to re-read it before persisting).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Makes the object durable under its id and hands it to `pending` (the request it
     /// belongs to). Fails, deleting the file, if that request was already abandoned.
     pub fn persist(

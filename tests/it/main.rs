@@ -6,6 +6,7 @@ mod common;
 mod browser;
 mod crash;
 mod disclose;
+mod fieldkit;
 mod followup;
 mod intake;
 mod keygen;

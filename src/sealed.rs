@@ -1,0 +1,437 @@
+//! Sealed files: testimonies sealed offline by the field kit when the internet is cut.
+//!
+//! A sealed file is a tar: `sealed.json` first (schema `amanat/sealed/v1`: the submission
+//! id, object ids and the recipients fingerprint; no name, no size, no text), then
+//! `objects/<id>.age`, each object made by the same `envelope::Sealer` the server uses.
+//! The server stores the objects as they are after checking what it can without a key;
+//! a reviewer can also open a sealed file directly.
+
+use crate::config::Limits;
+use crate::envelope::{self, Attachment, Manifest, ObjectId, Origin, Sealer, TextField};
+use crate::intake::error::IntakeError;
+use crate::keys::Recipients;
+use crate::log::Receipt;
+use crate::store::{CaseChoice, PendingObjects, Store, SubmissionRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+pub const SEALED_SCHEMA: &str = "amanat/sealed/v1";
+pub const INDEX_NAME: &str = "sealed.json";
+/// `sealed.json` lists ids only: a few KiB at most.
+const MAX_INDEX_BYTES: u64 = 64 * 1024;
+/// A manifest object: the text limit, file names, and an age header, with room.
+const MAX_MANIFEST_OBJECT_BYTES: u64 = 4 << 20;
+
+/// `sealed.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedIndex {
+    pub schema: String,
+    /// Random 128-bit id chosen by the field kit; also sealed inside the manifest.
+    pub submission: String,
+    pub manifest: ObjectId,
+    pub attachments: Vec<ObjectId>,
+    /// Fingerprint of the recipients the kit sealed to.
+    pub recipients: String,
+}
+
+impl SealedIndex {
+    /// The submission record a sealed file stands for, received at `received_at` (a
+    /// server's hour, or empty when a reviewer opens the file directly).
+    pub fn record(&self, received_at: &str, total_bytes: u64) -> SubmissionRecord {
+        SubmissionRecord {
+            id: self.submission.clone(),
+            received_at: received_at.into(),
+            manifest: self.manifest.clone(),
+            attachments: self.attachments.clone(),
+            total_bytes,
+            recipients: self.recipients.clone(),
+            case: self.submission.clone(),
+            log_index: None,
+        }
+    }
+
+    /// Structure only: a valid id, no object twice, not too many.
+    fn check(&self, limits: &Limits) -> Result<(), IntakeError> {
+        if self.schema != SEALED_SCHEMA || !crate::review::is_submission_id(&self.submission) {
+            return Err(IntakeError::NotASealedFile);
+        }
+        if self.attachments.len() > limits.max_files {
+            return Err(IntakeError::TooManyFiles);
+        }
+        let mut seen = HashSet::new();
+        if !self.objects().iter().all(|id| seen.insert(id.clone())) {
+            return Err(IntakeError::SealedMemberRefused);
+        }
+        Ok(())
+    }
+
+    pub fn objects(&self) -> Vec<ObjectId> {
+        let mut ids = self.attachments.clone();
+        ids.push(self.manifest.clone());
+        ids
+    }
+}
+
+// ---------- Sealing (the field kit, offline) ----------
+
+/// What to seal.
+pub struct SealRequest<'a> {
+    pub recipients: &'a Recipients,
+    pub testimony: Zeroizing<String>,
+    pub fields: Vec<TextField>,
+    pub evidence: &'a [PathBuf],
+    pub language: String,
+    pub out: &'a Path,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SealSummary {
+    pub submission: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Seals a testimony and its files into a sealed file, streaming each file through the
+/// same sealer the server uses (memory stays bounded whatever the sizes). Ciphertext is
+/// staged in a private folder beside `out` and removed on success or failure.
+/// `progress` gets plaintext bytes sealed and the total.
+pub fn seal(
+    req: SealRequest<'_>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<SealSummary, String> {
+    if req.testimony.trim().is_empty() {
+        return Err("the testimony is empty: it is the one thing a submission needs".into());
+    }
+    if req.out.exists() {
+        return Err(format!("{} exists; a sealed file never overwrites a file", req.out.display()));
+    }
+    let mut sizes = Vec::new();
+    for path in req.evidence {
+        let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a file", path.display()));
+        }
+        sizes.push(meta.len());
+    }
+    let total: u64 = sizes.iter().sum();
+    let rng = ring::rand::SystemRandom::new();
+    let submission = crate::store::random_hex(&rng, 16);
+    let staging = req.out.with_extension("sealing");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    let result = (|| {
+        let mut attachments = Vec::new();
+        let mut done = 0u64;
+        for path in req.evidence {
+            let sealed = seal_file(req.recipients, path, &staging, |n| {
+                done += n;
+                progress(done, total);
+            })?;
+            let name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            attachments.push(Attachment {
+                object: sealed.id.to_string(),
+                media_type: media_type_of(&name).into(),
+                name,
+                size: sealed.plaintext_len,
+                sha256: sealed.plaintext_sha256,
+            });
+        }
+        let manifest = Manifest {
+            schema: envelope::MANIFEST_SCHEMA.into(),
+            submission: submission.clone(),
+            case: submission.clone(),
+            reply_recipient: None,
+            received_at: String::new(),
+            declared_at: Some(device_time()),
+            language: req.language.clone(),
+            origin: Origin::Fieldkit,
+            testimony: req.testimony.to_string(),
+            fields: req.fields.clone(),
+            attachments: attachments.clone(),
+        };
+        let plaintext = manifest.to_plaintext().map_err(|e| e.to_string())?;
+        let (ciphertext, sealed) = envelope::seal_bytes(req.recipients, &plaintext, Vec::new())
+            .map_err(|e| e.to_string())?;
+        drop(plaintext);
+        fs::write(staging.join(sealed.id.as_str()), &ciphertext).map_err(|e| e.to_string())?;
+        let index = SealedIndex {
+            schema: SEALED_SCHEMA.into(),
+            submission: submission.clone(),
+            manifest: sealed.id,
+            attachments: attachments
+                .iter()
+                .map(|a| ObjectId::parse(&a.object).expect("ids we made"))
+                .collect(),
+            recipients: req.recipients.fingerprint().into(),
+        };
+        write_sealed_file(&index, &staging, req.out)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    let bytes = result?;
+    Ok(SealSummary { submission, files: req.evidence.len(), bytes })
+}
+
+/// One evidence file, streamed through the sealer into `staging/<id>`.
+fn seal_file(
+    recipients: &Recipients,
+    path: &Path,
+    staging: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<envelope::SealedObject, String> {
+    let mut input = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let temp = staging.join("partial");
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| e.to_string())?;
+    let mut sealer = Sealer::new(recipients, BufWriter::with_capacity(256 * 1024, out))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Zeroizing::new(vec![0u8; 256 * 1024]);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        sealer.write(&buf[..n]).map_err(|e| e.to_string())?;
+        progress(n as u64);
+    }
+    let (writer, sealed) = sealer.finish().map_err(|e| e.to_string())?;
+    writer.into_inner().map_err(|e| e.into_error().to_string())?;
+    fs::rename(&temp, staging.join(sealed.id.as_str())).map_err(|e| e.to_string())?;
+    Ok(sealed)
+}
+
+/// The tar: `sealed.json`, then the objects; written beside `out`, fsynced, then moved
+/// into place without replacing anything.
+fn write_sealed_file(index: &SealedIndex, staging: &Path, out: &Path) -> Result<u64, String> {
+    let partial = out.with_extension("partial");
+    let result = (|| -> io::Result<u64> {
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial)?;
+        let mut tar = tar::Builder::new(BufWriter::new(file));
+        let json = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
+        tar.append(&crate::bundle::header(INDEX_NAME, json.len() as u64)?, &json[..])?;
+        for id in index.objects() {
+            let object = File::open(staging.join(id.as_str()))?;
+            let len = object.metadata()?.len();
+            tar.append(&crate::bundle::header(&crate::bundle::object_member(&id), len)?, object)?;
+        }
+        let file = tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let len = file.metadata()?.len();
+        if out.exists() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "appeared meanwhile"));
+        }
+        fs::rename(&partial, out)?;
+        Ok(len)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&partial);
+        format!("cannot write {}: {e}", out.display())
+    })
+}
+
+/// The device clock, to the minute: what the volunteer's laptop says, recorded as its
+/// word, apart from the hour a server later receives the file.
+fn device_time() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let minute = now.replace_time(
+        time::Time::from_hms(now.hour(), now.minute(), 0).expect("a valid time of day"),
+    );
+    minute.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// A media type from the file name, for the reviewer's report (the bytes stay as they
+/// are; the report never trusts this for anything but display).
+fn media_type_of(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "heic" => "image/heic",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        "3gp" => "video/3gpp",
+        "m4a" => "audio/mp4",
+        "ogg" | "opus" => "audio/ogg",
+        "mp3" => "audio/mpeg",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+// ---------- Intake (the server) ----------
+
+/// What importing a sealed file did.
+pub struct Ingested {
+    pub record: SubmissionRecord,
+    pub receipt: Receipt,
+    /// True when this sealed file was imported before: nothing new was stored.
+    pub already_imported: bool,
+}
+
+/// Reads a sealed file from `input` (an HTTP body or the admin socket) and stores it
+/// like any submission, checking without a key: members only `sealed.json` then the
+/// objects it lists, regular files, each once; each object's bytes match its id and
+/// begin with an age header; sizes within `limits`. On any refusal nothing is kept.
+pub fn ingest(store: &Store, limits: &Limits, input: impl Read) -> Result<Ingested, IntakeError> {
+    let pending = PendingObjects::default();
+    let result = ingest_into(store, limits, input, &pending);
+    if !matches!(result, Ok(ref i) if !i.already_imported) {
+        pending.abandon();
+    }
+    result
+}
+
+fn ingest_into(
+    store: &Store,
+    limits: &Limits,
+    input: impl Read,
+    pending: &PendingObjects,
+) -> Result<Ingested, IntakeError> {
+    let mut archive = tar::Archive::new(input);
+    // Raw: long-name and PAX extension members come to us as members (and are
+    // refused) instead of being read whole into memory by the tar reader.
+    let mut entries = archive.entries().map_err(|_| IntakeError::NotASealedFile)?.raw(true);
+    let mut index: Option<SealedIndex> = None;
+    let mut stored: HashSet<ObjectId> = HashSet::new();
+    let mut file_bytes = 0u64;
+    let mut total_bytes = 0u64;
+    let io_refusal = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => IntakeError::IncompleteUpload,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => IntakeError::StorageFull,
+        io::ErrorKind::TimedOut => IntakeError::UploadStalled,
+        _ => IntakeError::NotASealedFile,
+    };
+    loop {
+        let mut entry = match entries.next() {
+            None => break,
+            Some(entry) => entry.map_err(io_refusal)?,
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(IntakeError::SealedMemberRefused);
+        }
+        let name = entry
+            .path()
+            .map_err(|_| IntakeError::SealedMemberRefused)?
+            .to_string_lossy()
+            .into_owned();
+        let size = entry.size();
+        let Some(current) = &index else {
+            if name != INDEX_NAME || size > MAX_INDEX_BYTES {
+                return Err(IntakeError::NotASealedFile);
+            }
+            let mut json = Vec::new();
+            entry.read_to_end(&mut json).map_err(io_refusal)?;
+            let parsed: SealedIndex =
+                serde_json::from_slice(&json).map_err(|_| IntakeError::NotASealedFile)?;
+            parsed.check(limits)?;
+            // The same sealed file again: answer with what was stored the first time.
+            if let Some(existing) = store.submission(&parsed.submission).map_err(internal)? {
+                if existing.manifest != parsed.manifest
+                    || existing.attachments != parsed.attachments
+                {
+                    return Err(IntakeError::SealedConflict);
+                }
+                let index = existing.log_index.ok_or(IntakeError::Internal)?;
+                let receipt =
+                    store.receipt(&existing.id, index, &existing.log_leaf()).map_err(internal)?;
+                return Ok(Ingested { record: existing, receipt, already_imported: true });
+            }
+            index = Some(parsed);
+            continue;
+        };
+        let id = crate::bundle::object_member_id(&name).ok_or(IntakeError::SealedMemberRefused)?;
+        if !current.objects().contains(&id) || stored.contains(&id) {
+            return Err(IntakeError::SealedMemberRefused);
+        }
+        if id == current.manifest {
+            if size > MAX_MANIFEST_OBJECT_BYTES {
+                return Err(IntakeError::SubmissionTooLarge);
+            }
+        } else {
+            file_bytes += size;
+            if file_bytes > limits.max_submission_bytes {
+                return Err(IntakeError::SubmissionTooLarge);
+            }
+        }
+        store_object(store, &mut entry, size, &id, pending).map_err(|e| match e {
+            StoreError::Refused(e) => e,
+            StoreError::Io(e) => io_refusal(e),
+        })?;
+        total_bytes += size;
+        stored.insert(id);
+    }
+    let index = index.ok_or(IntakeError::NotASealedFile)?;
+    if stored.len() != index.objects().len() {
+        return Err(IntakeError::IncompleteUpload);
+    }
+    let record = index.record(&crate::intake::upload::received_hour(), total_bytes);
+    let receipt =
+        store.commit(pending, &record, CaseChoice::WithoutCodename).map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                    IntakeError::StorageFull
+                }
+                _ => internal(e),
+            }
+        })?;
+    let log_index = receipt.leaf_index;
+    Ok(Ingested {
+        record: SubmissionRecord { log_index: Some(log_index), ..record },
+        receipt,
+        already_imported: false,
+    })
+}
+
+enum StoreError {
+    Refused(IntakeError),
+    Io(io::Error),
+}
+
+/// Streams one object into the store, hashing as it goes; refuses it unless its bytes
+/// hash to `id` and begin with an age header.
+fn store_object(
+    store: &Store,
+    entry: &mut impl Read,
+    size: u64,
+    id: &ObjectId,
+    pending: &PendingObjects,
+) -> Result<(), StoreError> {
+    let (temp, file) = store.create_temp().map_err(StoreError::Io)?;
+    let mut writer = envelope::HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    io::copy(entry, &mut writer).map_err(StoreError::Io)?;
+    let (buffered, hash, len) = writer.finish();
+    // The tar reader ends a member quietly where the input ends: a cut-off file.
+    if len != size {
+        return Err(StoreError::Refused(IntakeError::IncompleteUpload));
+    }
+    let file = buffered.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
+    if hex::encode(hash) != id.as_str() {
+        return Err(StoreError::Refused(IntakeError::SealedObjectMismatch));
+    }
+    let header = File::open(temp.path()).map_err(StoreError::Io)?;
+    if envelope::check_header(header).is_err() {
+        return Err(StoreError::Refused(IntakeError::SealedObjectNotAge));
+    }
+    temp.persist(file, id, pending).map_err(StoreError::Io)
+}
+
+fn internal(e: io::Error) -> IntakeError {
+    IntakeError::from_io(&e)
+}
