@@ -60,7 +60,7 @@ impl Default for Limits {
             max_text_bytes: 256 * 1024,
             max_fields: 200,
             idle_timeout_secs: 30,
-            wrong_codenames_per_minute: 30,
+            wrong_codenames_per_minute: 100,
         }
     }
 }

@@ -309,6 +309,7 @@ fn ingest_into(
     // refused) instead of being read whole into memory by the tar reader.
     let mut entries = archive.entries().map_err(|_| IntakeError::NotASealedFile)?.raw(true);
     let mut index: Option<SealedIndex> = None;
+    let mut _claim = None;
     let mut stored: HashSet<ObjectId> = HashSet::new();
     let mut file_bytes = 0u64;
     let mut total_bytes = 0u64;
@@ -341,6 +342,7 @@ fn ingest_into(
             let parsed: SealedIndex =
                 serde_json::from_slice(&json).map_err(|_| IntakeError::NotASealedFile)?;
             parsed.check(limits)?;
+            _claim = Some(store.claim_import(&parsed.submission).ok_or(IntakeError::Busy)?);
             // The same sealed file again: answer with what was stored the first time.
             if let Some(existing) = store.submission(&parsed.submission).map_err(internal)? {
                 if existing.manifest != parsed.manifest

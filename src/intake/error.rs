@@ -39,6 +39,8 @@ pub enum IntakeError {
     SessionExpired,
     /// The server holds as many open follow-up sessions as it allows.
     Busy,
+    /// A form post from another site.
+    CrossSite,
     /// Not a tar beginning with `sealed.json` of ours.
     NotASealedFile,
     /// A tar member other than the objects `sealed.json` lists: a link, a device, a
@@ -78,6 +80,7 @@ impl IntakeError {
             TooManyAttempts => "too_many_attempts",
             SessionExpired => "session_expired",
             Busy => "busy",
+            CrossSite => "cross_site_request",
             NotASealedFile => "not_a_sealed_file",
             SealedMemberRefused => "sealed_member_refused",
             SealedObjectMismatch => "sealed_object_mismatch",
@@ -98,6 +101,7 @@ impl IntakeError {
             | IncompleteUpload | NothingToAdd | NotASealedFile | SealedMemberRefused
             | SealedObjectMismatch | SealedObjectNotAge => StatusCode::BAD_REQUEST,
             SealedConflict => StatusCode::CONFLICT,
+            CrossSite => StatusCode::FORBIDDEN,
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
             TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -178,6 +182,9 @@ impl IntakeError {
             ),
             SessionExpired => "Your case was closed after 15 minutes without activity, to \
                                protect you. Nothing was stored. Enter your codename again."
+                .into(),
+            CrossSite => "This form was sent from another website, so it was refused and \
+                          nothing was stored. Open this site's own page and try again."
                 .into(),
             NotASealedFile => "This is not a sealed file made by `amanat seal`: it must be a \
                                tar beginning with sealed.json. Nothing was stored."

@@ -69,50 +69,64 @@ impl FollowUp {
         store: &Arc<Store>,
         typed: &str,
     ) -> Result<CaseRecord, IntakeError> {
-        if self.throttled() {
-            return Err(IntakeError::TooManyAttempts);
-        }
+        // Each attempt counts as a failure until it proves right: concurrent guesses
+        // cannot slip through one window between the check and the count.
+        self.reserve_attempt()?;
         if typed.len() > MAX_CODENAME_BYTES {
-            self.count_failure();
             return Err(IntakeError::CodenameNotRecognized);
         }
         let normalized = codename::normalize(typed);
         let store = store.clone();
         let found = upload::blocking(move || store.case_for_codename(&normalized)).await?;
         match found {
-            Some(case) => Ok(case),
-            None => {
-                self.count_failure();
-                Err(IntakeError::CodenameNotRecognized)
+            Some(case) => {
+                self.refund_attempt();
+                Ok(case)
             }
+            None => Err(IntakeError::CodenameNotRecognized),
         }
     }
 
-    fn throttled(&self) -> bool {
+    /// Refuses while the window's failures are at the limit; otherwise counts one.
+    fn reserve_attempt(&self) -> Result<(), IntakeError> {
         let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
         if t.window_start.elapsed() >= THROTTLE_WINDOW {
             t.window_start = Instant::now();
             t.failures = 0;
         }
-        t.failures >= self.max_failures
+        if t.failures >= self.max_failures {
+            return Err(IntakeError::TooManyAttempts);
+        }
+        t.failures += 1;
+        Ok(())
     }
 
-    fn count_failure(&self) {
+    fn refund_attempt(&self) {
         let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        t.failures = t.failures.saturating_add(1);
+        t.failures = t.failures.saturating_sub(1);
+    }
+
+    /// True while every attempt is refused: checked before an upload is read, so a
+    /// survivor does not send a large file only to be told to wait.
+    pub fn throttled(&self) -> bool {
+        let t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.window_start.elapsed() < THROTTLE_WINDOW && t.failures >= self.max_failures
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a session for `case`; returns its id.
+    /// Opens a session for `case`, closing any older one of the same case (so one
+    /// codename cannot fill the table) and every idle one; when still full, the least
+    /// recently used goes. Returns the new session's id.
     fn start_session(&self, store: &Store, case: CaseRecord) -> Result<String, IntakeError> {
         let mut sessions = self.lock_sessions();
+        sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE && s.case.case != case.case);
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE);
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(IntakeError::Busy);
+            let oldest = sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
             }
         }
         let mut bytes = [0u8; 16];
@@ -144,8 +158,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/followup", web::post().to(sign_in))
         .route("/followup/add", web::post().to(add))
         .route("/followup/close", web::post().to(close))
-        .route("/api/v1/followup", web::post().to(api_open))
+        .service(
+            web::resource("/api/v1/followup")
+                // A codename is a few dozen bytes: nothing bigger is buffered.
+                .app_data(web::JsonConfig::default().limit(1024))
+                .route(web::post().to(api_open)),
+        )
         .route("/api/v1/followup/submissions", web::post().to(api_add));
+}
+
+/// Whether a form post comes from our own pages. A post from another site could sign
+/// the survivor's browser into someone else's case (login CSRF): the survivor would add
+/// evidence there and the replies would go to that case's codename. Browsers send
+/// `Sec-Fetch-Site` on form posts, JavaScript or not, and it decides. Without it, an
+/// `Origin` naming another host is refused; our pages' no-referrer policy makes
+/// browsers send `Origin: null`, which is let through (only old browsers reach it).
+fn same_origin(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes() == b"same-origin";
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None | Some("null") => true,
+        Some(origin) => {
+            let host = req.connection_info().host().to_ascii_lowercase();
+            origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(&host))
+        }
+    }
 }
 
 /// One reply as the survivor sees it.
@@ -182,11 +223,15 @@ fn read_replies(
     let identity = keys::reply_identity(store.instance_secret(), normalized_codename);
     let mut shown = Vec::new();
     for record in store.case_replies(case)? {
-        let (file, _) = store.open_object(&record.object)?;
-        let text = match reply::open_reply(file, &identity, case) {
+        let opened = store
+            .open_object(&record.object)
+            .map_err(|e| e.to_string())
+            .and_then(|(file, _)| reply::open_reply(file, &identity, case));
+        let text = match opened {
             Ok(message) => message.text.clone(),
-            Err(e) => {
-                tracing::warn!(error = %e, "a stored reply could not be opened");
+            Err(_) => {
+                // A fixed message: the error may quote decrypted text.
+                tracing::warn!("a stored reply could not be opened");
                 "(A reply arrived but could not be read. Please tell the coalition.)".into()
             }
         };
@@ -214,6 +259,8 @@ struct SignInPage<'a> {
 struct CasePage<'a> {
     view: &'a CaseView,
     added: Option<&'a str>,
+    /// The receipt of what was just added, offered as a download.
+    receipt: Option<&'a str>,
     max_files: usize,
     max_size: &'a str,
 }
@@ -246,6 +293,9 @@ async fn sign_in(
     intake: web::Data<Intake>,
     form: Result<web::Form<SignInForm>, actix_web::Error>,
 ) -> HttpResponse {
+    if !same_origin(&req) {
+        return pages::error_page(&intake, IntakeError::CrossSite);
+    }
     let Ok(form) = form else {
         return pages::html(SignInPage { notice: Some(WRONG_CODENAME) }.render());
     };
@@ -257,14 +307,16 @@ async fn sign_in(
                 let case = case.case.clone();
                 upload::blocking(move || read_replies(&store, &case, &normalized)).await
             };
-            let session = intake.followup.start_session(&intake.store, case.clone());
-            match (replies, session) {
-                (Ok(replies), Ok(session)) => {
+            let session = replies.and_then(|replies| {
+                Ok((replies, intake.followup.start_session(&intake.store, case.clone())?))
+            });
+            match session {
+                Ok((replies, session)) => {
                     let mut response = render_case(&intake, &case, Some(replies), None).await;
                     set_cookie(&req, &mut response, &session);
                     response
                 }
-                (Err(e), _) | (_, Err(e)) => pages::error_page(&intake, e),
+                Err(e) => pages::error_page(&intake, e),
             }
         }
         // The same page anyone gets before signing in, with a word about the codename.
@@ -276,6 +328,9 @@ async fn sign_in(
 }
 
 async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload) -> HttpResponse {
+    if !same_origin(&req) {
+        return pages::error_page(&intake, IntakeError::CrossSite);
+    }
     let Some(case) = session_of(&req, &intake) else {
         return pages::error_page(&intake, IntakeError::SessionExpired);
     };
@@ -290,13 +345,17 @@ async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload)
                 if files == 0 { "your text".to_string() } else { format!("{files} file(s)") },
                 if files == 0 { "" } else { " with your text, if any" }
             );
-            render_case(&intake, &case, None, Some(&added)).await
+            let receipt = serde_json::to_string(&accepted.receipt).unwrap_or_default();
+            render_case(&intake, &case, None, Some((&added, &receipt))).await
         }
         Err(e) => pages::error_page(&intake, e),
     }
 }
 
 async fn close(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    if !same_origin(&req) {
+        return pages::error_page(&intake, IntakeError::CrossSite);
+    }
     if let Some(id) = cookie_value(&req) {
         intake.followup.end_session(&id);
     }
@@ -313,7 +372,7 @@ async fn render_case(
     intake: &Intake,
     case: &CaseRecord,
     replies: Option<Vec<ShownReply>>,
-    added: Option<&str>,
+    added: Option<(&str, &str)>,
 ) -> HttpResponse {
     let store = intake.store.clone();
     let id = case.case.clone();
@@ -325,7 +384,14 @@ async fn render_case(
     let limits = &intake.config.limits;
     let max_size = super::error::human_bytes(limits.max_submission_bytes);
     pages::html(
-        CasePage { view: &view, added, max_files: limits.max_files, max_size: &max_size }.render(),
+        CasePage {
+            view: &view,
+            added: added.map(|(notice, _)| notice),
+            receipt: added.map(|(_, receipt)| receipt),
+            max_files: limits.max_files,
+            max_size: &max_size,
+        }
+        .render(),
     )
 }
 

@@ -42,6 +42,8 @@ struct ReceiptPage<'a> {
     files: usize,
     /// The receipt as JSON, offered as a download.
     receipt: &'a str,
+    /// The result of the practice field, when the page answers it.
+    practice: Option<bool>,
 }
 
 #[derive(Template)]
@@ -80,6 +82,7 @@ async fn submit(
                     received_at: &accepted.received_at,
                     files: accepted.objects.len() - 1,
                     receipt: &receipt,
+                    practice: None,
                 }
                 .render(),
             )
@@ -88,20 +91,17 @@ async fn submit(
     }
 }
 
-#[derive(Template)]
-#[template(path = "practice.html")]
-struct PracticePage<'a> {
-    correct: bool,
-    /// Shown again only when the survivor got it wrong.
-    codename: &'a str,
-}
-
-/// The receipt page's practice field: the page carries the codename back in a hidden
-/// field (it is on that page anyway), so checking needs no lookup and nothing stored.
+/// The receipt page's practice field: the page carries what it showed back in hidden
+/// fields (the codename is on that page anyway), so checking needs no lookup and
+/// nothing stored, and the answer is the same receipt page again, with its download.
 #[derive(serde::Deserialize)]
 struct PracticeForm {
     codename: String,
     typed: String,
+    id: String,
+    received_at: String,
+    files: usize,
+    receipt: String,
 }
 
 impl Drop for PracticeForm {
@@ -122,8 +122,23 @@ async fn practice(
     if expected.is_empty() {
         return error_page(&intake, IntakeError::MalformedMultipart);
     }
+    let receipt = serde_json::from_str::<crate::log::Receipt>(&form.receipt).ok();
+    let Some(receipt) = receipt.filter(|r| r.submission == form.id) else {
+        return error_page(&intake, IntakeError::MalformedMultipart);
+    };
     let correct = *crate::codename::normalize(&form.typed) == *expected;
-    html(PracticePage { correct, codename: &form.codename }.render())
+    let receipt = serde_json::to_string(&receipt).unwrap_or_default();
+    html(
+        ReceiptPage {
+            id: &form.id,
+            codename: &form.codename,
+            received_at: &form.received_at,
+            files: form.files,
+            receipt: &receipt,
+            practice: Some(correct),
+        }
+        .render(),
+    )
 }
 
 #[derive(serde::Deserialize)]

@@ -95,6 +95,11 @@ pub async fn receive(
         return Err(IntakeError::SubmissionTooLarge);
     }
 
+    // A survivor adding with a codename must not upload for half an hour only to be
+    // told to wait.
+    if matches!(target, Target::CodenameField) && intake.followup.throttled() {
+        return Err(IntakeError::TooManyAttempts);
+    }
     let guard = AbandonOnDrop(PendingObjects::default());
     let mut received = read_parts(intake, &mut multipart, &guard.0).await?;
     let nothing_written = received.testimony.trim().is_empty();

@@ -533,6 +533,13 @@ impl Index {
             ids.insert(record.manifest);
             ids.extend(record.attachments);
         }
+        ids.extend(self.reply_objects()?);
+        Ok(ids)
+    }
+
+    /// Every stored reply's object.
+    pub(super) fn reply_objects(&self) -> io::Result<HashSet<ObjectId>> {
+        let mut ids = HashSet::new();
         for item in self.replies.iter() {
             let (_, bytes) = item.map_err(sled_io)?;
             let reply: ReplyRecord = serde_json::from_slice(&bytes).map_err(io::Error::other)?;

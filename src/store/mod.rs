@@ -35,6 +35,21 @@ pub struct Store {
     key: SigningKey,
     instance_secret: Zeroizing<Vec<u8>>,
     rng: SystemRandom,
+    /// Sealed files being imported right now, by submission id: the same file arriving
+    /// twice at once (USB and HTTP) is taken once.
+    importing: std::sync::Mutex<HashSet<String>>,
+}
+
+/// A claim on importing one sealed file; released on drop.
+pub struct ImportClaim<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl Drop for ImportClaim<'_> {
+    fn drop(&mut self) {
+        self.store.importing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 /// What `amanat status` shows: counts and sizes, never content.
@@ -77,7 +92,7 @@ impl Store {
         let server_id = index.meta_or_insert("server_id", || random_hex(&rng, 16))?;
         let key =
             SigningKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
-        Ok(Store { objects, tmp, index, key, instance_secret, rng })
+        Ok(Store { objects, tmp, index, key, instance_secret, rng, importing: Default::default() })
     }
 
     /// Removes what a crash or an aborted request left behind: every temporary file,
@@ -128,6 +143,12 @@ impl Store {
             Err(CommitError::NotDurable(e)) => Err((e, true)),
         })?;
         self.receipt(&record.id, index, &record.log_leaf())
+    }
+
+    /// Claims the import of sealed submission `id`; None while another import of it runs.
+    pub fn claim_import(&self, id: &str) -> Option<ImportClaim<'_>> {
+        let mut importing = self.importing.lock().unwrap_or_else(|p| p.into_inner());
+        importing.insert(id.to_string()).then(|| ImportClaim { store: self, id: id.to_string() })
     }
 
     /// The case a codename opens, if any.
@@ -311,8 +332,10 @@ impl Store {
         }
         self.index.flush_durable()?;
         let mut freed = 0;
+        // Replies stay for their survivors, whatever their bytes.
+        let keep = self.index.reply_objects()?;
         for record in &due {
-            for id in record.object_ids() {
+            for id in record.object_ids().into_iter().filter(|id| !keep.contains(id)) {
                 let path = self.object_path(&id);
                 if let Ok(meta) = fs::metadata(&path) {
                     fs::remove_file(&path)?;

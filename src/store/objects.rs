@@ -43,6 +43,12 @@ impl TempObject {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
         let target = self.objects.join(id.as_str());
+        if target.exists() {
+            // The same bytes (the name is their hash) are already stored, perhaps for
+            // another record: never replace them, and never let this request's clean-up
+            // delete them. Our copy goes when `self` drops.
+            return Ok(());
+        }
         fs::rename(&self.path, &target)?;
         self.persisted = true;
         state.paths.push(target);

@@ -177,7 +177,7 @@ fn survivor_practices_the_codename_and_comes_back_to_add_a_photo_without_javascr
     browser.type_into("#typed", &codename.to_uppercase());
     browser.click("#practice");
     wait_until("the practice result", || browser.exists("#practice-result"));
-    assert_eq!(browser.text_of("#practice-result"), "Correct");
+    assert!(browser.text_of("#practice-result").starts_with("Correct"));
 
     // Days later: the codename opens the case, and a new photo goes to it.
     browser.open(&format!("http://{}/", server.addr));

@@ -376,21 +376,180 @@ fn the_receipt_page_lets_the_survivor_practice_the_codename() {
     let dir = tempfile::tempdir().unwrap();
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, "");
+    // What the receipt page carries in its practice form.
+    let page =
+        post_multipart(server.addr, "/submit", &[text("testimony", "Beaten at the station.")]);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    let hidden = |name: &str| -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap_or_else(|| panic!("hidden {name}")) + marker.len();
+        let value = &html[start..start + html[start..].find('"').unwrap()];
+        value
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&amp;", "&")
+            .replace("&#43;", "+")
+    };
+    let codename = hidden("codename");
+    let form = |typed: &str| {
+        format!(
+            "codename={}&id={}&received_at={}&files=0&receipt={}&typed={}",
+            urlencode(&codename),
+            hidden("id"),
+            urlencode(&hidden("received_at")),
+            urlencode(&hidden("receipt")),
+            urlencode(typed)
+        )
+    };
+    let right = form_post(&server, "/receipt/practice", &form(&in_cyrillic(&codename)), None);
+    assert_eq!(right.status, 200, "{}", right.text());
+    assert!(right.text().contains("id=\"practice-result\" class=\"correct"));
+    // The answer is the receipt page again: the download is still there.
+    assert!(right.text().contains("id=\"download-receipt\""));
+    let wrong = form_post(&server, "/receipt/practice", &form("bafoki"), None);
+    assert!(wrong.text().contains("class=\"wrong") && wrong.text().contains(&codename));
+    // A practice form whose receipt was tampered with is refused.
+    let forged = form_post(
+        &server,
+        "/receipt/practice",
+        &form(&codename).replace("&files=0&receipt=%7B", "&files=0&receipt=%7Bx"),
+        None,
+    );
+    assert_eq!(forged.status, 400);
+}
+
+#[test]
+fn a_form_post_from_another_site_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
     let (_, codename) = first_submission(&server);
-    let right = form_post(
-        &server,
-        "/receipt/practice",
-        &format!("codename={}&typed={}", urlencode(&codename), urlencode(&in_cyrillic(&codename))),
-        None,
+    let body = format!("codename={}", urlencode(&codename));
+    let post = |headers: &[(&str, &str)]| {
+        let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        request(server.addr, "POST", "/followup", &all, body.as_bytes())
+    };
+    for headers in [
+        vec![("Origin", "http://attacker.example")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site"), ("Origin", "http://sub.example")],
+    ] {
+        let refused = post(&headers);
+        assert_eq!(refused.status, 403, "{headers:?}");
+        assert!(refused.header("Set-Cookie").is_none());
+        assert!(refused.text().contains("another website"));
+    }
+    let own = format!("http://{}", server.addr);
+    let accepted = post(&[("Origin", &own), ("Sec-Fetch-Site", "same-origin")]);
+    assert_eq!(accepted.status, 200);
+    let first = accepted.header("Set-Cookie").unwrap().split(';').next().unwrap().to_string();
+    // Signing in again replaces the case's older session.
+    let second = post(&[]);
+    assert!(second.header("Set-Cookie").is_some());
+    let stale = request(server.addr, "GET", "/followup", &[("Cookie", &first)], b"");
+    assert!(stale.text().contains("name=\"codename\""), "the older session is closed");
+}
+
+#[test]
+fn a_codename_never_reaches_the_disk_and_a_wrong_one_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (_, codename) = first_submission(&server);
+    let typed = in_cyrillic(&codename).to_uppercase();
+    assert_eq!(
+        form_post(&server, "/followup", &format!("codename={}", urlencode(&typed)), None).status,
+        200
     );
-    assert_eq!(right.status, 200);
-    assert!(right.text().contains("class=\"correct\""));
-    assert!(!right.text().contains(&codename), "a right answer does not show it again");
-    let wrong = form_post(
-        &server,
-        "/receipt/practice",
-        &format!("codename={}&typed=bafoki", urlencode(&codename)),
-        None,
+    let added = post_multipart(
+        server.addr,
+        "/api/v1/followup/submissions",
+        &[text("codename", &typed), file("evidence", "x.jpg", "image/jpeg", &noise(20_000, 8))],
     );
-    assert!(wrong.text().contains("class=\"wrong\"") && wrong.text().contains(&codename));
+    assert_eq!(added.status, 201, "{}", added.text());
+    let normalized = amanat::codename::normalize(&codename).to_string();
+    for path in all_files(&server.data_dir) {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for needle in [&codename, &typed, &normalized, &in_cyrillic(&codename)] {
+            assert!(!contains(&bytes, needle.as_bytes()), "the codename is in {}", path.display());
+        }
+    }
+    for needle in [&codename, &typed, &normalized] {
+        assert!(!server.logs().contains(needle.as_str()));
+    }
+
+    // A wrong codename with a file: refused, and the file's ciphertext is gone again.
+    let before = server.object_files().len();
+    let refused = post_multipart(
+        server.addr,
+        "/api/v1/followup/submissions",
+        &[
+            text("codename", "bafoki bafoki bafoki bafoki bafoki"),
+            file("evidence", "y.jpg", "image/jpeg", &noise(300_000, 9)),
+        ],
+    );
+    assert_eq!(refused.status, 401);
+    wait_until("the refused upload's objects are removed", || {
+        server.object_files().len() == before && server.temp_files().is_empty()
+    });
+}
+
+#[test]
+fn a_reply_for_an_unknown_case_or_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let (case, _) = first_submission(&server);
+    let cases = dir.path().join("cases");
+    let b1 = dir.path().join("b1.tar");
+    export(&server, &b1, false);
+    assert!(open(&[&b1], &coalition.identity_files[0], &cases).0);
+    let text_file = dir.path().join("t.txt");
+    std::fs::write(&text_file, "We received it.").unwrap();
+    let bundle = dir.path().join("r.tar");
+    let out = amanat(&[
+        "reply",
+        "--cases",
+        s(&cases),
+        "--case",
+        &case,
+        "--text-file",
+        s(&text_file),
+        "--recipients",
+        s(&coalition.recipients_file),
+        "--out",
+        s(&bundle),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stranger = age::x25519::Identity::generate().to_public().to_string();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        (
+            "holds no case",
+            Box::new(|v| v["replies"][0]["case"] = "0123456789abcdef0123456789abcdef".into()),
+        ),
+        (
+            "another recipient",
+            Box::new(move |v| v["replies"][0]["reply_recipient"] = stranger.clone().into()),
+        ),
+    ];
+    let before = server.object_files().len();
+    for (expected, edit) in edits {
+        let edited = dir.path().join("edited.tar");
+        rewrite_tar(&bundle, &edited, |entries| {
+            let mut v: serde_json::Value = serde_json::from_slice(&entries[0].1).unwrap();
+            edit(&mut v);
+            entries[0].1 = serde_json::to_vec(&v).unwrap();
+        });
+        let out = amanat(&["import-replies", s(&edited), "--data-dir", s(&server.data_dir)]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(server.object_files().len(), before);
+    }
 }
