@@ -42,10 +42,10 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
 pub async fn sealed(
     req: HttpRequest,
     intake: web::Data<Intake>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> HttpResponse {
     use futures_util::StreamExt;
-    use upload::{within, ChannelReader, Chunk};
+    use upload::{ChannelReader, Chunk};
     let limits = intake.config.limits.clone();
     // Objects, the manifest, and tar headers and padding for each member.
     let ceiling = limits.max_submission_bytes + (8 << 20) + (limits.max_files as u64 + 2) * 2048;
@@ -58,23 +58,8 @@ pub async fn sealed(
     let worker = actix_web::rt::task::spawn_blocking(move || {
         crate::sealed::ingest(&store, &limits, ChannelReader::new(rx))
     });
-    let fed: Result<(), IntakeError> = async {
-        let mut total = 0u64;
-        while let Some(chunk) = within(idle, payload.next()).await? {
-            let chunk = chunk.map_err(|_| IntakeError::IncompleteUpload)?;
-            total += chunk.len() as u64;
-            if total > ceiling {
-                return Err(IntakeError::SubmissionTooLarge);
-            }
-            if tx.send(Chunk::Data(chunk)).await.is_err() {
-                // The worker stopped early: its own answer explains why.
-                return Ok(());
-            }
-        }
-        let _ = tx.send(Chunk::End).await;
-        Ok(())
-    }
-    .await;
+    let body = payload.map(|chunk| chunk.map_err(|_| IntakeError::IncompleteUpload));
+    let fed = upload::feed(body, &tx, idle, &mut 0, ceiling).await;
     drop(tx);
     let ingested = worker.await.unwrap_or(Err(IntakeError::Internal));
     match (fed, ingested) {

@@ -313,35 +313,39 @@ async fn receive_file(
         seal_stream(&recipients, temp, file, rx, &pending)
     });
 
-    let mut next = Some(first);
-    let sent: Result<(), IntakeError> = async {
-        loop {
-            let chunk = match next.take() {
-                Some(chunk) => chunk,
-                None => match within(idle, field.next()).await? {
-                    Some(chunk) => chunk.map_err(multipart_error)?,
-                    None => break,
-                },
-            };
-            *file_bytes += chunk.len() as u64;
-            if *file_bytes > limits.max_submission_bytes {
-                return Err(IntakeError::SubmissionTooLarge);
-            }
-            if tx.send(Chunk::Data(chunk)).await.is_err() {
-                // The worker stopped: its own error explains why.
-                return Ok(());
-            }
-        }
-        let _ = tx.send(Chunk::End).await;
-        Ok(())
-    }
-    .await;
+    let rest = field.map(|chunk| chunk.map_err(multipart_error));
+    let stream = futures_util::stream::iter([Ok(first)]).chain(rest);
+    let sent = feed(stream, &tx, idle, file_bytes, limits.max_submission_bytes).await;
     // On error, dropping the sender without `End` makes the worker delete its file.
     drop(tx);
     sent?;
     let sealed =
         worker.await.map_err(|_| IntakeError::Internal)?.map_err(|e| IntakeError::from_io(&e))?;
     Ok(sealed)
+}
+
+/// Passes a body to its blocking worker, chunk by chunk, with the idle timeout and the
+/// size limit (`total` counts across calls); `End` only when the body is whole. A
+/// worker that stops early is not an error here: its own answer explains why.
+pub(super) async fn feed(
+    mut body: impl futures_util::Stream<Item = Result<Bytes, IntakeError>> + Unpin,
+    tx: &mpsc::Sender<Chunk>,
+    idle: Duration,
+    total: &mut u64,
+    limit: u64,
+) -> Result<(), IntakeError> {
+    while let Some(chunk) = within(idle, body.next()).await? {
+        let chunk = chunk?;
+        *total += chunk.len() as u64;
+        if *total > limit {
+            return Err(IntakeError::SubmissionTooLarge);
+        }
+        if tx.send(Chunk::Data(chunk)).await.is_err() {
+            return Ok(());
+        }
+    }
+    let _ = tx.send(Chunk::End).await;
+    Ok(())
 }
 
 pub(super) enum Chunk {
