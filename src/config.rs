@@ -18,6 +18,9 @@ pub struct Config {
     pub log_level: String,
     /// Delete the ciphertext of submissions exported this many days ago (0: never).
     pub retention_days: u64,
+    /// The onion service's address (http://....onion), sent as `Onion-Location` so Tor
+    /// Browser offers to switch to it; unset on the onion service itself.
+    pub onion_location: Option<String>,
     pub limits: Limits,
 }
 
@@ -47,6 +50,7 @@ impl Default for Config {
             recipients: "keys/recipients.txt".into(),
             log_level: "info".into(),
             retention_days: 0,
+            onion_location: None,
             limits: Limits::default(),
         }
     }
@@ -110,6 +114,12 @@ impl Config {
         let l = &self.limits;
         if l.max_files == 0 || l.max_text_bytes == 0 || l.max_fields == 0 {
             return Err("limits.max_files, max_text_bytes and max_fields must be above 0".into());
+        }
+        if let Some(onion) = &self.onion_location {
+            let visible = onion.bytes().all(|b| b.is_ascii_graphic());
+            if !(onion.starts_with("http://") || onion.starts_with("https://")) || !visible {
+                return Err("onion_location must be an http:// or https:// address".into());
+            }
         }
         if l.wrong_codenames_per_minute == 0 {
             return Err("limits.wrong_codenames_per_minute must be at least 1".into());

@@ -22,6 +22,8 @@ pub enum IntakeError {
     UnexpectedFile,
     InvalidUtf8,
     TestimonyMissing,
+    /// The web form's consent question was not answered.
+    ConsentMissing,
     DuplicateTestimony,
     /// The client stopped sending before the upload was complete.
     IncompleteUpload,
@@ -70,6 +72,7 @@ impl IntakeError {
             UnexpectedFile => "unexpected_file",
             InvalidUtf8 => "invalid_utf8",
             TestimonyMissing => "testimony_missing",
+            ConsentMissing => "consent_missing",
             DuplicateTestimony => "duplicate_testimony",
             IncompleteUpload => "incomplete_upload",
             UploadStalled => "upload_stalled",
@@ -97,9 +100,11 @@ impl IntakeError {
             | PartHeadersTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
-            | UnexpectedFile | InvalidUtf8 | TestimonyMissing | DuplicateTestimony
-            | IncompleteUpload | NothingToAdd | NotASealedFile | SealedMemberRefused
-            | SealedObjectMismatch | SealedObjectNotAge => StatusCode::BAD_REQUEST,
+            | UnexpectedFile | InvalidUtf8 | TestimonyMissing | ConsentMissing
+            | DuplicateTestimony | IncompleteUpload | NothingToAdd | NotASealedFile
+            | SealedMemberRefused | SealedObjectMismatch | SealedObjectNotAge => {
+                StatusCode::BAD_REQUEST
+            }
             SealedConflict => StatusCode::CONFLICT,
             CrossSite => StatusCode::FORBIDDEN,
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
@@ -158,6 +163,9 @@ impl IntakeError {
                                  this form needs."
                 .into(),
             DuplicateTestimony => "The testimony field was sent more than once.".into(),
+            ConsentMissing => "Please say who may read this (the form's last section). \
+                               Nothing was stored."
+                .into(),
             IncompleteUpload => "The upload ended before it was complete, so nothing was \
                                  stored. Please send it again."
                 .into(),

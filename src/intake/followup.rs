@@ -10,6 +10,7 @@ use super::error::IntakeError;
 use super::upload::{self, Target};
 use super::{api, pages, Intake};
 use crate::envelope::Origin;
+use crate::i18n::{Lang, Tr};
 use crate::store::{CaseRecord, Store};
 use crate::{codename, keys, reply};
 use actix_multipart::Multipart;
@@ -154,10 +155,11 @@ impl FollowUp {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/followup", web::get().to(page))
-        .route("/followup", web::post().to(sign_in))
-        .route("/followup/add", web::post().to(add))
-        .route("/followup/close", web::post().to(close))
+    cfg.route("/followup", web::post().to(sign_in))
+        .route("/{lang}/followup", web::get().to(page))
+        .route("/{lang}/followup", web::post().to(sign_in))
+        .route("/{lang}/followup/add", web::post().to(add))
+        .route("/{lang}/followup/close", web::post().to(close))
         .service(
             web::resource("/api/v1/followup")
                 // A codename is a few dozen bytes: nothing bigger is buffered.
@@ -189,16 +191,18 @@ fn same_origin(req: &HttpRequest) -> bool {
     }
 }
 
-/// One reply as the survivor sees it.
+/// One reply as the survivor sees it; `text` is None when it could not be read.
 #[derive(Serialize)]
 pub struct ShownReply {
     pub received_at: String,
-    pub text: String,
+    pub text: Option<String>,
 }
 
 impl Drop for ShownReply {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.text);
+        if let Some(text) = &mut self.text {
+            zeroize::Zeroize::zeroize(text);
+        }
     }
 }
 
@@ -228,11 +232,11 @@ fn read_replies(
             .map_err(|e| e.to_string())
             .and_then(|(file, _)| reply::open_reply(file, &identity, case));
         let text = match opened {
-            Ok(message) => message.text.clone(),
+            Ok(message) => Some(message.text.clone()),
             Err(_) => {
                 // A fixed message: the error may quote decrypted text.
                 tracing::warn!("a stored reply could not be opened");
-                "(A reply arrived but could not be read. Please tell the coalition.)".into()
+                None
             }
         };
         shown.push(ShownReply { received_at: record.imported_at, text });
@@ -250,29 +254,35 @@ fn case_items(store: &Store, case: &str) -> std::io::Result<Vec<ReceivedItem>> {
 
 #[derive(Template)]
 #[template(path = "followup.html")]
-struct SignInPage<'a> {
-    notice: Option<&'a str>,
+struct SignInPage {
+    t: Tr,
+    here: &'static str,
+    /// A catalogue key.
+    notice: Option<&'static str>,
 }
 
 #[derive(Template)]
 #[template(path = "case.html")]
 struct CasePage<'a> {
+    t: Tr,
+    here: &'static str,
     view: &'a CaseView,
-    added: Option<&'a str>,
+    /// Files in what was just added.
+    added: Option<usize>,
     /// The receipt of what was just added, offered as a download.
     receipt: Option<&'a str>,
-    max_files: usize,
-    max_size: &'a str,
+    evidence_label: String,
 }
 
-const WRONG_CODENAME: &str = "This codename does not open a case. Check each word and try \
-                              again; Cyrillic or Latin letters, capitals and spaces do not \
-                              matter.";
+fn sign_in_page(lang: Lang, notice: Option<&'static str>) -> HttpResponse {
+    pages::html(SignInPage { t: Tr::new(lang), here: "followup", notice }.render())
+}
 
 async fn page(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let lang = pages::lang_or_404!(req, intake);
     match session_of(&req, &intake) {
-        Some(case) => render_case(&intake, &case, None, None).await,
-        None => pages::html(SignInPage { notice: None }.render()),
+        Some(case) => render_case(&intake, lang, &case, None, None).await,
+        None => sign_in_page(lang, None),
     }
 }
 
@@ -293,11 +303,12 @@ async fn sign_in(
     intake: web::Data<Intake>,
     form: Result<web::Form<SignInForm>, actix_web::Error>,
 ) -> HttpResponse {
+    let lang = pages::lang_or_404!(req, intake);
     if !same_origin(&req) {
-        return pages::error_page(&intake, IntakeError::CrossSite);
+        return pages::error_page(&intake, lang, IntakeError::CrossSite, None);
     }
     let Ok(form) = form else {
-        return pages::html(SignInPage { notice: Some(WRONG_CODENAME) }.render());
+        return sign_in_page(lang, Some("followup-wrong"));
     };
     match intake.followup.open_case(&intake.store, &form.codename).await {
         Ok(case) => {
@@ -312,56 +323,62 @@ async fn sign_in(
             });
             match session {
                 Ok((replies, session)) => {
-                    let mut response = render_case(&intake, &case, Some(replies), None).await;
-                    set_cookie(&req, &mut response, &session);
+                    let mut response = render_case(&intake, lang, &case, Some(replies), None).await;
+                    set_cookie(&req, &mut response, &session, lang);
                     response
                 }
-                Err(e) => pages::error_page(&intake, e),
+                Err(e) => pages::error_page(&intake, lang, e, None),
             }
         }
         // The same page anyone gets before signing in, with a word about the codename.
-        Err(IntakeError::CodenameNotRecognized) => {
-            pages::html(SignInPage { notice: Some(WRONG_CODENAME) }.render())
-        }
-        Err(e) => pages::error_page(&intake, e),
+        Err(IntakeError::CodenameNotRecognized) => sign_in_page(lang, Some("followup-wrong")),
+        Err(e) => pages::error_page(&intake, lang, e, None),
     }
 }
 
 async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload) -> HttpResponse {
+    let lang = pages::lang_or_404!(req, intake);
     if !same_origin(&req) {
-        return pages::error_page(&intake, IntakeError::CrossSite);
+        return pages::error_page(&intake, lang, IntakeError::CrossSite, None);
     }
     let Some(case) = session_of(&req, &intake) else {
-        return pages::error_page(&intake, IntakeError::SessionExpired);
+        return pages::error_page(&intake, lang, IntakeError::SessionExpired, None);
     };
     let multipart = Multipart::new(req.headers(), payload);
     let length = api::content_length(&req);
     let target = Target::Case(case.clone());
-    match upload::receive(&intake, length, multipart, Origin::Web, "en", target).await {
+    let mut kept = None;
+    let received = upload::receive_keeping(
+        &intake,
+        length,
+        multipart,
+        Origin::Web,
+        lang.code(),
+        target,
+        &mut kept,
+    )
+    .await;
+    match received {
         Ok(accepted) => {
-            let files = accepted.objects.len() - 1;
-            let added = format!(
-                "Received and stored safely: {}{}.",
-                if files == 0 { "your text".to_string() } else { format!("{files} file(s)") },
-                if files == 0 { "" } else { " with your text, if any" }
-            );
             let receipt = serde_json::to_string(&accepted.receipt).unwrap_or_default();
-            render_case(&intake, &case, None, Some((&added, &receipt))).await
+            let files = accepted.objects.len() - 1;
+            render_case(&intake, lang, &case, None, Some((files, &receipt))).await
         }
-        Err(e) => pages::error_page(&intake, e),
+        Err(e) => pages::error_page(&intake, lang, e, kept.as_deref().map(String::as_str)),
     }
 }
 
 async fn close(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let lang = pages::lang_or_404!(req, intake);
     if !same_origin(&req) {
-        return pages::error_page(&intake, IntakeError::CrossSite);
+        return pages::error_page(&intake, lang, IntakeError::CrossSite, None);
     }
     if let Some(id) = cookie_value(&req) {
         intake.followup.end_session(&id);
     }
-    let mut response =
-        pages::html(SignInPage { notice: Some("Your case is closed on this device.") }.render());
-    let expired = format!("{COOKIE}=; Path=/followup; Max-Age=0; HttpOnly; SameSite=Strict");
+    let mut response = sign_in_page(lang, Some("followup-closed"));
+    let expired =
+        format!("{COOKIE}=; Path=/{}/followup; Max-Age=0; HttpOnly; SameSite=Strict", lang.code());
     if let Ok(value) = header::HeaderValue::from_str(&expired) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -370,26 +387,27 @@ async fn close(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
 
 async fn render_case(
     intake: &Intake,
+    lang: Lang,
     case: &CaseRecord,
     replies: Option<Vec<ShownReply>>,
-    added: Option<(&str, &str)>,
+    added: Option<(usize, &str)>,
 ) -> HttpResponse {
     let store = intake.store.clone();
     let id = case.case.clone();
     let items = match upload::blocking(move || case_items(&store, &id)).await {
         Ok(items) => items,
-        Err(e) => return pages::error_page(intake, e),
+        Err(e) => return pages::error_page(intake, lang, e, None),
     };
     let view = CaseView { items, replies };
-    let limits = &intake.config.limits;
-    let max_size = super::error::human_bytes(limits.max_submission_bytes);
+    let t = Tr::new(lang);
     pages::html(
         CasePage {
+            t,
+            here: "followup",
             view: &view,
-            added: added.map(|(notice, _)| notice),
+            added: added.map(|(files, _)| files),
             receipt: added.map(|(_, receipt)| receipt),
-            max_files: limits.max_files,
-            max_size: &max_size,
+            evidence_label: pages::evidence_label(intake, t),
         }
         .render(),
     )
@@ -412,9 +430,12 @@ fn cookie_value(req: &HttpRequest) -> Option<String> {
 
 /// Only the follow-up pages ever see the cookie; it dies with the browser, and the
 /// server forgets the session after 15 idle minutes anyway.
-fn set_cookie(req: &HttpRequest, response: &mut HttpResponse, session: &str) {
+fn set_cookie(req: &HttpRequest, response: &mut HttpResponse, session: &str, lang: Lang) {
     let secure = if req.connection_info().scheme() == "https" { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={session}; Path=/followup; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!(
+        "{COOKIE}={session}; Path=/{}/followup; HttpOnly; SameSite=Strict{secure}",
+        lang.code()
+    );
     if let Ok(value) = header::HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -27,7 +27,7 @@ pub struct Intake {
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.
-const SECURITY_HEADERS: [(&str, &str); 7] = [
+const SECURITY_HEADERS: [(&str, &str); 8] = [
     (
         "Content-Security-Policy",
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -39,16 +39,28 @@ const SECURITY_HEADERS: [(&str, &str); 7] = [
     ("X-Frame-Options", "DENY"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
+    (
+        "Permissions-Policy",
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), \
+         hid=(), midi=(), magnetometer=(), gyroscope=(), accelerometer=(), ambient-light-sensor=(), \
+         display-capture=(), fullscreen=(), screen-wake-lock=(), publickey-credentials-get=(), \
+         interest-cohort=(), browsing-topics=()",
+    ),
 ];
 
 /// Runs the intake until SIGINT/SIGTERM. The store must already be swept.
 pub async fn serve(intake: Intake) -> std::io::Result<()> {
     let listen = intake.config.listen.clone();
+    let onion_location = intake.config.onion_location.clone();
     let intake = web::Data::new(intake);
     let server = HttpServer::new(move || {
         let mut headers = DefaultHeaders::new();
         for header in SECURITY_HEADERS {
             headers = headers.add(header);
+        }
+        if let Some(onion) = &onion_location {
+            // Tor Browser offers to switch to the onion service.
+            headers = headers.add(("Onion-Location", onion.as_str()));
         }
         App::new()
             .app_data(intake.clone())
@@ -91,7 +103,8 @@ async fn not_found(req: actix_web::HttpRequest, intake: web::Data<Intake>) -> Ht
     if req.path().starts_with("/api/") {
         api::error_response(&intake, IntakeError::NotFound)
     } else {
-        pages::error_page(&intake, IntakeError::NotFound)
+        let lang = pages::page_lang(&req).unwrap_or(crate::i18n::Lang::Ru);
+        pages::error_page(&intake, lang, IntakeError::NotFound, None)
     }
 }
 

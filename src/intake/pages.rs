@@ -1,67 +1,181 @@
 //! Server-rendered pages that work with JavaScript off: what amanat is, the form, the
 //! receipt. No cookies, no external resources (see the CSP in `intake`).
 
-use super::error::IntakeError;
-use super::upload;
+use super::error::{human_bytes, IntakeError};
+use super::upload::{self, Target};
 use super::{api, refusal, Intake};
 use crate::envelope::Origin;
+use crate::i18n::{Lang, Tr};
 use actix_multipart::Multipart;
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use zeroize::Zeroizing;
 
 const STYLESHEET: &str = include_str!("templates/amanat.css");
 
+/// The acts the form asks about (manifest field `acts`, one value per ticked box).
+pub const ACTS: [&str; 13] = [
+    "beating",
+    "beating_objects",
+    "electric_shocks",
+    "burns",
+    "suffocation",
+    "stress_positions",
+    "sexual_violence",
+    "threats",
+    "denied_medical_care",
+    "denied_food_water_sleep",
+    "forced_confession",
+    "taken_from_hospital",
+    "other",
+];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/submit", web::get().to(form))
-        .route("/submit", web::post().to(submit))
+    cfg.route("/static/amanat.css", web::get().to(stylesheet))
         .route("/receipt", web::post().to(download_receipt))
+        // Bare paths pick the language from Accept-Language (read, never logged).
+        .route("/", web::get().to(to_language))
+        .route("/submit", web::get().to(to_language))
+        .route("/safety", web::get().to(to_language))
+        .route("/followup", web::get().to(to_language))
+        .route("/submit", web::post().to(submit))
         .route("/receipt/practice", web::post().to(practice))
-        .route("/static/amanat.css", web::get().to(stylesheet));
+        .route("/{lang}/", web::get().to(index))
+        .route("/{lang}", web::get().to(to_language))
+        .route("/{lang}/submit", web::get().to(form))
+        .route("/{lang}/submit", web::post().to(submit))
+        .route("/{lang}/safety", web::get().to(safety))
+        .route("/{lang}/receipt/practice", web::post().to(practice));
+}
+
+/// The page's language: from the path (`/kk/...`), else from Accept-Language. None for
+/// a path whose first segment is not one of ours.
+pub fn page_lang(req: &HttpRequest) -> Option<Lang> {
+    match req.match_info().get("lang") {
+        Some(code) => Lang::from_code(code),
+        None => Some(Lang::from_accept_language(
+            req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()),
+        )),
+    }
+}
+
+/// `GET /submit` and the like: 303 to the same page under the client's language.
+async fn to_language(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let lang = Lang::from_accept_language(
+        req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()),
+    );
+    let tail = match req.match_info().get("lang") {
+        // `/kk` without the slash.
+        Some(code) => match Lang::from_code(code) {
+            Some(lang) => return see_other(&format!("/{}/", lang.code())),
+            None => return error_page(&intake, lang, IntakeError::NotFound, None),
+        },
+        None => req.path().trim_start_matches('/'),
+    };
+    see_other(&format!("/{}/{tail}", lang.code()))
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location.to_string())).finish()
 }
 
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
+    t: Tr,
+    here: &'static str,
     recipients: usize,
 }
 
 #[derive(Template)]
+#[template(path = "safety.html")]
+struct SafetyPage {
+    t: Tr,
+    here: &'static str,
+}
+
+#[derive(Template)]
 #[template(path = "submit.html")]
-struct FormPage<'a> {
-    max_files: usize,
-    max_size: &'a str,
+struct FormPage {
+    t: Tr,
+    here: &'static str,
+    acts: [&'static str; 13],
+    evidence_label: String,
 }
 
 #[derive(Template)]
 #[template(path = "receipt.html")]
-struct ReceiptPage<'a> {
-    id: &'a str,
-    codename: &'a str,
-    received_at: &'a str,
-    files: usize,
+pub(super) struct ReceiptPage<'a> {
+    pub t: Tr,
+    pub here: &'static str,
+    pub id: &'a str,
+    pub codename: &'a str,
+    pub received_at: &'a str,
+    pub files: usize,
     /// The receipt as JSON, offered as a download.
-    receipt: &'a str,
+    pub receipt: &'a str,
     /// The result of the practice field, when the page answers it.
-    practice: Option<bool>,
+    pub practice: Option<bool>,
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    status: u16,
+    t: Tr,
+    here: &'static str,
     code: &'a str,
     message: &'a str,
+    /// What the survivor wrote, handed back when an upload was refused.
+    kept: Option<&'a str>,
 }
 
-async fn index(intake: web::Data<Intake>) -> HttpResponse {
-    html(IndexPage { recipients: intake.recipients.len() }.render())
-}
-
-async fn form(intake: web::Data<Intake>) -> HttpResponse {
+/// The evidence field's label: how many files, how large, in the page's language.
+pub(super) fn evidence_label(intake: &Intake, t: Tr) -> String {
     let limits = &intake.config.limits;
-    let max_size = super::error::human_bytes(limits.max_submission_bytes);
-    html(FormPage { max_files: limits.max_files, max_size: &max_size }.render())
+    crate::i18n::message(
+        t.lang,
+        "field-evidence",
+        &[
+            ("files", limits.max_files.into()),
+            ("size", human_bytes(limits.max_submission_bytes).into()),
+        ],
+    )
+}
+
+macro_rules! lang_or_404 {
+    ($req:expr, $intake:expr) => {
+        match $crate::intake::pages::page_lang(&$req) {
+            Some(lang) => lang,
+            None => {
+                return $crate::intake::pages::error_page(
+                    &$intake,
+                    $crate::i18n::Lang::Ru,
+                    $crate::intake::error::IntakeError::NotFound,
+                    None,
+                )
+            }
+        }
+    };
+}
+pub(super) use lang_or_404;
+
+async fn index(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let t = Tr::new(lang_or_404!(req, intake));
+    html(IndexPage { t, here: "", recipients: intake.recipients.len() }.render())
+}
+
+async fn safety(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let t = Tr::new(lang_or_404!(req, intake));
+    html(SafetyPage { t, here: "safety" }.render())
+}
+
+async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
+    let t = Tr::new(lang_or_404!(req, intake));
+    html(
+        FormPage { t, here: "submit", acts: ACTS, evidence_label: evidence_label(&intake, t) }
+            .render(),
+    )
 }
 
 async fn submit(
@@ -69,14 +183,29 @@ async fn submit(
     intake: web::Data<Intake>,
     payload: web::Payload,
 ) -> HttpResponse {
+    let lang = lang_or_404!(req, intake);
+    let t = Tr::new(lang);
     let multipart = Multipart::new(req.headers(), payload);
     let content_length = api::content_length(&req);
-    let target = upload::Target::NewCase;
-    match upload::receive(&intake, content_length, multipart, Origin::Web, "en", target).await {
+    let mut kept = None;
+    let target = Target::NewCase;
+    match upload::receive_keeping(
+        &intake,
+        content_length,
+        multipart,
+        Origin::Web,
+        lang.code(),
+        target,
+        &mut kept,
+    )
+    .await
+    {
         Ok(accepted) => {
             let receipt = serde_json::to_string(&accepted.receipt).unwrap_or_default();
             html(
                 ReceiptPage {
+                    t,
+                    here: "submit",
                     id: &accepted.id,
                     codename: accepted.codename.as_ref().map(|c| c.as_str()).unwrap_or(""),
                     received_at: &accepted.received_at,
@@ -87,58 +216,10 @@ async fn submit(
                 .render(),
             )
         }
-        Err(error) => error_page(&intake, error),
-    }
-}
-
-/// The receipt page's practice field: the page carries what it showed back in hidden
-/// fields (the codename is on that page anyway), so checking needs no lookup and
-/// nothing stored, and the answer is the same receipt page again, with its download.
-#[derive(serde::Deserialize)]
-struct PracticeForm {
-    codename: String,
-    typed: String,
-    id: String,
-    received_at: String,
-    files: usize,
-    receipt: String,
-}
-
-impl Drop for PracticeForm {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.codename);
-        zeroize::Zeroize::zeroize(&mut self.typed);
-    }
-}
-
-async fn practice(
-    intake: web::Data<Intake>,
-    form: Result<web::Form<PracticeForm>, actix_web::Error>,
-) -> HttpResponse {
-    let Ok(form) = form else {
-        return error_page(&intake, IntakeError::MalformedMultipart);
-    };
-    let expected = crate::codename::normalize(&form.codename);
-    if expected.is_empty() {
-        return error_page(&intake, IntakeError::MalformedMultipart);
-    }
-    let receipt = serde_json::from_str::<crate::log::Receipt>(&form.receipt).ok();
-    let Some(receipt) = receipt.filter(|r| r.submission == form.id) else {
-        return error_page(&intake, IntakeError::MalformedMultipart);
-    };
-    let correct = *crate::codename::normalize(&form.typed) == *expected;
-    let receipt = serde_json::to_string(&receipt).unwrap_or_default();
-    html(
-        ReceiptPage {
-            id: &form.id,
-            codename: &form.codename,
-            received_at: &form.received_at,
-            files: form.files,
-            receipt: &receipt,
-            practice: Some(correct),
+        Err(error) => {
+            error_page(&intake, lang, error, kept.as_deref().map(|k: &String| k.as_str()))
         }
-        .render(),
-    )
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -165,22 +246,104 @@ async fn download_receipt(
                 ),
             ))
             .body(serde_json::to_string_pretty(&receipt).unwrap_or_default()),
-        None => error_page(&intake, IntakeError::MalformedMultipart),
+        None => error_page(&intake, Lang::En, IntakeError::MalformedMultipart, None),
     }
+}
+
+/// The receipt page's practice field: the page carries what it showed back in hidden
+/// fields (the codename is on that page anyway), so checking needs no lookup and
+/// nothing stored, and the answer is the same receipt page again, with its download.
+#[derive(serde::Deserialize)]
+struct PracticeForm {
+    codename: String,
+    typed: String,
+    id: String,
+    received_at: String,
+    files: usize,
+    receipt: String,
+}
+
+impl Drop for PracticeForm {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.codename);
+        zeroize::Zeroize::zeroize(&mut self.typed);
+    }
+}
+
+async fn practice(
+    req: HttpRequest,
+    intake: web::Data<Intake>,
+    form: Result<web::Form<PracticeForm>, actix_web::Error>,
+) -> HttpResponse {
+    let lang = lang_or_404!(req, intake);
+    let Ok(form) = form else {
+        return error_page(&intake, lang, IntakeError::MalformedMultipart, None);
+    };
+    let expected: Zeroizing<String> = crate::codename::normalize(&form.codename);
+    let receipt = serde_json::from_str::<crate::log::Receipt>(&form.receipt).ok();
+    let (Some(receipt), false) = (receipt.filter(|r| r.submission == form.id), expected.is_empty())
+    else {
+        return error_page(&intake, lang, IntakeError::MalformedMultipart, None);
+    };
+    let correct = *crate::codename::normalize(&form.typed) == *expected;
+    let receipt = serde_json::to_string(&receipt).unwrap_or_default();
+    html(
+        ReceiptPage {
+            t: Tr::new(lang),
+            here: "submit",
+            id: &form.id,
+            codename: &form.codename,
+            received_at: &form.received_at,
+            files: form.files,
+            receipt: &receipt,
+            practice: Some(correct),
+        }
+        .render(),
+    )
 }
 
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok().content_type("text/css; charset=utf-8").body(STYLESHEET)
 }
 
-pub fn error_page(intake: &Intake, error: IntakeError) -> HttpResponse {
-    let message = error.message(&intake.config.limits);
-    let page = ErrorPage { status: error.status().as_u16(), code: error.code(), message: &message };
+/// A refusal as a page in the survivor's language: the limit named, and what they
+/// wrote handed back when the refusal came after it was read.
+pub fn error_page(
+    intake: &Intake,
+    lang: Lang,
+    error: IntakeError,
+    kept: Option<&str>,
+) -> HttpResponse {
+    let message = error_message(intake, lang, error);
+    let page =
+        ErrorPage { t: Tr::new(lang), here: "", code: error.code(), message: &message, kept };
     let body = page.render().unwrap_or_else(|_| message.clone());
     refusal(
         HttpResponse::build(error.status()).content_type("text/html; charset=utf-8").body(body),
         error,
     )
+}
+
+/// `error-<code>` from the catalogue, with the limit it names; the English message of
+/// `IntakeError` for codes no page shows.
+fn error_message(intake: &Intake, lang: Lang, error: IntakeError) -> String {
+    let limits = &intake.config.limits;
+    let limit: String = match error {
+        IntakeError::SubmissionTooLarge => human_bytes(limits.max_submission_bytes),
+        IntakeError::TooManyFiles => limits.max_files.to_string(),
+        IntakeError::TextTooLarge => human_bytes(limits.max_text_bytes as u64),
+        IntakeError::TooManyFields => limits.max_fields.to_string(),
+        IntakeError::UploadStalled => limits.idle_timeout_secs.to_string(),
+        IntakeError::TooManyAttempts => super::followup::THROTTLE_WINDOW.as_secs().to_string(),
+        _ => String::new(),
+    };
+    let key = format!("error-{}", error.code());
+    let text = crate::i18n::message(lang, &key, &[("limit", limit.into())]);
+    if text == key {
+        error.message(limits)
+    } else {
+        text
+    }
 }
 
 pub(super) fn html(rendered: askama::Result<String>) -> HttpResponse {

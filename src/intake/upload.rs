@@ -82,10 +82,30 @@ impl Drop for AbandonOnDrop {
 pub async fn receive(
     intake: &Intake,
     content_length: Option<u64>,
+    multipart: Multipart,
+    origin: Origin,
+    page_language: &str,
+    target: Target,
+) -> Result<Accepted, IntakeError> {
+    let mut kept = None;
+    receive_keeping(intake, content_length, multipart, origin, page_language, target, &mut kept)
+        .await
+}
+
+/// The answers the form's consent section allows.
+const CONSENT_READERS: [&str; 3] = ["coalition", "lawyers", "investigators"];
+pub const CONSENT_FIELD: &str = "consent_readers";
+
+/// `receive`, handing the testimony back in `kept` once it was read, so a refused page
+/// can return the survivor's words to them (never stored, wiped on drop).
+pub async fn receive_keeping(
+    intake: &Intake,
+    content_length: Option<u64>,
     mut multipart: Multipart,
     origin: Origin,
     page_language: &str,
     target: Target,
+    kept: &mut Option<Zeroizing<String>>,
 ) -> Result<Accepted, IntakeError> {
     let limits = &intake.config.limits;
     // Refuse at once what cannot fit, before reading a byte of the body.
@@ -101,7 +121,14 @@ pub async fn receive(
         return Err(IntakeError::TooManyAttempts);
     }
     let guard = AbandonOnDrop(PendingObjects::default());
-    let mut received = read_parts(intake, &mut multipart, &guard.0).await?;
+    let mut received = read_parts(intake, &mut multipart, &guard.0, kept).await?;
+    // The web form asks who may read it, and nothing is stored without an answer.
+    if origin == Origin::Web && matches!(target, Target::NewCase) {
+        let consent = received.fields.iter().find(|f| f.name == CONSENT_FIELD);
+        if !consent.is_some_and(|f| CONSENT_READERS.contains(&f.value.as_str())) {
+            return Err(IntakeError::ConsentMissing);
+        }
+    }
     let nothing_written = received.testimony.trim().is_empty();
     match target {
         Target::NewCase if nothing_written => return Err(IntakeError::TestimonyMissing),
@@ -205,6 +232,7 @@ async fn read_parts(
     intake: &Intake,
     multipart: &mut Multipart,
     pending: &PendingObjects,
+    kept: &mut Option<Zeroizing<String>>,
 ) -> Result<Received, IntakeError> {
     let limits = &intake.config.limits;
     let idle = Duration::from_secs(limits.idle_timeout_secs);
@@ -279,6 +307,7 @@ async fn read_parts(
             TESTIMONY_FIELD if seen_testimony => return Err(IntakeError::DuplicateTestimony),
             TESTIMONY_FIELD => {
                 seen_testimony = true;
+                *kept = Some(value.clone());
                 received.testimony = value;
             }
             LANGUAGE_FIELD if is_language_tag(&value) => {

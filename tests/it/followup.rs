@@ -285,9 +285,9 @@ fn wrong_codenames_get_the_sign_in_page_and_a_burst_makes_everyone_wait() {
 
     // Before signing in, anyone gets the sign-in page; a wrong codename gets it again,
     // with the same status, and no cookie.
-    let blank = get(server.addr, "/followup");
+    let blank = get(server.addr, "/en/followup");
     let wrong =
-        form_post(&server, "/followup", "codename=bafoki+bafoki+bafoki+bafoki+bafoki", None);
+        form_post(&server, "/en/followup", "codename=bafoki+bafoki+bafoki+bafoki+bafoki", None);
     assert_eq!((blank.status, wrong.status), (200, 200));
     for page in [&blank, &wrong] {
         assert!(page.text().contains("name=\"codename\""));
@@ -304,7 +304,8 @@ fn wrong_codenames_get_the_sign_in_page_and_a_burst_makes_everyone_wait() {
     assert_eq!(waiting.status, 429, "{}", waiting.text());
     assert_eq!(waiting.error_code(), "too_many_attempts");
     assert_eq!(waiting.header("Retry-After"), Some("60"));
-    let page = form_post(&server, "/followup", &format!("codename={}", urlencode(&codename)), None);
+    let page =
+        form_post(&server, "/en/followup", &format!("codename={}", urlencode(&codename)), None);
     assert_eq!(page.status, 429);
     assert!(page.text().contains("try again in 60 seconds"));
 
@@ -322,10 +323,10 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
     let (case, codename) = first_submission(&server);
 
     let signed_in =
-        form_post(&server, "/followup", &format!("codename={}", urlencode(&codename)), None);
+        form_post(&server, "/en/followup", &format!("codename={}", urlencode(&codename)), None);
     assert_eq!(signed_in.status, 200);
     let set_cookie = signed_in.header("Set-Cookie").expect("a session cookie").to_string();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/followup"] {
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/en/followup"] {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
     assert!(!set_cookie.contains("Secure"), "plain HTTP on loopback (Tor) cannot carry Secure");
@@ -336,14 +337,14 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
     assert!(signed_in.text().contains("id=\"no-replies\""));
 
     // With the cookie: the case page, and additions go to the case.
-    let page = request(server.addr, "GET", "/followup", &[("Cookie", &cookie)], b"");
-    assert!(page.text().contains("id=\"received\"") && page.text().contains("/followup/add"));
+    let page = request(server.addr, "GET", "/en/followup", &[("Cookie", &cookie)], b"");
+    assert!(page.text().contains("id=\"received\"") && page.text().contains("/en/followup/add"));
     assert!(!page.text().contains("ribs.jpg"), "no file names echoed");
     let body = multipart_body(&[file("evidence", "scar.jpg", "image/jpeg", &noise(50_000, 3))]);
     let added = request(
         server.addr,
         "POST",
-        "/followup/add",
+        "/en/followup/add",
         &[("Content-Type", &multipart_type()), ("Cookie", &cookie)],
         &body,
     );
@@ -356,7 +357,7 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
     let refused = request(
         server.addr,
         "POST",
-        "/followup/add",
+        "/en/followup/add",
         &[
             ("Content-Type", &multipart_type()),
             ("Cookie", "amanat_case=00000000000000000000000000000000"),
@@ -367,10 +368,12 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
     assert_eq!(server.object_files().len(), files_before);
 
     // Closing ends the session on the server too.
-    let closed = form_post(&server, "/followup/close", "", Some(&cookie));
+    let closed = form_post(&server, "/en/followup/close", "", Some(&cookie));
     assert!(closed.header("Set-Cookie").unwrap().contains("Max-Age=0"));
-    let after = request(server.addr, "GET", "/followup", &[("Cookie", &cookie)], b"");
-    assert!(after.text().contains("name=\"codename\"") && !after.text().contains("/followup/add"));
+    let after = request(server.addr, "GET", "/en/followup", &[("Cookie", &cookie)], b"");
+    assert!(
+        after.text().contains("name=\"codename\"") && !after.text().contains("/en/followup/add")
+    );
 }
 
 #[test]
@@ -379,8 +382,11 @@ fn the_receipt_page_lets_the_survivor_practice_the_codename() {
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, "");
     // What the receipt page carries in its practice form.
-    let page =
-        post_multipart(server.addr, "/submit", &[text("testimony", "Beaten at the station.")]);
+    let page = post_multipart(
+        server.addr,
+        "/en/submit",
+        &[text("testimony", "Beaten at the station."), text("consent_readers", "coalition")],
+    );
     assert_eq!(page.status, 200);
     let html = page.text();
     let hidden = |name: &str| -> String {
@@ -404,17 +410,17 @@ fn the_receipt_page_lets_the_survivor_practice_the_codename() {
             urlencode(typed)
         )
     };
-    let right = form_post(&server, "/receipt/practice", &form(&in_cyrillic(&codename)), None);
+    let right = form_post(&server, "/en/receipt/practice", &form(&in_cyrillic(&codename)), None);
     assert_eq!(right.status, 200, "{}", right.text());
     assert!(right.text().contains("id=\"practice-result\" class=\"correct"));
     // The answer is the receipt page again: the download is still there.
     assert!(right.text().contains("id=\"download-receipt\""));
-    let wrong = form_post(&server, "/receipt/practice", &form("bafoki"), None);
+    let wrong = form_post(&server, "/en/receipt/practice", &form("bafoki"), None);
     assert!(wrong.text().contains("class=\"wrong") && wrong.text().contains(&codename));
     // A practice form whose receipt was tampered with is refused.
     let forged = form_post(
         &server,
-        "/receipt/practice",
+        "/en/receipt/practice",
         &form(&codename).replace("&files=0&receipt=%7B", "&files=0&receipt=%7Bx"),
         None,
     );
@@ -431,7 +437,7 @@ fn a_form_post_from_another_site_is_refused() {
     let post = |headers: &[(&str, &str)]| {
         let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
         all.extend_from_slice(headers);
-        request(server.addr, "POST", "/followup", &all, body.as_bytes())
+        request(server.addr, "POST", "/en/followup", &all, body.as_bytes())
     };
     for headers in [
         vec![("Origin", "http://attacker.example")],
@@ -450,7 +456,7 @@ fn a_form_post_from_another_site_is_refused() {
     // Signing in again replaces the case's older session.
     let second = post(&[]);
     assert!(second.header("Set-Cookie").is_some());
-    let stale = request(server.addr, "GET", "/followup", &[("Cookie", &first)], b"");
+    let stale = request(server.addr, "GET", "/en/followup", &[("Cookie", &first)], b"");
     assert!(stale.text().contains("name=\"codename\""), "the older session is closed");
 }
 
@@ -462,7 +468,7 @@ fn a_codename_never_reaches_the_disk_and_a_wrong_one_stores_nothing() {
     let (_, codename) = first_submission(&server);
     let typed = in_cyrillic(&codename).to_uppercase();
     assert_eq!(
-        form_post(&server, "/followup", &format!("codename={}", urlencode(&typed)), None).status,
+        form_post(&server, "/en/followup", &format!("codename={}", urlencode(&typed)), None).status,
         200
     );
     let added = post_multipart(

@@ -91,7 +91,11 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     let coalition = Coalition::new(dir.path(), 3);
     let server = Server::start(dir.path(), &coalition, "");
 
-    let form = get(server.addr, "/submit");
+    // The bare path sends the browser to its language.
+    let bare =
+        request(server.addr, "GET", "/submit", &[("Accept-Language", "kk-KZ,ru;q=0.8")], b"");
+    assert_eq!((bare.status, bare.header("location")), (303, Some("/kk/submit")));
+    let form = get(server.addr, "/en/submit");
     assert_eq!(form.status, 200);
     let html = form.text();
     assert!(html.contains("enctype=\"multipart/form-data\""));
@@ -115,6 +119,7 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
             text("when", "январь 2022"),
             text("where", ""),
             text("contact", ""),
+            text("consent_readers", "lawyers"),
             file("evidence", "arrest.mp4", "video/mp4", &video),
             file("evidence", "scar.jpg", "image/jpeg", &photo),
             file("evidence", "", "application/octet-stream", b""),
@@ -145,7 +150,10 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     assert_eq!(manifest["testimony"], "Они били меня дубинками в РОВД.");
     assert_eq!(
         manifest["fields"],
-        serde_json::json!([{"name": "when", "value": "январь 2022"}]),
+        serde_json::json!([
+            {"name": "when", "value": "январь 2022"},
+            {"name": "consent_readers", "value": "lawyers"}
+        ]),
         "skipped questions are not stored as answers"
     );
     let attachments = manifest["attachments"].as_array().unwrap();
@@ -197,6 +205,7 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
         vec![
             text("testimony", testimony),
             text("where", FIELD_CANARY),
+            text("consent_readers", "coalition"),
             file("evidence", NAME_CANARY, "image/jpeg", &photo),
         ]
     };

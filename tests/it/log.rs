@@ -142,7 +142,11 @@ fn the_receipt_page_offers_a_receipt_that_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, "");
-    let page = post_multipart(server.addr, "/submit", &[text("testimony", "through the form")]);
+    let page = post_multipart(
+        server.addr,
+        "/en/submit",
+        &[text("testimony", "through the form"), text("consent_readers", "coalition")],
+    );
     assert_eq!(page.status, 200);
     let html = page.text();
     assert!(html.contains("Anything you keep can be found"), "the page warns before offering it");
