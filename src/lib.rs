@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod codename;
 pub mod config;
 pub mod envelope;
+pub mod form;
 pub mod i18n;
 pub mod intake;
 pub mod keys;

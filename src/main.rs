@@ -91,6 +91,10 @@ enum Command {
         /// amanat-state.json beside the identity).
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Your language for the headings of testimony.txt and report.html (kk, ru or
+        /// en); the survivor's language is shown beside it.
+        #[arg(long, default_value = "en", value_parser = parse_lang)]
+        lang: amanat::i18n::Lang,
     },
     /// Offline: package one case for a lawyer (objects as received, their file keys
     /// encrypted to the lawyer, log proofs, a signed custody record).
@@ -297,9 +301,9 @@ fn main() -> ExitCode {
             data_dir_of(cli.config.as_deref(), data_dir)
                 .and_then(|dir| import_replies(&dir, &files, json))
         }
-        Command::Open { bundles, identity, passphrase_file, out, json, state } => {
+        Command::Open { bundles, identity, passphrase_file, out, json, state, lang } => {
             let state = state.unwrap_or_else(|| identity.with_file_name("amanat-state.json"));
-            return open(&bundles, &identity, passphrase_file.as_deref(), &out, &state, json);
+            return open(&bundles, &identity, passphrase_file.as_deref(), &out, &state, lang, json);
         }
     };
     match result {
@@ -309,6 +313,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_lang(code: &str) -> Result<amanat::i18n::Lang, String> {
+    amanat::i18n::Lang::from_code(code).ok_or_else(|| "kk, ru or en".to_string())
 }
 
 /// The data directory: the flag, else the configuration's.
@@ -559,6 +567,7 @@ fn open(
     passphrase_file: Option<&Path>,
     out: &Path,
     state: &Path,
+    lang: amanat::i18n::Lang,
     json: bool,
 ) -> ExitCode {
     let identities = match load_identities(identity, passphrase_file) {
@@ -577,7 +586,7 @@ fn open(
     };
     let bar = progress_bar("opening");
     let outcomes =
-        amanat::review::open_bundles(bundles, &identities, out, &mut state, |done, total| {
+        amanat::review::open_bundles(bundles, &identities, out, &mut state, lang, |done, total| {
             if let Some(bar) = &bar {
                 bar.set_length(total);
                 bar.set_position(done);

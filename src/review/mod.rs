@@ -69,6 +69,7 @@ pub fn open_bundles(
     identities: &[age::x25519::Identity],
     out: &Path,
     state: &mut state::ReviewState,
+    reviewer: crate::i18n::Lang,
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<Vec<Outcome>> {
     fs::create_dir_all(out)?;
@@ -135,7 +136,7 @@ pub fn open_bundles(
                     None if is_submission_id(&record.id) => Ok(()),
                     None => Err("the sealed file names an invalid submission id".into()),
                 };
-                match logged.and_then(|()| open_case(bundle, record, identities, out)) {
+                match logged.and_then(|()| open_case(bundle, record, identities, out, reviewer)) {
                     Ok(files) => {
                         // Only a verified copy counts: a damaged one must not hide a
                         // good copy of the same submission in a later bundle.
@@ -223,12 +224,13 @@ fn open_case(
     record: &SubmissionRecord,
     identities: &[age::x25519::Identity],
     out: &Path,
+    reviewer: crate::i18n::Lang,
 ) -> Result<usize, String> {
     let staging = out.join(format!("{STAGING_PREFIX}{}", record.id));
     let result = (|| {
         fs::create_dir(&staging)
             .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-        let files = write_case(bundle, record, identities, &staging)?;
+        let files = write_case(bundle, record, identities, &staging, reviewer)?;
         fs::rename(&staging, out.join(&record.id))
             .map_err(|e| format!("cannot finish the case: {e}"))?;
         Ok(files)
@@ -244,6 +246,7 @@ fn write_case(
     record: &SubmissionRecord,
     identities: &[age::x25519::Identity],
     dir: &Path,
+    reviewer: crate::i18n::Lang,
 ) -> Result<usize, String> {
     let manifest = read_manifest(bundle, record, identities)?;
     let evidence = dir.join("evidence");
@@ -265,7 +268,7 @@ fn write_case(
         files.push(report::CaseFile::new(attachment, format!("evidence/{saved_as}")));
     }
     let case = report::Case::new(bundle, record, &manifest, files);
-    case.write(dir).map_err(|e| format!("cannot write the case: {e}"))?;
+    case.write(dir, reviewer).map_err(|e| format!("cannot write the case: {e}"))?;
     Ok(manifest.attachments.len())
 }
 

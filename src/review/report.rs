@@ -5,6 +5,7 @@
 
 use crate::bundle::Bundle;
 use crate::envelope::{Attachment, Manifest, Origin, TextField};
+use crate::i18n::Lang;
 use crate::store::SubmissionRecord;
 use askama::Template;
 use serde::{Deserialize, Serialize};
@@ -90,17 +91,21 @@ impl Case {
         }
     }
 
-    pub fn write(&self, dir: &Path) -> io::Result<()> {
+    /// Writes `testimony.json`, and `testimony.txt` and `report.html` with the form's
+    /// headings in the survivor's language and the reviewer's.
+    pub fn write(&self, dir: &Path, reviewer: Lang) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         fs::write(dir.join("testimony.json"), json)?;
-        fs::write(dir.join("testimony.txt"), self.text())?;
-        let html = CaseReport { case: self }.render().map_err(io::Error::other)?;
+        let sections = crate::form::answers(&self.fields, &self.language, reviewer);
+        fs::write(dir.join("testimony.txt"), self.text(&sections))?;
+        let html =
+            CaseReport { case: self, sections: &sections }.render().map_err(io::Error::other)?;
         fs::write(dir.join("report.html"), html)
     }
 
     /// The testimony as a person reads it: what happened first, then the answers in
     /// the order they were given, then the files.
-    fn text(&self) -> String {
+    fn text(&self, sections: &[crate::form::Answered]) -> String {
         let received = if self.received_at.is_empty() {
             "not received by a server (sealed file opened directly)".to_string()
         } else {
@@ -119,8 +124,11 @@ impl Case {
         t.push_str("WHAT HAPPENED\n\n");
         t.push_str(self.testimony.trim_end());
         t.push_str("\n\n");
-        for field in &self.fields {
-            t.push_str(&format!("{}\n{}\n\n", label(&field.name), field.value.trim_end()));
+        for section in sections {
+            t.push_str(&format!("== {} ==\n", section.heading));
+            for (question, answer) in &section.answers {
+                t.push_str(&format!("{question}\n{answer}\n\n"));
+            }
         }
         t.push_str(&format!("FILES ({})\n", self.files.len()));
         for f in &self.files {
@@ -141,20 +149,11 @@ fn origin_name(origin: Origin) -> &'static str {
     }
 }
 
-/// A form field's name as a heading: `what_was_done` -> "What was done".
-pub fn label(name: &str) -> String {
-    let spaced = name.replace(['_', '-'], " ");
-    let mut chars = spaced.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 #[derive(Template)]
 #[template(path = "report.html")]
 struct CaseReport<'a> {
     case: &'a Case,
+    sections: &'a [crate::form::Answered],
 }
 
 #[derive(Template)]

@@ -217,3 +217,138 @@ fn survivor_practices_the_codename_and_comes_back_to_add_a_photo_without_javascr
     }
     assert!(found, "the added photo is in the case");
 }
+
+impl Browser {
+    /// A phone's width: the pages must fit it.
+    fn phone(&self) {
+        self.session_call("POST", "/window/rect", json!({"width": 360, "height": 780}));
+    }
+
+    fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let png = self.session_call("GET", "/screenshot", Value::Null);
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
+    }
+
+    /// The right edge of an element, in CSS pixels.
+    fn right_edge(&self, css: &str) -> f64 {
+        let element = self.find(css);
+        let rect = self.session_call("GET", &format!("/element/{element}/rect"), Value::Null);
+        rect["x"].as_f64().unwrap() + rect["width"].as_f64().unwrap()
+    }
+}
+
+#[test]
+fn in_each_language_a_survivor_fills_the_form_on_a_phone_and_the_reviewer_reads_every_answer() {
+    use crate::review::{export, open};
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let photo = noise(500_000, 99);
+    let photo_path = dir.path().join("bruise.jpg");
+    std::fs::write(&photo_path, &photo).unwrap();
+    let browser = Browser::start(&dir.path().join("profile"));
+    browser.phone();
+    let base = format!("http://{}", server.addr);
+    let stories = [
+        ("kk", "Мені ауруханадан алып кетіп, полиция бөлімінде ұрды."),
+        ("ru", "Меня забрали из больницы и били в отделе полиции."),
+        ("en", "They took me from the hospital and beat me at the police station."),
+    ];
+    let mut sent = Vec::new();
+    for (lang, story) in stories {
+        browser.open(&format!("{base}/{lang}/"));
+        assert!(browser.exists(&format!("html[lang={lang}]")));
+        browser.screenshot(&format!("{lang}-index"));
+        browser.open(&format!("{base}/{lang}/safety"));
+        browser.screenshot(&format!("{lang}-safety"));
+        browser.open(&format!("{base}/{lang}/submit"));
+        browser.screenshot(&format!("{lang}-form"));
+        assert!(browser.right_edge("form") <= 360.0, "{lang}: the form fits a phone");
+        browser.type_into("#testimony", story);
+        browser.type_into("#when", "2022-01-06");
+        browser.type_into("#city", "Алматы");
+        browser.click("#place-hospital");
+        browser.click("#act-beating");
+        browser.click("#act-taken_from_hospital");
+        browser.type_into("#injuries_now", "scar on the left arm");
+        browser.type_into("#detained_at", "2022-01-06 night");
+        browser.type_into("#witnesses", "my neighbour in the ward");
+        browser.click("#readers-lawyers");
+        browser.click("#contact-no");
+        browser.click("#help-medical");
+        browser.type_into("#evidence", photo_path.to_str().unwrap());
+        browser.click("#send");
+        wait_until("the receipt page is shown", || browser.exists("#codename"));
+        browser.screenshot(&format!("{lang}-receipt"));
+        assert!(browser.right_edge("#codename") <= 360.0, "{lang}: the codename fits a phone");
+        for css in ["#submission-id", "dl", "main"] {
+            assert!(browser.right_edge(css) <= 360.0, "{lang}: {css} fits a phone");
+        }
+        let codename = browser.text_of("#codename");
+        assert_eq!(codename.split_whitespace().count(), 5);
+        sent.push((lang, story, browser.text_of("#submission-id")));
+        browser.open(&format!("{base}/{lang}/followup"));
+        browser.screenshot(&format!("{lang}-followup"));
+        // A refusal in the page's language: the form without the testimony.
+        browser.open(&format!("{base}/{lang}/nowhere"));
+        browser.screenshot(&format!("{lang}-not-found"));
+        assert!(browser.exists("#error"));
+    }
+
+    // The reviewer finds every answer, in the survivor's words and choices.
+    let bundle = dir.path().join("b.tar");
+    export(&server, &bundle, false);
+    let cases = dir.path().join("cases");
+    assert!(open(&[&bundle], &coalition.identity_files[0], &cases).0);
+    for (lang, story, id) in sent {
+        let case: Value =
+            serde_json::from_slice(&std::fs::read(cases.join(&id).join("testimony.json")).unwrap())
+                .unwrap();
+        assert_eq!(case["testimony"], story);
+        assert_eq!(case["language"], lang);
+        let fields: Vec<(String, String)> = case["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().into(), f["value"].as_str().unwrap().into()))
+            .collect();
+        for expected in [
+            ("when", "2022-01-06"),
+            ("city", "Алматы"),
+            ("place", "hospital"),
+            ("acts", "beating"),
+            ("acts", "taken_from_hospital"),
+            ("injuries_now", "scar on the left arm"),
+            ("detained_at", "2022-01-06 night"),
+            ("witnesses", "my neighbour in the ward"),
+            ("consent_readers", "lawyers"),
+            ("contact_ok", "no"),
+            ("help_wanted", "medical"),
+        ] {
+            assert!(
+                fields.contains(&(expected.0.to_string(), expected.1.to_string())),
+                "{lang}: {expected:?} in {fields:?}"
+            );
+        }
+        let saved = std::fs::read(cases.join(&id).join("evidence/bruise.jpg")).unwrap();
+        assert!(saved == photo);
+        // The reviewer reads the answers under the form's headings, in the survivor's
+        // language and their own (English here).
+        let text = std::fs::read_to_string(cases.join(&id).join("testimony.txt")).unwrap();
+        let report = std::fs::read_to_string(cases.join(&id).join("report.html")).unwrap();
+        let (heading, place) = match lang {
+            "kk" => ("Қашан және қайда / When and where", "Ауруханада / In a hospital"),
+            "ru" => ("Когда и где / When and where", "В больнице / In a hospital"),
+            _ => ("When and where", "In a hospital"),
+        };
+        for shown in [heading, place, "Beating", "2022-01-06 night"] {
+            assert!(text.contains(shown), "{lang}: {shown:?} in testimony.txt:\n{text}");
+            assert!(report.contains(shown), "{lang}: {shown:?} in report.html");
+        }
+    }
+}

@@ -12,5 +12,6 @@ mod intake;
 mod keygen;
 mod limits;
 mod log;
+mod pages;
 mod review;
 mod startup;

@@ -179,8 +179,12 @@ fn reviewer_exports_and_opens_every_file_and_field_byte_for_byte() {
             assert!(saved == *data, "{name} comes back byte for byte");
         }
         let text = std::fs::read_to_string(case.join("testimony.txt")).unwrap();
-        let (what, when) = (text.find(&s.testimony).unwrap(), text.find("When\n").unwrap());
-        assert!(what < when && when < text.find("Where\n").unwrap(), "in the order asked:\n{text}");
+        // The story first, then the form's questions under its headings, then answers
+        // the form does not know.
+        let what = text.find(&s.testimony).unwrap();
+        let when = text.find("== When and where ==\nWhen did it happen?").unwrap();
+        let other = text.find("== Other answers ==\nwhere\n").unwrap();
+        assert!(what < when && when < other, "in the order asked:\n{text}");
         assert_self_contained(&std::fs::read_to_string(case.join("report.html")).unwrap());
     }
     assert_eq!(
