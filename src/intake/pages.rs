@@ -97,11 +97,22 @@ struct SafetyPage {
 
 #[derive(Template)]
 #[template(path = "submit.html")]
-struct FormPage {
+struct FormPage<'a> {
     t: Tr,
     here: &'static str,
     acts: [&'static str; 13],
     evidence_label: String,
+    /// A refusal, shown next to the field it is about.
+    error: Option<FieldError>,
+    /// What the survivor wrote, back in its box after a refusal.
+    kept: Option<&'a str>,
+}
+
+struct FieldError {
+    /// `testimony`, `evidence`, `consent`, or `form` for the top of the form.
+    field: &'static str,
+    code: &'static str,
+    message: String,
 }
 
 #[derive(Template)]
@@ -173,8 +184,15 @@ async fn safety(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
 async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
     let t = Tr::new(lang_or_404!(req, intake));
     html(
-        FormPage { t, here: "submit", acts: ACTS, evidence_label: evidence_label(&intake, t) }
-            .render(),
+        FormPage {
+            t,
+            here: "submit",
+            acts: ACTS,
+            evidence_label: evidence_label(&intake, t),
+            error: None,
+            kept: None,
+        }
+        .render(),
     )
 }
 
@@ -216,9 +234,46 @@ async fn submit(
                 .render(),
             )
         }
-        Err(error) => {
-            error_page(&intake, lang, error, kept.as_deref().map(|k: &String| k.as_str()))
-        }
+        Err(error) => refused_form(&intake, lang, error, kept.as_deref().map(String::as_str)),
+    }
+}
+
+/// A refused submission: the form again, the survivor's text back in its box, and the
+/// refusal in the page's language next to the field it is about.
+fn refused_form(
+    intake: &Intake,
+    lang: Lang,
+    error: IntakeError,
+    kept: Option<&str>,
+) -> HttpResponse {
+    let field = match error {
+        IntakeError::TestimonyMissing | IntakeError::TextTooLarge => "testimony",
+        IntakeError::SubmissionTooLarge
+        | IntakeError::TooManyFiles
+        | IntakeError::UnexpectedFile
+        | IntakeError::PartHeadersTooLarge => "evidence",
+        IntakeError::ConsentMissing => "consent",
+        _ => "form",
+    };
+    let t = Tr::new(lang);
+    let page = FormPage {
+        t,
+        here: "submit",
+        acts: ACTS,
+        evidence_label: evidence_label(intake, t),
+        error: Some(FieldError {
+            field,
+            code: error.code(),
+            message: error_message(intake, lang, error),
+        }),
+        kept,
+    };
+    match page.render() {
+        Ok(body) => refusal(
+            HttpResponse::build(error.status()).content_type("text/html; charset=utf-8").body(body),
+            error,
+        ),
+        Err(_) => error_page(intake, lang, error, kept),
     }
 }
 

@@ -114,7 +114,15 @@ fn a_refused_form_answers_in_its_language_names_the_limit_and_hands_back_the_tex
     assert!(page.contains("<html lang=\"ru\">"));
     assert!(page.contains("data-code=\"submission_too_large\""));
     assert!(page.contains("Файлы вместе слишком большие") && page.contains("97.7 KiB"), "{page}");
-    assert!(page.contains(story), "the survivor's text is handed back");
+    assert!(page.contains(&format!(">{story}</textarea>")), "the text is back in its box");
+    // The refusal sits next to the field it is about, and the form can be sent again.
+    let (label, error, input) = (
+        page.find("<label for=\"evidence\"").unwrap(),
+        page.find("id=\"error\"").unwrap(),
+        page.find("<input id=\"evidence\"").unwrap(),
+    );
+    assert!(label < error && error < input, "the error is at the evidence field");
+    assert!(page.contains("action=\"/ru/submit\""));
     assert!(server.object_files().is_empty());
 
     // Consent is the form's other required answer.
@@ -122,6 +130,8 @@ fn a_refused_form_answers_in_its_language_names_the_limit_and_hands_back_the_tex
     assert_eq!(no_consent.status, 400);
     assert!(no_consent.text().contains("data-code=\"consent_missing\""));
     assert!(no_consent.text().contains("Мұны кім оқи алатынын"));
+    let page = no_consent.text();
+    assert!(page.find("id=\"readers-label\"").unwrap() < page.find("id=\"error\"").unwrap());
     assert!(server.object_files().is_empty());
 }
 
