@@ -103,7 +103,11 @@ async fn not_found(req: actix_web::HttpRequest, intake: web::Data<Intake>) -> Ht
     if req.path().starts_with("/api/") {
         api::error_response(&intake, IntakeError::NotFound)
     } else {
-        let lang = pages::page_lang(&req).unwrap_or(crate::i18n::Lang::Ru);
+        // No route matched, so the language is read from the path's first segment.
+        let segment = req.path().split('/').nth(1).unwrap_or("");
+        let lang = crate::i18n::Lang::from_code(segment)
+            .or_else(|| pages::page_lang(&req))
+            .unwrap_or(crate::i18n::Lang::Ru);
         pages::error_page(&intake, lang, IntakeError::NotFound, None)
     }
 }

@@ -298,6 +298,7 @@ fn in_each_language_a_survivor_fills_the_form_on_a_phone_and_the_reviewer_reads_
         browser.open(&format!("{base}/{lang}/nowhere"));
         browser.screenshot(&format!("{lang}-not-found"));
         assert!(browser.exists("#error"));
+        assert!(browser.exists(&format!("html[lang={lang}]")), "{lang}: the 404 page too");
     }
 
     // The reviewer finds every answer, in the survivor's words and choices.
