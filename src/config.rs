@@ -21,6 +21,8 @@ pub struct Config {
     /// The onion service's address (http://....onion), sent as `Onion-Location` so Tor
     /// Browser offers to switch to it; unset on the onion service itself.
     pub onion_location: Option<String>,
+    /// Run even as root (throwaway demos and test machines only).
+    pub allow_root: bool,
     pub limits: Limits,
 }
 
@@ -51,6 +53,7 @@ impl Default for Config {
             log_level: "info".into(),
             retention_days: 0,
             onion_location: None,
+            allow_root: false,
             limits: Limits::default(),
         }
     }
@@ -107,6 +110,9 @@ impl Config {
         }
         if let Some(v) = var("AMANAT_LOG_LEVEL") {
             self.log_level = v;
+        }
+        if let Some(v) = var("AMANAT_ALLOW_ROOT") {
+            self.allow_root = matches!(v.as_str(), "1" | "true" | "yes");
         }
     }
 

@@ -16,6 +16,48 @@ pub struct Recipients {
     fingerprint: String,
 }
 
+/// The recipients new submissions are sealed to, replaced as a whole by `reload`
+/// (SIGHUP or `amanat reload`). An upload takes the set once, when it starts, and
+/// seals every object of its submission to that set even if a reload comes meanwhile.
+pub struct LiveRecipients {
+    path: PathBuf,
+    current: std::sync::RwLock<std::sync::Arc<Recipients>>,
+}
+
+impl LiveRecipients {
+    pub fn load(path: &Path) -> Result<LiveRecipients, KeyError> {
+        let recipients = Recipients::load(path)?;
+        Ok(LiveRecipients {
+            path: path.to_path_buf(),
+            current: std::sync::RwLock::new(std::sync::Arc::new(recipients)),
+        })
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> std::sync::Arc<Recipients> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the file again with every start-up check. On any failure the set in force
+    /// stays: a half-edited file must never leave the server sealing to nobody.
+    pub fn reload(&self) -> Result<std::sync::Arc<Recipients>, KeyError> {
+        let fresh = match Recipients::load(&self.path) {
+            Ok(fresh) => std::sync::Arc::new(fresh),
+            Err(e) => {
+                tracing::error!(error = %e, "recipients NOT reloaded; the previous set stays in use");
+                return Err(e);
+            }
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        tracing::warn!(
+            recipients = fresh.len(),
+            fingerprint = fresh.fingerprint(),
+            "recipients reloaded; new submissions are sealed to this set"
+        );
+        Ok(fresh)
+    }
+}
+
 /// Why the server will not start with the configured keys. Messages say what to do.
 #[derive(Debug)]
 pub enum KeyError {

@@ -13,6 +13,7 @@ pub mod i18n;
 pub mod intake;
 pub mod keys;
 pub mod log;
+pub mod process;
 pub mod reply;
 pub mod review;
 pub mod sealed;

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::intake::{self, Intake};
-use crate::keys::Recipients;
+use crate::keys::LiveRecipients;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -11,20 +11,23 @@ use std::sync::Arc;
 pub type StartError = String;
 
 pub fn run(config: Config) -> Result<(), StartError> {
-    let recipients = Recipients::load(&config.recipients).map_err(|e| e.to_string())?;
+    // Before any secret is in memory or any file is written.
+    crate::process::harden()?;
+    crate::process::check_user(config.allow_root)?;
+    let recipients = Arc::new(LiveRecipients::load(&config.recipients).map_err(|e| e.to_string())?);
     let store = Store::open(&config.data_dir).map_err(|e| {
         format!("cannot open the data directory {}: {e}", config.data_dir.display())
     })?;
     let swept = store.sweep().map_err(|e| format!("start-up sweep failed: {e}"))?;
     tracing::info!(
-        recipients = recipients.len(),
+        recipients = recipients.current().len(),
         submissions = store.submission_count(),
         swept_temp_files = swept.temp_files,
         swept_orphan_objects = swept.orphan_objects,
         "store ready"
     );
     let store = Arc::new(store);
-    crate::admin::start(store.clone(), &config.data_dir, config.limits.clone())
+    crate::admin::start(store.clone(), recipients.clone(), &config.data_dir, config.limits.clone())
         .map_err(|e| format!("cannot open the admin socket: {e}"))?;
     if config.retention_days > 0 {
         crate::admin::start_retention(store.clone(), config.retention_days)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
-# stock `age` tool, Chromium and its WebDriver), then checks formatting and lints and
+# stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
+# deploy/ files), then checks formatting and lints and
 # runs every test. Run as root: it installs packages, and one test mounts a small
 # tmpfs to fill a disk.
 set -euo pipefail
@@ -16,6 +17,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
+command -v tor >/dev/null || need+=(tor)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq

@@ -52,6 +52,12 @@ impl AdminClient {
         self.receive()
     }
 
+    /// Makes the server re-read its recipients file; its refusal if the file is bad.
+    pub fn reload(mut self) -> Result<super::Reloaded, String> {
+        self.send(&Request::Reload)?;
+        self.receive()
+    }
+
     pub fn purge(mut self, exported_before_days: u64) -> Result<PurgeReport, String> {
         self.send(&Request::Purge { exported_before_days })?;
         self.receive()

@@ -11,6 +11,7 @@ pub mod client;
 
 use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
 use crate::config::Limits;
+use crate::keys::LiveRecipients;
 use crate::reply;
 use crate::store::{LastExport, Store};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,15 @@ pub enum Request {
     ImportSealed {
         bytes: u64,
     },
+    /// Re-read the recipients file (as SIGHUP does).
+    Reload,
+}
+
+/// The answer to `reload`: the set new submissions are now sealed to.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub recipients: usize,
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,7 +94,12 @@ pub struct AdminError {
 }
 
 /// Binds the socket (replacing a stale one) and serves it on its own thread.
-pub fn start(store: Arc<Store>, data_dir: &Path, limits: Limits) -> io::Result<PathBuf> {
+pub fn start(
+    store: Arc<Store>,
+    recipients: Arc<LiveRecipients>,
+    data_dir: &Path,
+    limits: Limits,
+) -> io::Result<PathBuf> {
     let path = data_dir.join(SOCKET_NAME);
     if path.exists() {
         // A socket left by a killed server: nobody answers on it any more.
@@ -108,17 +123,22 @@ pub fn start(store: Arc<Store>, data_dir: &Path, limits: Limits) -> io::Result<P
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             };
-            let store = store.clone();
+            let (store, recipients) = (store.clone(), recipients.clone());
             let limits = limits.clone();
             let _ = std::thread::Builder::new()
                 .name("admin-conn".into())
-                .spawn(move || serve_connection(&store, &limits, stream));
+                .spawn(move || serve_connection(&store, &recipients, &limits, stream));
         }
     })?;
     Ok(path)
 }
 
-fn serve_connection(store: &Store, limits: &Limits, stream: UnixStream) {
+fn serve_connection(
+    store: &Store,
+    recipients: &LiveRecipients,
+    limits: &Limits,
+    stream: UnixStream,
+) {
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -162,6 +182,13 @@ fn serve_connection(store: &Store, limits: &Limits, stream: UnixStream) {
                 Err(e) => answer_error(&mut writer, e.code(), &e.message(limits)),
             }
         }
+        Request::Reload => match recipients.reload() {
+            Ok(set) => answer(
+                &mut writer,
+                &Reloaded { recipients: set.len(), fingerprint: set.fingerprint().into() },
+            ),
+            Err(e) => answer_error(&mut writer, "recipients_refused", &e.to_string()),
+        },
         Request::ImportReply { case, reply_recipient, object } => {
             match import_reply(store, case, reply_recipient, &object) {
                 Ok(Ok(added)) => answer(&mut writer, &ImportedReply { added }),

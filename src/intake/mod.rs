@@ -8,7 +8,7 @@ mod pages;
 pub mod upload;
 
 use crate::config::Config;
-use crate::keys::Recipients;
+use crate::keys::LiveRecipients;
 use crate::store::Store;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 /// What every request handler shares.
 pub struct Intake {
     pub config: Config,
-    pub recipients: Recipients,
+    /// Replaced on SIGHUP; each upload keeps the set it started with.
+    pub recipients: Arc<LiveRecipients>,
     pub store: Arc<Store>,
     pub followup: followup::FollowUp,
 }
@@ -52,6 +53,16 @@ const SECURITY_HEADERS: [(&str, &str); 8] = [
 pub async fn serve(intake: Intake) -> std::io::Result<()> {
     let listen = intake.config.listen.clone();
     let onion_location = intake.config.onion_location.clone();
+    // SIGHUP re-reads the recipients file (key rotation without dropping uploads).
+    // Registered before listening: SIGHUP's default action would end the server.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let live = intake.recipients.clone();
+    actix_web::rt::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let live = live.clone();
+            let _ = actix_web::rt::task::spawn_blocking(move || live.reload()).await;
+        }
+    });
     let intake = web::Data::new(intake);
     let server = HttpServer::new(move || {
         let mut headers = DefaultHeaders::new();

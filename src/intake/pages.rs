@@ -173,7 +173,7 @@ pub(super) use lang_or_404;
 
 async fn index(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
     let t = Tr::new(lang_or_404!(req, intake));
-    html(IndexPage { t, here: "", recipients: intake.recipients.len() }.render())
+    html(IndexPage { t, here: "", recipients: intake.recipients.current().len() }.render())
 }
 
 async fn safety(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {

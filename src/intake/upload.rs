@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -121,7 +122,10 @@ pub async fn receive_keeping(
         return Err(IntakeError::TooManyAttempts);
     }
     let guard = AbandonOnDrop(PendingObjects::default());
-    let mut received = read_parts(intake, &mut multipart, &guard.0, kept).await?;
+    // Every object of this submission is sealed to the set in force now, even if the
+    // recipients are reloaded while it uploads.
+    let recipients = intake.recipients.current();
+    let mut received = read_parts(intake, &recipients, &mut multipart, &guard.0, kept).await?;
     // The web form asks who may read it, and nothing is stored without an answer.
     if origin == Origin::Web && matches!(target, Target::NewCase) {
         let consent = received.fields.iter().find(|f| f.name == CONSENT_FIELD);
@@ -191,7 +195,6 @@ pub async fn receive_keeping(
     };
     drop(testimony);
 
-    let recipients = intake.recipients.clone();
     let pending = guard.0.clone();
     let (record, objects, receipt) = blocking(move || {
         let plaintext = manifest.to_plaintext()?;
@@ -230,6 +233,7 @@ pub async fn receive_keeping(
 
 async fn read_parts(
     intake: &Intake,
+    recipients: &Arc<keys::Recipients>,
     multipart: &mut Multipart,
     pending: &PendingObjects,
     kept: &mut Option<Zeroizing<String>>,
@@ -278,7 +282,9 @@ async fn read_parts(
             if received.attachments.len() == limits.max_files {
                 return Err(IntakeError::TooManyFiles);
             }
-            let sealed = receive_file(intake, &mut field, first, &mut file_bytes, pending).await?;
+            let sealed =
+                receive_file(intake, recipients, &mut field, first, &mut file_bytes, pending)
+                    .await?;
             received.attachment_ciphertext_bytes += sealed.ciphertext_len;
             received.attachments.push(Attachment {
                 object: sealed.id.to_string(),
@@ -326,6 +332,7 @@ async fn read_parts(
 /// Streams one file into a sealed, persisted object.
 async fn receive_file(
     intake: &Intake,
+    recipients: &Arc<keys::Recipients>,
     field: &mut Field,
     first: Bytes,
     file_bytes: &mut u64,
@@ -336,7 +343,7 @@ async fn receive_file(
     let store = intake.store.clone();
     let (temp, file) = blocking(move || store.create_temp()).await?;
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
-    let recipients = intake.recipients.clone();
+    let recipients = recipients.clone();
     let pending = pending.clone();
     let worker = actix_web::rt::task::spawn_blocking(move || {
         seal_stream(&recipients, temp, file, rx, &pending)

@@ -5,9 +5,11 @@ mod common;
 
 mod browser;
 mod crash;
+mod deploy;
 mod disclose;
 mod fieldkit;
 mod followup;
+mod hardening;
 mod intake;
 mod keygen;
 mod limits;

@@ -10,7 +10,7 @@ fn serve_with_recipients(dir: &Path, recipients: &Path) -> (bool, String) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n{ROOT_OK}",
             dir.join("data"),
             recipients
         ),
@@ -102,6 +102,7 @@ fn the_shipped_configuration_refuses_until_the_coalition_adds_its_keys() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("AMANAT_DATA_DIR", data.path())
         .env("AMANAT_LISTEN", "127.0.0.1:0")
+        .env("AMANAT_ALLOW_ROOT", "1")
         .arg("serve")
         .output()
         .unwrap();

@@ -15,6 +15,8 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_amanat");
 /// Every test client connects from this address, so logs can be checked for it.
 pub const CLIENT_IP: &str = "127.0.0.3";
+/// The tests run as root on CI machines; amanat refuses root unless told.
+pub const ROOT_OK: &str = "allow_root = true\n";
 
 /// The coalition: key holders whose public keys the server encrypts to.
 pub struct Coalition {
@@ -73,7 +75,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n[limits]\n{limits}\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n{ROOT_OK}[limits]\n{limits}\n",
                 data_dir, coalition.recipients_file
             ),
         )
@@ -128,12 +130,16 @@ impl Drop for Server {
 }
 
 fn spawn(config: &Path, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("amanat starts");
+    let mut command = Command::new(BIN);
+    command.args(["--config", config.to_str().unwrap(), "serve"]);
+    spawn_command(command, log)
+}
+
+/// Starts a server with `command` (which runs `amanat serve` somehow) and waits until it
+/// listens, collecting its log into `log`.
+pub fn spawn_command(mut command: Command, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    let mut child =
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("amanat starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let shared = log.clone();
@@ -393,6 +399,12 @@ pub fn decrypt(ciphertext: &[u8], identity: &age::x25519::Identity) -> Vec<u8> {
         .read_to_end(&mut out)
         .expect("the whole stream authenticates");
     out
+}
+
+/// Whether `identity` is among the recipients an age file was encrypted to.
+pub fn opens_with(ciphertext: &[u8], identity: &age::x25519::Identity) -> bool {
+    let decryptor = age::Decryptor::new(ciphertext).expect("an age file");
+    decryptor.decrypt(std::iter::once(identity as &dyn age::Identity)).is_ok()
 }
 
 /// Decrypts with the stock `age` command-line tool (Debian's Go age).
