@@ -185,6 +185,7 @@ error-duplicate_testimony = The story was sent twice. Nothing was stored; please
 error-consent_missing = Please say who may read this (the last section). Nothing was stored.
 error-incomplete_upload = The upload ended before it was complete, so nothing was stored. Please send it again.
 error-upload_stalled = The upload stopped: no data arrived for { $limit } seconds. Nothing was stored; please send it again.
+error-upload_too_slow = The upload took longer than { $limit } minutes in all. Nothing was stored; send fewer files at a time and the rest later with your codename.
 error-storage_full = The server is out of space, so nothing was stored. Please try again later.
 error-not_found = There is no such page.
 error-nothing_to_add = There is nothing to add: write something or choose a file.

@@ -42,6 +42,14 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Wrong codenames (from anyone) per minute before every follow-up attempt waits.
     pub wrong_codenames_per_minute: u32,
+    /// Longest time, in seconds, one upload may take from its first byte to its last.
+    pub upload_deadline_secs: u64,
+    /// Uploads received at once; past this, 503 with Retry-After.
+    pub max_concurrent_uploads: usize,
+    /// Open client connections at once; past this, new ones wait in the listen queue.
+    pub max_connections: usize,
+    /// Ciphertext bytes the data directory may hold (0: no quota beyond the disk).
+    pub storage_quota_bytes: u64,
 }
 
 impl Default for Config {
@@ -68,6 +76,10 @@ impl Default for Limits {
             max_fields: 200,
             idle_timeout_secs: 30,
             wrong_codenames_per_minute: 100,
+            upload_deadline_secs: 6 * 3600,
+            max_concurrent_uploads: 64,
+            max_connections: 1024,
+            storage_quota_bytes: 0,
         }
     }
 }
@@ -133,6 +145,12 @@ impl Config {
         if l.idle_timeout_secs == 0 {
             return Err("limits.idle_timeout_secs must be at least 1".into());
         }
+        if l.upload_deadline_secs < l.idle_timeout_secs {
+            return Err("limits.upload_deadline_secs must be at least idle_timeout_secs".into());
+        }
+        if l.max_concurrent_uploads == 0 || l.max_connections == 0 {
+            return Err("limits.max_concurrent_uploads and max_connections must be above 0".into());
+        }
         Ok(())
     }
 }
@@ -173,5 +191,10 @@ mod tests {
         assert_eq!(shipped.limits.max_text_bytes, d.limits.max_text_bytes);
         assert_eq!(shipped.limits.max_fields, d.limits.max_fields);
         assert_eq!(shipped.limits.idle_timeout_secs, d.limits.idle_timeout_secs);
+        assert_eq!(shipped.limits.upload_deadline_secs, d.limits.upload_deadline_secs);
+        assert_eq!(shipped.limits.max_concurrent_uploads, d.limits.max_concurrent_uploads);
+        assert_eq!(shipped.limits.max_connections, d.limits.max_connections);
+        assert_eq!(shipped.limits.storage_quota_bytes, d.limits.storage_quota_bytes);
+        assert_eq!(shipped.allow_root, d.allow_root);
     }
 }

@@ -26,6 +26,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         swept_orphan_objects = swept.orphan_objects,
         "store ready"
     );
+    store.usage().set_quota(config.limits.storage_quota_bytes);
     let store = Arc::new(store);
     crate::admin::start(store.clone(), recipients.clone(), &config.data_dir, config.limits.clone())
         .map_err(|e| format!("cannot open the admin socket: {e}"))?;
@@ -34,7 +35,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .map_err(|e| format!("cannot start the retention purge: {e}"))?;
     }
     let followup = intake::followup::FollowUp::new(config.limits.wrong_codenames_per_minute);
-    let intake = Intake { config, recipients, store, followup };
+    let uploads = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_uploads));
+    let intake = Intake { config, recipients, store, followup, uploads };
     actix_web::rt::System::new()
         .block_on(intake::serve(intake))
         .map_err(|e| format!("server failed: {e}"))

@@ -76,7 +76,11 @@ pub struct SealedObject {
 
 /// Encrypts a stream to all recipients while hashing both sides, in one pass.
 pub struct Sealer<W: Write> {
-    stream: age::stream::StreamWriter<HashingWriter<W>>,
+    /// The buffer takes age's header: age reports a failed header write with its kind
+    /// erased, and a full disk must stay a full disk (507), so the header's bytes reach
+    /// the sink later, through calls that keep the error's kind. Writes of whole age
+    /// chunks bypass the buffer.
+    stream: age::stream::StreamWriter<io::BufWriter<HashingWriter<W>>>,
     plaintext: digest::Context,
     plaintext_len: u64,
 }
@@ -85,7 +89,7 @@ impl<W: Write> Sealer<W> {
     pub fn new(recipients: &Recipients, out: W) -> io::Result<Self> {
         let encryptor = age::Encryptor::with_recipients(recipients.as_age())
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let stream = encryptor.wrap_output(HashingWriter::new(out))?;
+        let stream = encryptor.wrap_output(io::BufWriter::new(HashingWriter::new(out)))?;
         Ok(Sealer { stream, plaintext: digest::Context::new(&digest::SHA256), plaintext_len: 0 })
     }
 
@@ -98,7 +102,7 @@ impl<W: Write> Sealer<W> {
     /// Writes the final age chunk and returns the sink with what was sealed. The caller
     /// still owns durability (fsync, rename).
     pub fn finish(self) -> io::Result<(W, SealedObject)> {
-        let hashing = self.stream.finish()?;
+        let hashing = self.stream.finish()?.into_inner().map_err(|e| e.into_error())?;
         let (out, ciphertext_sha256, ciphertext_len) = hashing.finish();
         Ok((
             out,

@@ -52,6 +52,12 @@ pub async fn sealed(
     if content_length(&req).is_some_and(|len| len > ceiling) {
         return error_response(&intake, IntakeError::SubmissionTooLarge);
     }
+    if content_length(&req).is_some_and(|len| !intake.store.usage().fits(len)) {
+        return error_response(&intake, IntakeError::StorageFull);
+    }
+    let Ok(_permit) = intake.uploads.clone().try_acquire_owned() else {
+        return error_response(&intake, IntakeError::Busy);
+    };
     let idle = std::time::Duration::from_secs(limits.idle_timeout_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
     let store = intake.store.clone();
@@ -59,7 +65,12 @@ pub async fn sealed(
         crate::sealed::ingest(&store, &limits, ChannelReader::new(rx))
     });
     let body = payload.map(|chunk| chunk.map_err(|_| IntakeError::IncompleteUpload));
-    let fed = upload::feed(body, &tx, idle, &mut 0, ceiling).await;
+    let mut reservation = intake.store.usage().reserve();
+    let deadline = std::time::Duration::from_secs(intake.config.limits.upload_deadline_secs);
+    let mut received = 0;
+    let feeding = upload::feed(body, &tx, idle, &mut received, ceiling, &mut reservation);
+    let fed =
+        tokio::time::timeout(deadline, feeding).await.unwrap_or(Err(IntakeError::UploadTooSlow));
     drop(tx);
     let ingested = worker.await.unwrap_or(Err(IntakeError::Internal));
     match (fed, ingested) {

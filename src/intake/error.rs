@@ -29,6 +29,8 @@ pub enum IntakeError {
     IncompleteUpload,
     /// No bytes arrived for `limits.idle_timeout_secs`.
     UploadStalled,
+    /// The upload took longer than `limits.upload_deadline_secs` in all.
+    UploadTooSlow,
     StorageFull,
     NotFound,
     /// A follow-up with neither text nor a file.
@@ -76,6 +78,7 @@ impl IntakeError {
             DuplicateTestimony => "duplicate_testimony",
             IncompleteUpload => "incomplete_upload",
             UploadStalled => "upload_stalled",
+            UploadTooSlow => "upload_too_slow",
             StorageFull => "storage_full",
             NotFound => "not_found",
             NothingToAdd => "nothing_to_add",
@@ -110,7 +113,7 @@ impl IntakeError {
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
             TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Busy => StatusCode::SERVICE_UNAVAILABLE,
-            UploadStalled => StatusCode::REQUEST_TIMEOUT,
+            UploadStalled | UploadTooSlow => StatusCode::REQUEST_TIMEOUT,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             NotFound => StatusCode::NOT_FOUND,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -173,6 +176,11 @@ impl IntakeError {
                 "The upload stopped: no data arrived for {} seconds \
                  (limits.idle_timeout_secs). Nothing was stored; please send it again.",
                 limits.idle_timeout_secs
+            ),
+            UploadTooSlow => format!(
+                "The upload took longer than {} minutes in all (limits.upload_deadline_secs). \
+                 Nothing was stored; send fewer files at a time.",
+                limits.upload_deadline_secs / 60
             ),
             StorageFull => "The server is out of storage space, so nothing was stored. \
                             Please try again later."

@@ -25,6 +25,8 @@ pub struct Intake {
     pub recipients: Arc<LiveRecipients>,
     pub store: Arc<Store>,
     pub followup: followup::FollowUp,
+    /// One permit per upload being received (`limits.max_concurrent_uploads`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.
@@ -53,6 +55,9 @@ const SECURITY_HEADERS: [(&str, &str); 8] = [
 pub async fn serve(intake: Intake) -> std::io::Result<()> {
     let listen = intake.config.listen.clone();
     let onion_location = intake.config.onion_location.clone();
+    // The connection cap is per worker thread: one worker per core, the cap shared out.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let connections_per_worker = intake.config.limits.max_connections.div_ceil(workers);
     // SIGHUP re-reads the recipients file (key rotation without dropping uploads).
     // Registered before listening: SIGHUP's default action would end the server.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -83,6 +88,8 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
     .client_request_timeout(Duration::from_secs(10))
     .keep_alive(Duration::from_secs(15))
     .shutdown_timeout(10)
+    .workers(workers)
+    .max_connections(connections_per_worker)
     .bind(&listen)?;
     for addr in server.addrs() {
         tracing::info!(address = %addr, "amanat is listening");

@@ -389,6 +389,7 @@ fn error_message(intake: &Intake, lang: Lang, error: IntakeError) -> String {
         IntakeError::TextTooLarge => human_bytes(limits.max_text_bytes as u64),
         IntakeError::TooManyFields => limits.max_fields.to_string(),
         IntakeError::UploadStalled => limits.idle_timeout_secs.to_string(),
+        IntakeError::UploadTooSlow => (limits.upload_deadline_secs / 60).to_string(),
         IntakeError::TooManyAttempts => super::followup::THROTTLE_WINDOW.as_secs().to_string(),
         _ => String::new(),
     };

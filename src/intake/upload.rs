@@ -6,7 +6,9 @@
 use super::error::IntakeError;
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, Sealer, TextField, MANIFEST_SCHEMA};
-use crate::store::{CaseChoice, CaseRecord, PendingObjects, SubmissionRecord, TempObject};
+use crate::store::{
+    CaseChoice, CaseRecord, PendingObjects, Reservation, SubmissionRecord, TempObject,
+};
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::web::Bytes;
@@ -115,6 +117,11 @@ pub async fn receive_keeping(
     if content_length.is_some_and(|len| len > ceiling) {
         return Err(IntakeError::SubmissionTooLarge);
     }
+    if content_length.is_some_and(|len| !intake.store.usage().fits(len)) {
+        return Err(IntakeError::StorageFull);
+    }
+    // Held until this upload is answered; when none is left, refuse before reading.
+    let _permit = intake.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)?;
 
     // A survivor adding with a codename must not upload for half an hour only to be
     // told to wait.
@@ -125,7 +132,11 @@ pub async fn receive_keeping(
     // Every object of this submission is sealed to the set in force now, even if the
     // recipients are reloaded while it uploads.
     let recipients = intake.recipients.current();
-    let mut received = read_parts(intake, &recipients, &mut multipart, &guard.0, kept).await?;
+    // However steadily it trickles, an upload ends by the deadline.
+    let deadline = Duration::from_secs(limits.upload_deadline_secs);
+    let reading = read_parts(intake, &recipients, &mut multipart, &guard.0, kept);
+    let mut received =
+        tokio::time::timeout(deadline, reading).await.map_err(|_| IntakeError::UploadTooSlow)??;
     // The web form asks who may read it, and nothing is stored without an answer.
     if origin == Origin::Web && matches!(target, Target::NewCase) {
         let consent = received.fields.iter().find(|f| f.name == CONSENT_FIELD);
@@ -254,6 +265,7 @@ async fn read_parts(
     // copies of the testimony in freed memory.
     let mut text_buffer = Zeroizing::new(Vec::new());
     let mut file_bytes = 0u64;
+    let mut reservation = intake.store.usage().reserve();
     let mut parts = 0usize;
     let mut seen_testimony = false;
 
@@ -282,9 +294,16 @@ async fn read_parts(
             if received.attachments.len() == limits.max_files {
                 return Err(IntakeError::TooManyFiles);
             }
-            let sealed =
-                receive_file(intake, recipients, &mut field, first, &mut file_bytes, pending)
-                    .await?;
+            let sealed = receive_file(
+                intake,
+                recipients,
+                &mut field,
+                first,
+                &mut file_bytes,
+                &mut reservation,
+                pending,
+            )
+            .await?;
             received.attachment_ciphertext_bytes += sealed.ciphertext_len;
             received.attachments.push(Attachment {
                 object: sealed.id.to_string(),
@@ -336,6 +355,7 @@ async fn receive_file(
     field: &mut Field,
     first: Bytes,
     file_bytes: &mut u64,
+    reservation: &mut Reservation,
     pending: &PendingObjects,
 ) -> Result<envelope::SealedObject, IntakeError> {
     let limits = &intake.config.limits;
@@ -351,7 +371,7 @@ async fn receive_file(
 
     let rest = field.map(|chunk| chunk.map_err(multipart_error));
     let stream = futures_util::stream::iter([Ok(first)]).chain(rest);
-    let sent = feed(stream, &tx, idle, file_bytes, limits.max_submission_bytes).await;
+    let sent = feed(stream, &tx, idle, file_bytes, limits.max_submission_bytes, reservation).await;
     // On error, dropping the sender without `End` makes the worker delete its file.
     drop(tx);
     sent?;
@@ -369,12 +389,16 @@ pub(super) async fn feed(
     idle: Duration,
     total: &mut u64,
     limit: u64,
+    reservation: &mut Reservation,
 ) -> Result<(), IntakeError> {
     while let Some(chunk) = within(idle, body.next()).await? {
         let chunk = chunk?;
         *total += chunk.len() as u64;
         if *total > limit {
             return Err(IntakeError::SubmissionTooLarge);
+        }
+        if !reservation.grow(chunk.len() as u64) {
+            return Err(IntakeError::StorageFull);
         }
         if tx.send(Chunk::Data(chunk)).await.is_err() {
             return Ok(());

@@ -14,7 +14,7 @@ mod objects;
 
 use index::CommitError;
 pub use index::{CaseChoice, CaseRecord, ExportMark, LastExport, ReplyRecord, SubmissionRecord};
-pub use objects::{PendingObjects, TempObject};
+pub use objects::{PendingObjects, Reservation, TempObject, Usage};
 
 use crate::envelope::ObjectId;
 use crate::keys::SigningKey;
@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub struct Store {
@@ -38,6 +39,7 @@ pub struct Store {
     /// Sealed files being imported right now, by submission id: the same file arriving
     /// twice at once (USB and HTTP) is taken once.
     importing: std::sync::Mutex<HashSet<String>>,
+    usage: Arc<Usage>,
 }
 
 /// A claim on importing one sealed file; released on drop.
@@ -92,7 +94,17 @@ impl Store {
         let server_id = index.meta_or_insert("server_id", || random_hex(&rng, 16))?;
         let key =
             SigningKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
-        Ok(Store { objects, tmp, index, key, instance_secret, rng, importing: Default::default() })
+        let usage = Arc::default();
+        Ok(Store {
+            objects,
+            tmp,
+            index,
+            key,
+            instance_secret,
+            rng,
+            importing: Default::default(),
+            usage,
+        })
     }
 
     /// Removes what a crash or an aborted request left behind: every temporary file,
@@ -105,6 +117,7 @@ impl Store {
             report.temp_files += 1;
         }
         let referenced: HashSet<ObjectId> = self.index.referenced_objects()?;
+        let mut stored = 0;
         for entry in fs::read_dir(&self.objects)? {
             let entry = entry?;
             if !entry.file_type()?.is_file() {
@@ -115,15 +128,18 @@ impl Store {
             if !id.is_some_and(|id| referenced.contains(&id)) {
                 fs::remove_file(entry.path())?;
                 report.orphan_objects += 1;
+            } else {
+                stored += entry.metadata()?.len();
             }
         }
         sync_dir(&self.objects)?;
+        self.usage.set_stored(stored);
         Ok(report)
     }
 
     /// A new temporary object file, deleted unless persisted.
     pub fn create_temp(&self) -> io::Result<(TempObject, File)> {
-        TempObject::create(&self.tmp, &self.objects, &self.random_hex(16))
+        TempObject::create(&self.tmp, &self.objects, &self.random_hex(16), &self.usage)
     }
 
     /// Records a submission, its case and its log leaf in one transaction and makes it
@@ -340,6 +356,7 @@ impl Store {
                 if let Ok(meta) = fs::metadata(&path) {
                     fs::remove_file(&path)?;
                     freed += meta.len();
+                    self.usage.remove_stored(meta.len());
                 }
             }
         }
@@ -369,6 +386,11 @@ impl Store {
             store_bytes,
             last_export: self.index.meta_get("last_export")?,
         })
+    }
+
+    /// What is stored and under way, against the storage quota.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
     }
 
     pub fn submission_count(&self) -> usize {

@@ -7,20 +7,102 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Bytes of ciphertext in `objects/` and bytes of uploads under way, held against
+/// `limits.storage_quota_bytes` (0: no quota) so an upload that would pass it is refused
+/// (507) while it streams, before anything is acknowledged.
+#[derive(Default)]
+pub struct Usage {
+    stored: AtomicU64,
+    in_flight: AtomicU64,
+    quota: AtomicU64,
+}
+
+impl Usage {
+    pub fn set_quota(&self, bytes: u64) {
+        self.quota.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of ciphertext in `objects/` now.
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_stored(&self, bytes: u64) {
+        self.stored.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn add_stored(&self, bytes: u64) {
+        self.stored.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn remove_stored(&self, bytes: u64) {
+        let _ = self
+            .stored
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes)));
+    }
+
+    /// Whether `more` bytes would still fit beside what is stored and under way.
+    pub fn fits(&self, more: u64) -> bool {
+        let quota = self.quota.load(Ordering::Relaxed);
+        quota == 0
+            || self
+                .stored()
+                .saturating_add(self.in_flight.load(Ordering::Relaxed))
+                .saturating_add(more)
+                <= quota
+    }
+
+    /// A reservation for one upload, grown as its bytes arrive and released on drop.
+    pub fn reserve(self: &Arc<Self>) -> Reservation {
+        Reservation { usage: self.clone(), held: 0 }
+    }
+}
+
+/// Bytes one upload holds against the quota until it ends (by then its objects are
+/// persisted and counted as stored, or deleted).
+pub struct Reservation {
+    usage: Arc<Usage>,
+    held: u64,
+}
+
+impl Reservation {
+    /// Takes `bytes` more; false if they would pass the quota.
+    pub fn grow(&mut self, bytes: u64) -> bool {
+        let fits = self.usage.fits(bytes);
+        self.usage.in_flight.fetch_add(bytes, Ordering::Relaxed);
+        self.held += bytes;
+        fits
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.usage.in_flight.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
 
 /// An object being written. Dropped without `persist`, its file is deleted.
 pub struct TempObject {
     path: PathBuf,
     objects: PathBuf,
     persisted: bool,
+    usage: Arc<Usage>,
 }
 
 impl TempObject {
-    pub(super) fn create(tmp: &Path, objects: &Path, name: &str) -> io::Result<(TempObject, File)> {
+    pub(super) fn create(
+        tmp: &Path,
+        objects: &Path,
+        name: &str,
+        usage: &Arc<Usage>,
+    ) -> io::Result<(TempObject, File)> {
         let path = tmp.join(name);
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        Ok((TempObject { path, objects: objects.to_path_buf(), persisted: false }, file))
+        let objects = objects.to_path_buf();
+        Ok((TempObject { path, objects, persisted: false, usage: usage.clone() }, file))
     }
 
     /// Where the object is being written (to re-read it before persisting).
@@ -37,6 +119,7 @@ impl TempObject {
         pending: &PendingObjects,
     ) -> io::Result<()> {
         file.sync_all()?;
+        let len = file.metadata()?.len();
         drop(file);
         let mut state = pending.lock();
         if state.status != Status::Open {
@@ -51,7 +134,8 @@ impl TempObject {
         }
         fs::rename(&self.path, &target)?;
         self.persisted = true;
-        state.paths.push(target);
+        self.usage.add_stored(len);
+        state.paths.push((target, len, self.usage.clone()));
         sync_dir(&self.objects)
     }
 }
@@ -72,7 +156,8 @@ pub struct PendingObjects(Arc<Mutex<PendingState>>);
 
 #[derive(Default)]
 struct PendingState {
-    paths: Vec<PathBuf>,
+    /// Each persisted object, its size, and the usage it counts in.
+    paths: Vec<(PathBuf, u64, Arc<Usage>)>,
     status: Status,
 }
 
@@ -137,8 +222,10 @@ impl PendingState {
     fn abandon(&mut self) {
         if self.status == Status::Open {
             self.status = Status::Abandoned;
-            for path in self.paths.drain(..) {
-                let _ = fs::remove_file(path);
+            for (path, len, usage) in self.paths.drain(..) {
+                if fs::remove_file(path).is_ok() {
+                    usage.remove_stored(len);
+                }
             }
         }
     }

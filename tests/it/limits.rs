@@ -15,22 +15,6 @@ fn assert_nothing_stored(server: &Server) {
     });
 }
 
-fn assert_refused(response: &Response, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.error_code(), code);
-    let message = response.json()["error"]["message"].as_str().unwrap().to_string();
-    assert!(message.len() > 20, "a message a person understands: {message}");
-}
-
-fn normal_submission_works(server: &Server) {
-    let ok = post_multipart(
-        server.addr,
-        "/api/v1/submissions",
-        &[text("testimony", "still works"), file("evidence", "a.jpg", "image/jpeg", b"jpeg")],
-    );
-    assert_eq!(ok.status, 201, "{}", ok.text());
-}
-
 #[test]
 fn each_limit_is_refused_with_its_code_and_nothing_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,7 +234,7 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
         }
     }
     let _unmount = Unmount(mount.clone());
-    let server = Server::start_with_data(dir.path(), &mount.join("data"), &coalition, "");
+    let mut server = Server::start_with_data(dir.path(), &mount.join("data"), &coalition, "");
     let kept = post_multipart(
         server.addr,
         "/api/v1/submissions",
@@ -269,6 +253,33 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
         server.temp_files().is_empty() && server.object_files().len() == kept_objects.len()
     });
     assert_eq!(get(server.addr, "/healthz").status, 200, "space is free again");
+    normal_submission_works(&server);
+
+    // Something else fills the disk to the last byte: even a few words are refused
+    // with 507, the server keeps answering, and once space is freed it accepts again.
+    let filler = mount.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let mut byte = [0u8; 1];
+        while f.write_all(&byte[..]).is_ok() {
+            byte[0] = byte[0].wrapping_add(1);
+        }
+    }
+    let full = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[text("testimony", "a few words on a full disk")],
+    );
+    assert_refused(&full, 507, "storage_full");
+    assert_eq!(get(server.addr, "/healthz").status, 503, "health says the store is full");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(get(server.addr, "/healthz").status, 200);
+    normal_submission_works(&server);
+
+    // After a restart the index opens cleanly and everything acknowledged is there.
+    server.restart();
     normal_submission_works(&server);
     for object in &kept_objects {
         let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();

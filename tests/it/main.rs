@@ -8,6 +8,7 @@ mod crash;
 mod deploy;
 mod disclose;
 mod fieldkit;
+mod flood;
 mod followup;
 mod hardening;
 mod intake;

@@ -382,6 +382,23 @@ pub fn upload_head(framing: &str) -> String {
     )
 }
 
+/// A refusal: its status, its stable code, and a message a person can act on.
+pub fn assert_refused(response: &Response, status: u16, code: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.error_code(), code);
+    let message = response.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.len() > 20, "a message a person understands: {message}");
+}
+
+pub fn normal_submission_works(server: &Server) {
+    let ok = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[text("testimony", "still works"), file("evidence", "a.jpg", "image/jpeg", b"jpeg")],
+    );
+    assert_eq!(ok.status, 201, "{}", ok.text());
+}
+
 pub fn post_multipart(addr: SocketAddr, path: &str, parts: &[Part]) -> Response {
     let body = multipart_body(parts);
     request(addr, "POST", path, &[("Content-Type", &multipart_type())], &body)

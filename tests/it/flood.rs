@@ -1,0 +1,167 @@
+//! Floods and stalls: hundreds of connections that send nothing, half a request head,
+//! or half an upload do not keep a survivor out; uploads past the cap are refused at
+//! once with 503 and Retry-After; an upload that trickles forever meets its deadline;
+//! the storage quota answers 507 before anything is acknowledged.
+
+use crate::common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// An upload whose head and first `sent` bytes went out, and then nothing more.
+fn stalled_upload(server: &Server, body: &[u8], sent: usize) -> TcpStream {
+    let mut stream = connect(server.addr);
+    stream.write_all(upload_head(&format!("Content-Length: {}", body.len())).as_bytes()).unwrap();
+    stream.write_all(&body[..sent]).unwrap();
+    stream
+}
+
+fn still_open(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let open =
+        matches!((&*stream).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).unwrap();
+    open
+}
+
+#[test]
+fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let cap = 50;
+    let server = Server::start(dir.path(), &coalition, &format!("max_concurrent_uploads = {cap}"));
+    let body = multipart_body(&[
+        text("testimony", "stalled"),
+        file("evidence", "a.jpg", "image/jpeg", &noise(200_000, 1)),
+    ]);
+
+    // 500 connections held open: some silent, some with half a request head, and as many
+    // stalled uploads as leave one upload slot free.
+    let mut held = Vec::new();
+    for i in 0..(500 - (cap - 1)) {
+        let mut stream = connect(server.addr);
+        if i % 2 == 0 {
+            stream.write_all(b"POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nContent-").unwrap();
+        }
+        held.push(stream);
+    }
+    for _ in 0..cap - 1 {
+        held.push(stalled_upload(&server, &body, 50_000));
+    }
+    wait_until("the stalled uploads are being received", || server.temp_files().len() == cap - 1);
+
+    // Health checks and a survivor's submission still get through.
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(get(server.addr, "/healthz").status, 200);
+        worst = worst.max(started.elapsed());
+    }
+    let started = Instant::now();
+    normal_submission_works(&server);
+    let submission = started.elapsed();
+    let open = held.iter().filter(|s| still_open(s)).count();
+    println!(
+        "flood: held={} still_open={open} healthz_worst_ms={} submission_ms={} server_peak_kib={}",
+        held.len(),
+        worst.as_millis(),
+        submission.as_millis(),
+        peak_memory_kib(server.pid())
+    );
+
+    // The last slot taken, the next upload is refused at once, with a time to come back.
+    let _last = stalled_upload(&server, &body, 50_000);
+    wait_until("the last slot is taken", || server.temp_files().len() == cap);
+    let refused = post_multipart(server.addr, "/api/v1/submissions", &[text("testimony", "t")]);
+    assert_refused(&refused, 503, "busy");
+    assert!(refused.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()));
+    let page = get(server.addr, "/ru/submit");
+    assert_eq!(page.status, 200, "pages still load while uploads are refused");
+
+    // A stalled upload that gives up frees its slot, and nothing of it stays.
+    drop(held);
+    wait_until("abandoned uploads are cleaned up", || server.temp_files().len() == 1);
+    normal_submission_works(&server);
+}
+
+#[test]
+fn an_upload_that_trickles_forever_meets_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server =
+        Server::start(dir.path(), &coalition, "idle_timeout_secs = 2\nupload_deadline_secs = 3");
+    let body = multipart_body(&[
+        text("testimony", "slow"),
+        file("evidence", "a.jpg", "image/jpeg", &noise(100_000, 2)),
+    ]);
+    let mut stream = connect(server.addr);
+    stream.write_all(upload_head(&format!("Content-Length: {}", body.len())).as_bytes()).unwrap();
+    // 50 bytes at a time, each well within the idle timeout: the whole would take minutes.
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for byte in body.chunks(50) {
+            if writer.write_all(byte).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let response = read_response(&mut stream);
+    assert_refused(&response, 408, "upload_too_slow");
+    drop(stream);
+    sender.join().unwrap();
+    wait_until("nothing of it is kept", || {
+        server.object_files().is_empty() && server.temp_files().is_empty()
+    });
+    normal_submission_works(&server);
+}
+
+#[test]
+fn the_storage_quota_refuses_with_507_before_anything_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let mut server = Server::start(dir.path(), &coalition, "storage_quota_bytes = 3000000");
+    let send = |server: &Server, size: usize, seed: u64| {
+        post_multipart(
+            server.addr,
+            "/api/v1/submissions",
+            &[text("testimony", "t"), file("evidence", "v.mp4", "video/mp4", &noise(size, seed))],
+        )
+    };
+    let kept = send(&server, 1_000_000, 1);
+    assert_eq!(kept.status, 201);
+    let kept_objects = receipt_objects(&kept.json());
+
+    // Declared too large: refused before a byte of the body is read.
+    assert_refused(&send(&server, 2_500_000, 2), 507, "storage_full");
+    // Chunked, so no size is declared: refused while it streams.
+    let body = multipart_body(&[
+        text("testimony", "t"),
+        file("evidence", "v.mp4", "video/mp4", &noise(2_500_000, 3)),
+    ]);
+    let mut framed = Vec::new();
+    for piece in body.chunks(64 * 1024) {
+        framed.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        framed.extend_from_slice(piece);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = connect(server.addr);
+    stream.write_all(upload_head("Transfer-Encoding: chunked").as_bytes()).unwrap();
+    let _ = stream.write_all(&framed);
+    assert_refused(&read_response(&mut stream), 507, "storage_full");
+    wait_until("the refused uploads leave nothing", || {
+        server.temp_files().is_empty() && server.object_files().len() == kept_objects.len()
+    });
+
+    // What fits is still taken, and the count survives a restart.
+    assert_eq!(send(&server, 1_000_000, 4).status, 201);
+    server.restart();
+    assert_refused(&send(&server, 1_500_000, 5), 507, "storage_full");
+    assert_eq!(send(&server, 500_000, 6).status, 201);
+    for object in &kept_objects {
+        let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();
+        decrypt(&bytes, &coalition.identities[0]);
+    }
+}
