@@ -11,6 +11,7 @@ mod fieldkit;
 mod flood;
 mod followup;
 mod hardening;
+mod hostile;
 mod intake;
 mod keygen;
 mod limits;
