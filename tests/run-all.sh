@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
-# deploy/ files), then checks formatting and lints and
-# runs every test. Run as root: it installs packages, and one test mounts a small
+# deploy/ files; cargo-deny and cargo-fuzz are built from the crates registry), then
+# checks formatting, lints and the dependency tree, runs every test, and fuzzes each
+# reader for ten seconds. Run as root: it installs packages, and one test mounts a small
 # tmpfs to fill a disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,10 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
+tests/supply-chain.sh
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --release --locked --no-fail-fast
 else
     cargo test --release --locked --no-fail-fast
 fi
+tests/fuzz.sh

@@ -290,7 +290,7 @@ fn read_manifest(
 
 /// A decrypted manifest against the logged record that names it: the same submission,
 /// hour and files. Shared by `open` and `verify`.
-pub(crate) fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), String> {
+pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), String> {
     if manifest.schema != MANIFEST_SCHEMA {
         return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
     }

@@ -118,6 +118,15 @@ fn send(server: &Server, request: &[u8], half: bool) -> Response {
         }
     });
     let response = read_response(&mut stream);
+    // Then the server closes the connection: the unread rest of a refused request can
+    // never be taken for the next request on it (actix-web #3194).
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let closed = match std::io::Read::read_to_end(&mut stream, &mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stays open after a refusal");
     drop(stream);
     let _ = sender.join();
     response
