@@ -2,9 +2,10 @@
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files; cargo-deny and cargo-fuzz are built from the crates registry), then
-# checks formatting, lints and the dependency tree, runs every test, and fuzzes each
-# reader for ten seconds. Run as root: it installs packages, and one test mounts a small
-# tmpfs to fill a disk.
+# checks formatting, lints and the dependency tree, runs every test, runs one tiny round
+# of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
+# packages, some tests mount a small tmpfs to fill a disk, and one starts the server as
+# another user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +35,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --release --locked --no-fail-fast
 fi
+# The benchmark harness still builds and runs (one tiny round; its timings are not judged).
+cargo bench --locked --bench amanat -- --tiny >/dev/null
 tests/fuzz.sh
