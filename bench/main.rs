@@ -713,6 +713,12 @@ fn render(figures: &[Figure], tiny: bool, took: Duration) -> String {
         secs(took)
     ));
     out.push_str(
+        "Regenerate with `bench/run.sh` (needs Debian's `age`); `bench/run.sh --only \
+         large,small` prints some figures without writing this file. Memory is the \
+         server's VmHWM from /proc; storage counts allocated blocks of every file in the \
+         data directory (objects, index, keys) against the objects' ciphertext bytes.\n\n",
+    );
+    out.push_str(
         "| Figure | amanat | Reference | Ratio | Goal | Met |\n|---|---|---|---|---|---|\n",
     );
     for f in figures {

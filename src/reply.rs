@@ -86,7 +86,7 @@ pub fn seal_reply(
 /// Decrypts a stored reply with the survivor's reply identity and checks it answers
 /// `case`. The plaintext lives only in the returned value, wiped on drop.
 pub fn open_reply(
-    ciphertext: impl Read,
+    ciphertext: impl Read + Send,
     identity: &age::x25519::Identity,
     case: &str,
 ) -> Result<ReplyMessage, String> {

@@ -5,7 +5,7 @@
 
 use super::error::IntakeError;
 use super::Intake;
-use crate::envelope::{Attachment, Manifest, ObjectId, Origin, Sealer, TextField, MANIFEST_SCHEMA};
+use crate::envelope::{Attachment, Manifest, ObjectId, Origin, TextField, MANIFEST_SCHEMA};
 use crate::store::{
     CaseChoice, CaseRecord, PendingObjects, Reservation, SubmissionRecord, TempObject,
 };
@@ -134,7 +134,11 @@ pub async fn receive_keeping(
     let recipients = intake.recipients.current();
     // However steadily it trickles, an upload ends by the deadline.
     let deadline = Duration::from_secs(limits.upload_deadline_secs);
-    let reading = read_parts(intake, &recipients, &mut multipart, &guard.0, kept);
+    // Text never exceeds the body: a short testimony gets a short buffer (it is wiped
+    // whole on drop, so its size is paid twice).
+    let text_capacity =
+        content_length.map_or(limits.max_text_bytes, |len| limits.max_text_bytes.min(len as usize));
+    let reading = read_parts(intake, &recipients, &mut multipart, &guard.0, kept, text_capacity);
     let mut received =
         tokio::time::timeout(deadline, reading).await.map_err(|_| IntakeError::UploadTooSlow)??;
     // The web form asks who may read it, and nothing is stored without an answer.
@@ -248,6 +252,7 @@ async fn read_parts(
     multipart: &mut Multipart,
     pending: &PendingObjects,
     kept: &mut Option<Zeroizing<String>>,
+    text_capacity: usize,
 ) -> Result<Received, IntakeError> {
     let limits = &intake.config.limits;
     let idle = Duration::from_secs(limits.idle_timeout_secs);
@@ -323,7 +328,7 @@ async fn read_parts(
             return Err(IntakeError::TooManyFields);
         }
         if text_buffer.capacity() == 0 {
-            text_buffer.reserve_exact(limits.max_text_bytes);
+            text_buffer.reserve_exact(text_capacity);
         }
         let value =
             read_text(&mut field, idle, limits.max_text_bytes, &mut text_bytes, &mut text_buffer)
@@ -454,19 +459,26 @@ fn seal_stream(
     mut rx: mpsc::Receiver<Chunk>,
     pending: &PendingObjects,
 ) -> io::Result<envelope::SealedObject> {
-    let mut sealer = Sealer::new(recipients, io::BufWriter::with_capacity(256 * 1024, file))?;
-    while let Some(chunk) = rx.blocking_recv() {
-        match chunk {
-            Chunk::Data(bytes) => sealer.write(&bytes)?,
-            Chunk::End => {
-                let (writer, sealed) = sealer.finish()?;
-                let file = writer.into_inner().map_err(|e| e.into_error())?;
-                temp.persist(file, &sealed.id, pending)?;
-                return Ok(sealed);
-            }
+    // The chunks up to `End`; a channel closed before it (a refusal, a disconnect) is an
+    // error, so a cut-off upload is never finished.
+    let mut ended = false;
+    let chunks = std::iter::from_fn(|| {
+        if ended {
+            return None;
         }
-    }
-    Err(io::Error::new(io::ErrorKind::Interrupted, "upload abandoned"))
+        match rx.blocking_recv() {
+            Some(Chunk::Data(bytes)) => Some(Ok(bytes)),
+            Some(Chunk::End) => {
+                ended = true;
+                None
+            }
+            None => Some(Err(io::Error::new(io::ErrorKind::Interrupted, "upload abandoned"))),
+        }
+    });
+    // No buffer: age hands over whole 64 KiB chunks.
+    let (file, sealed) = envelope::seal_parallel(recipients, file, chunks)?;
+    temp.persist(file, &sealed.id, pending)?;
+    Ok(sealed)
 }
 
 async fn read_text(

@@ -328,7 +328,7 @@ pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<
 
 /// Decrypts one object of the bundle into `sink`, checking it is whole and is the
 /// object its id names. `what` names it in errors.
-fn decrypt_object<W: Write>(
+fn decrypt_object<W: Write + Send>(
     bundle: &Bundle,
     id: &ObjectId,
     identities: &[age::x25519::Identity],
@@ -376,7 +376,7 @@ impl Write for LimitedWriter {
 /// Decrypts a standalone age file to `out` with the same function `open` uses, deleting
 /// `out` if anything fails. For checks against outside vectors and for single objects.
 pub fn decrypt_file(
-    ciphertext: impl Read,
+    ciphertext: impl Read + Send,
     identities: &[age::x25519::Identity],
     out: &Path,
 ) -> Result<envelope::OpenedObject, envelope::OpenError> {

@@ -451,7 +451,7 @@ fn decrypt_submission(
                     .member(&object_member(&oid))
                     .ok_or("object missing")?
                     .map_err(|e| e.to_string())?;
-                let sink: Box<dyn io::Write> = match &dir {
+                let sink: Box<dyn io::Write + Send> = match &dir {
                     Some(d) => Box::new(io::BufWriter::new(
                         fs::File::create(d.join("evidence").join(&saved_as))
                             .map_err(|e| e.to_string())?,
