@@ -2,12 +2,12 @@
 //!
 //! A sealed file is a tar: `sealed.json` first (schema `amanat/sealed/v1`: the submission
 //! id, object ids and the recipients fingerprint; no name, no size, no text), then
-//! `objects/<id>.age`, each object made by the same `envelope::Sealer` the server uses.
+//! `objects/<id>.age`, each object made by the same sealing function the server uses.
 //! The server stores the objects as they are after checking what it can without a key;
 //! a reviewer can also open a sealed file directly.
 
 use crate::config::Limits;
-use crate::envelope::{self, Attachment, Manifest, ObjectId, Origin, Sealer, TextField};
+use crate::envelope::{self, Attachment, Manifest, ObjectId, Origin, TextField};
 use crate::intake::error::IntakeError;
 use crate::keys::Recipients;
 use crate::log::Receipt;
@@ -195,23 +195,37 @@ fn seal_file(
         .mode(0o600)
         .open(&temp)
         .map_err(|e| e.to_string())?;
-    let mut sealer = Sealer::new(recipients, BufWriter::with_capacity(256 * 1024, out))
-        .map_err(|e| e.to_string())?;
-    let mut buf = Zeroizing::new(vec![0u8; 256 * 1024]);
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        sealer.write(&buf[..n]).map_err(|e| e.to_string())?;
-        progress(n as u64);
-    }
-    let (writer, sealed) = sealer.finish().map_err(|e| e.to_string())?;
-    writer.into_inner().map_err(|e| e.into_error().to_string())?;
+    // Blocks shared with the plaintext-hashing thread by reference count, wiped when
+    // the last holder drops them.
+    let chunks = std::iter::from_fn(|| {
+        let mut block = Zeroizing::new(vec![0u8; 256 * 1024]);
+        loop {
+            return match input.read(&mut block) {
+                Ok(0) => None,
+                Ok(n) => {
+                    block.truncate(n);
+                    progress(n as u64);
+                    Some(Ok(Block(std::sync::Arc::new(block))))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Some(Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))),
+            };
+        }
+    });
+    let (_, sealed) =
+        envelope::seal_parallel(recipients, out, chunks).map_err(|e| e.to_string())?;
     fs::rename(&temp, staging.join(sealed.id.as_str())).map_err(|e| e.to_string())?;
     Ok(sealed)
+}
+
+/// A block of a file being sealed, shared between the sealing threads.
+#[derive(Clone)]
+struct Block(std::sync::Arc<Zeroizing<Vec<u8>>>);
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// The tar: `sealed.json`, then the objects; written beside `out`, fsynced, then moved
