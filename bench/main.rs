@@ -389,7 +389,7 @@ struct Load {
 /// `clients` keep-alive connections posting `body` as fast as answers come, for
 /// `duration`; every answer must be 201.
 fn load(addr: SocketAddr, body: &[u8], clients: usize, duration: Duration) -> Load {
-    let request = api_request(body);
+    let request = common::api_upload(body);
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
@@ -431,17 +431,6 @@ fn small_body() -> Vec<u8> {
     let words = "They took me from the hospital bed at night and beat me in the van. ";
     let testimony: String = words.repeat(2048 / words.len() + 1)[..2048].to_string();
     common::multipart_body(&[common::text("testimony", &testimony)])
-}
-
-fn api_request(body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST /api/v1/submissions HTTP/1.1\r\nHost: bench\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        common::multipart_type(),
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
 }
 
 /// The HTTP ceiling: actix-web reading the same body and answering 201, nothing else.
@@ -504,10 +493,7 @@ fn upload_head(addr: SocketAddr, file_len: u64) -> (TcpStream, Vec<u8>) {
     let (head, tail) = multipart_around();
     let mut stream = TcpStream::connect(addr).unwrap();
     let length = head.len() as u64 + file_len + tail.len() as u64;
-    let request = format!(
-        "POST /api/v1/submissions HTTP/1.1\r\nHost: bench\r\nContent-Type: {}\r\nContent-Length: {length}\r\n\r\n",
-        common::multipart_type()
-    );
+    let request = common::upload_head(&format!("Content-Length: {length}"));
     stream.write_all(request.as_bytes()).unwrap();
     stream.write_all(&head).unwrap();
     (stream, tail)
@@ -578,7 +564,7 @@ fn write_random_file(path: &Path, len: u64) {
 /// 100 KB photo and one in fifty with a 2 MB video.
 fn populate(addr: SocketAddr, count: usize, mixed: bool) {
     let clients = 16;
-    let text_only = api_request(&small_body());
+    let text_only = common::api_upload(&small_body());
     let threads: Vec<_> = (0..clients)
         .map(|client| {
             let text_only = text_only.clone();

@@ -8,14 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// An upload whose head and first `sent` bytes went out, and then nothing more.
-fn stalled_upload(server: &Server, body: &[u8], sent: usize) -> TcpStream {
-    let mut stream = connect(server.addr);
-    stream.write_all(upload_head(&format!("Content-Length: {}", body.len())).as_bytes()).unwrap();
-    stream.write_all(&body[..sent]).unwrap();
-    stream
-}
-
 fn still_open(stream: &TcpStream) -> bool {
     stream.set_nonblocking(true).unwrap();
     let mut byte = [0u8; 1];
@@ -47,7 +39,7 @@ fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
         held.push(stream);
     }
     for _ in 0..cap - 1 {
-        held.push(stalled_upload(&server, &body, 50_000));
+        held.push(partial_upload(server.addr, &body, 50_000));
     }
     wait_until("the stalled uploads are being received", || server.temp_files().len() == cap - 1);
 
@@ -71,7 +63,7 @@ fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
     );
 
     // The last slot taken, the next upload is refused at once, with a time to come back.
-    let _last = stalled_upload(&server, &body, 50_000);
+    let _last = partial_upload(server.addr, &body, 50_000);
     wait_until("the last slot is taken", || server.temp_files().len() == cap);
     let refused = post_multipart(server.addr, "/api/v1/submissions", &[text("testimony", "t")]);
     assert_refused(&refused, 503, "busy");
@@ -140,13 +132,8 @@ fn the_storage_quota_refuses_with_507_before_anything_is_acknowledged() {
         text("testimony", "t"),
         file("evidence", "v.mp4", "video/mp4", &noise(2_500_000, 3)),
     ]);
-    let mut framed = Vec::new();
-    for piece in body.chunks(64 * 1024) {
-        framed.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        framed.extend_from_slice(piece);
-        framed.extend_from_slice(b"\r\n");
-    }
-    framed.extend_from_slice(b"0\r\n\r\n");
+    let mut framed: Vec<u8> = body.chunks(64 * 1024).flat_map(chunked).collect();
+    framed.extend_from_slice(&chunked(b""));
     let mut stream = connect(server.addr);
     stream.write_all(upload_head("Transfer-Encoding: chunked").as_bytes()).unwrap();
     let _ = stream.write_all(&framed);

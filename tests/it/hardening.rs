@@ -90,9 +90,7 @@ fn a_server_allowed_to_run_as_root_still_turns_core_dumps_off() {
 /// Sends the head and the first `sent` bytes of `body`, and waits until the server is
 /// sealing the file (its temp object exists): the upload has taken its recipients.
 fn start_upload(server: &Server, body: &[u8], sent: usize) -> std::net::TcpStream {
-    let mut stream = connect(server.addr);
-    stream.write_all(upload_head(&format!("Content-Length: {}", body.len())).as_bytes()).unwrap();
-    stream.write_all(&body[..sent]).unwrap();
+    let stream = partial_upload(server.addr, body, sent);
     wait_until("the upload is being sealed", || !server.temp_files().is_empty());
     stream
 }

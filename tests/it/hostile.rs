@@ -61,16 +61,7 @@ fn api_head(extra: &str) -> String {
 
 /// The requests too large to keep as files, made the same way every time.
 fn generate(name: &str) -> Vec<u8> {
-    let multipart = |body: Vec<u8>| {
-        let mut out = api_head(&format!(
-            "Content-Type: {}\r\nContent-Length: {}\r\n",
-            multipart_type(),
-            body.len()
-        ))
-        .into_bytes();
-        out.extend_from_slice(&body);
-        out
-    };
+    let multipart = |body: Vec<u8>| api_upload(&body);
     match name {
         "header-of-one-megabyte" => {
             let mut out = api_head(&format!("X-Junk: {}\r\n", "a".repeat(1 << 20))).into_bytes();
@@ -150,14 +141,7 @@ fn every_hostile_request_is_refused_with_its_code_and_the_server_stays_well() {
                     text("testimony", "t"),
                     file("evidence", "a.jpg", "image/jpeg", &noise(1 << 20, 1)),
                 ]);
-                let mut out = api_head(&format!(
-                    "Content-Type: {}\r\nContent-Length: {}\r\n",
-                    multipart_type(),
-                    body.len()
-                ))
-                .into_bytes();
-                out.extend_from_slice(&body);
-                (out, true)
+                (api_upload(&body), true)
             }
             (None, Some(g)) => (generate(g), false),
             _ => panic!("{}: give file or generate", case.name),

@@ -157,13 +157,6 @@ fn stream_until_answered(
     (response, sent_when_answered)
 }
 
-fn chunked(data: Vec<u8>) -> Vec<u8> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(&data);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 #[test]
 fn a_huge_upload_is_refused_without_being_read_to_the_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,8 +174,8 @@ fn a_huge_upload_is_refused_without_being_read_to_the_end() {
 
     // Chunked, so the size is unknown until it is crossed: refused once past 1 MiB.
     let streamed = upload_head("Transfer-Encoding: chunked");
-    let body = std::iter::once(chunked(file_head))
-        .chain(std::iter::repeat_with(|| chunked(noise(65536, 9))));
+    let body = std::iter::once(chunked(&file_head))
+        .chain(std::iter::repeat_with(|| chunked(&noise(65536, 9))));
     let (response, sent) = stream_until_answered(&server, &streamed, body);
     assert_refused(&response, 413, "submission_too_large");
     assert!(sent < 32 << 20, "the refusal of a 1 MiB limit came only after {sent} bytes");

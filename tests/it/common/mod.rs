@@ -399,6 +399,29 @@ pub fn normal_submission_works(server: &Server) {
     assert_eq!(ok.status, 201, "{}", ok.text());
 }
 
+/// A complete multipart request to the API: its head, then `body`.
+pub fn api_upload(body: &[u8]) -> Vec<u8> {
+    let mut request = upload_head(&format!("Content-Length: {}", body.len())).into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// An upload whose head and first `sent` bytes of `body` went out, and then nothing more.
+pub fn partial_upload(addr: SocketAddr, body: &[u8], sent: usize) -> TcpStream {
+    let mut stream = connect(addr);
+    stream.write_all(upload_head(&format!("Content-Length: {}", body.len())).as_bytes()).unwrap();
+    stream.write_all(&body[..sent]).unwrap();
+    stream
+}
+
+/// One chunk of a `Transfer-Encoding: chunked` body.
+pub fn chunked(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 pub fn post_multipart(addr: SocketAddr, path: &str, parts: &[Part]) -> Response {
     let body = multipart_body(parts);
     request(addr, "POST", path, &[("Content-Type", &multipart_type())], &body)
