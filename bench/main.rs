@@ -336,8 +336,7 @@ fn storage(scale: &Scale) -> Figure {
     let server = Server::start(dir.path(), &coalition, "");
     populate(server.addr, scale.storage_submissions, true);
     let on_disk = disk_usage(&server.data_dir);
-    let ciphertext: u64 =
-        server.object_files().iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let ciphertext = server.store_bytes();
     let ratio = on_disk as f64 / ciphertext as f64;
     Figure {
         name: format!("Storage: {} mixed submissions", scale.storage_submissions),

@@ -56,6 +56,23 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// List every stored object: its id and size in bytes, one per line (never content).
+    Objects {
+        /// The server's data directory (default: from the configuration).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one stored object's ciphertext, exactly as kept, to standard output: to
+    /// check it against a receipt (`| sha256sum`) or hand it to a key holder.
+    Object {
+        /// The object's id (the SHA-256 of its ciphertext, as receipts name it).
+        id: String,
+        /// The server's data directory (default: from the configuration).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Write the submissions not yet exported to a bundle for the offline reviewers.
     Export {
         #[arg(long, value_name = "DIR")]
@@ -247,6 +264,28 @@ fn main() -> ExitCode {
                     set.recipients, set.fingerprint
                 )
             }),
+        Command::Objects { data_dir, json } => data_dir_of(cli.config.as_deref(), data_dir)
+            .and_then(|dir| AdminClient::connect(&dir)?.list_objects())
+            .map(|list| {
+                if json {
+                    println!("{}", serde_json::to_string(&list).unwrap_or_default());
+                } else {
+                    for object in list.objects {
+                        println!("{} {}", object.id, object.bytes);
+                    }
+                }
+            }),
+        Command::Object { id, data_dir } => {
+            data_dir_of(cli.config.as_deref(), data_dir).and_then(|dir| {
+                let mut stdout = std::io::stdout().lock();
+                if std::io::IsTerminal::is_terminal(&stdout) {
+                    return Err("an object is binary ciphertext: redirect standard output to a \
+                                file or a pipe"
+                        .into());
+                }
+                AdminClient::connect(&dir)?.object(&id, &mut stdout).map(drop)
+            })
+        }
         Command::Export { data_dir, out, all, json } => {
             data_dir_of(cli.config.as_deref(), data_dir)
                 .and_then(|dir| export(&dir, &out, all, json))
@@ -354,6 +393,7 @@ fn print_status(status: &amanat::store::StoreStatus, json: bool) {
     println!("submissions   {}", status.submissions);
     println!("exported      {}", status.exported);
     println!("purged        {}", status.purged);
+    println!("objects       {}", status.objects);
     println!("ciphertext    {} bytes", status.store_bytes);
     match &status.last_export {
         Some(last) => println!(

@@ -429,23 +429,22 @@ fn store_object(
     id: &ObjectId,
     pending: &PendingObjects,
 ) -> Result<(), StoreError> {
-    let (temp, file) = store.create_temp().map_err(StoreError::Io)?;
-    let mut writer = envelope::HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let object = store.create_object(pending);
+    let mut writer = envelope::HashingWriter::new(BufWriter::with_capacity(256 * 1024, object));
     io::copy(entry, &mut writer).map_err(StoreError::Io)?;
     let (buffered, hash, len) = writer.finish();
     // The tar reader ends a member quietly where the input ends: a cut-off file.
     if len != size {
         return Err(StoreError::Refused(IntakeError::IncompleteUpload));
     }
-    let file = buffered.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
+    let object = buffered.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
     if hex::encode(hash) != id.as_str() {
         return Err(StoreError::Refused(IntakeError::SealedObjectMismatch));
     }
-    let header = File::open(temp.path()).map_err(StoreError::Io)?;
-    if envelope::check_header(header).is_err() {
+    if envelope::check_header(object.written().map_err(StoreError::Io)?).is_err() {
         return Err(StoreError::Refused(IntakeError::SealedObjectNotAge));
     }
-    temp.persist(file, id, pending).map_err(StoreError::Io)
+    object.persist(id, pending).map_err(StoreError::Io)
 }
 
 fn internal(e: io::Error) -> IntakeError {

@@ -58,6 +58,24 @@ impl AdminClient {
         self.receive()
     }
 
+    pub fn list_objects(mut self) -> Result<super::ObjectList, String> {
+        self.send(&Request::ListObjects)?;
+        self.receive()
+    }
+
+    /// Copies one stored object's ciphertext to `out`; returns its length.
+    pub fn object(mut self, id: &str, out: &mut impl Write) -> Result<u64, String> {
+        self.send(&Request::Object { id: id.to_string() })?;
+        let offer: super::ObjectOffer = self.receive()?;
+        let copied = io::copy(&mut (&mut self.reader).take(offer.bytes), out)
+            .map_err(|e| format!("copying the object: {e}"))?;
+        if copied != offer.bytes {
+            return Err("the server stopped in the middle of the object".into());
+        }
+        out.flush().map_err(|e| format!("copying the object: {e}"))?;
+        Ok(copied)
+    }
+
     pub fn purge(mut self, exported_before_days: u64) -> Result<PurgeReport, String> {
         self.send(&Request::Purge { exported_before_days })?;
         self.receive()

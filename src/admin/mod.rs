@@ -50,6 +50,30 @@ pub enum Request {
     },
     /// Re-read the recipients file (as SIGHUP does).
     Reload,
+    /// One stored object's ciphertext, as kept: `ObjectOffer`, then its bytes.
+    Object {
+        id: String,
+    },
+    /// Every stored object's id and size (never content).
+    ListObjects,
+}
+
+/// The answer to `list_objects`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectList {
+    pub objects: Vec<ListedObject>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListedObject {
+    pub id: String,
+    pub bytes: u64,
+}
+
+/// The answer to `object`, followed on the wire by exactly `bytes` bytes of ciphertext.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectOffer {
+    pub bytes: u64,
 }
 
 /// The answer to `reload`: the set new submissions are now sealed to.
@@ -182,6 +206,24 @@ fn serve_connection(
                 Err(e) => answer_error(&mut writer, e.code(), &e.message(limits)),
             }
         }
+        Request::Object { id } => match crate::envelope::ObjectId::parse(&id) {
+            Some(id) => match store.open_object(&id) {
+                Ok((object, bytes)) => answer(&mut writer, &ObjectOffer { bytes })
+                    .and_then(|()| io::copy(&mut object.take(bytes), &mut writer).map(drop)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    answer_error(&mut writer, "no_such_object", "no object with that id is stored")
+                }
+                Err(e) => Err(e),
+            },
+            None => answer_error(&mut writer, "bad_request", "an object id is 64 hex digits"),
+        },
+        Request::ListObjects => store.list_objects().and_then(|objects| {
+            let objects = objects
+                .into_iter()
+                .map(|(id, bytes)| ListedObject { id: id.to_string(), bytes })
+                .collect();
+            answer(&mut writer, &ObjectList { objects })
+        }),
         Request::Reload => match recipients.reload() {
             Ok(set) => answer(
                 &mut writer,
@@ -228,7 +270,7 @@ fn export(
     let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
     let mut sizes = Vec::new();
     for id in index.objects() {
-        sizes.push(store.open_object(&id)?.1);
+        sizes.push(store.object_len(&id)?);
     }
     let bytes = bundle::bundle_len(index_len, sizes);
     let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();

@@ -88,18 +88,18 @@ pub fn bundle_len(index_bytes: u64, object_sizes: impl IntoIterator<Item = u64>)
 
 /// Writes a bundle: `bundle.json`, then each object from `open_object` (a reader and its
 /// exact length). Returns the sink; the caller makes it durable.
-pub fn write<W: Write>(
+pub fn write<W: Write, R: Read>(
     out: W,
     index: &BundleIndex,
-    mut open_object: impl FnMut(&ObjectId) -> io::Result<(File, u64)>,
+    mut open_object: impl FnMut(&ObjectId) -> io::Result<(R, u64)>,
 ) -> io::Result<W> {
     let mut tar = tar::Builder::new(out);
     let json = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
     tar.append(&header(INDEX_NAME, json.len() as u64)?, json.as_slice())?;
     for id in index.objects() {
-        let (file, len) = open_object(&id)?;
+        let (object, len) = open_object(&id)?;
         // `take` guards the announced length even if the file changed underneath.
-        tar.append(&header(&object_entry_name(&id), len)?, file.take(len))?;
+        tar.append(&header(&object_entry_name(&id), len)?, object.take(len))?;
     }
     tar.into_inner()
 }

@@ -1,19 +1,20 @@
 //! Reading one submission off the wire: text fields into a bounded, zeroized buffer;
 //! each file field chunk by chunk through a bounded channel to a blocking worker that
-//! hashes and age-encrypts it into `objects/tmp/`. Memory per upload is bounded by the
-//! channel depth whatever the file size, and no plaintext ever reaches a disk.
+//! hashes and age-encrypts it into an object (in memory while small, else a file in
+//! `objects/tmp/`). Memory per upload is bounded by the channel depth and the store's
+//! per-request allowance for small objects, whatever the file size, and no plaintext
+//! ever reaches a disk.
 
 use super::error::IntakeError;
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, TextField, MANIFEST_SCHEMA};
 use crate::store::{
-    CaseChoice, CaseRecord, PendingObjects, Reservation, SubmissionRecord, TempObject,
+    CaseChoice, CaseRecord, ObjectWriter, PendingObjects, Reservation, SubmissionRecord,
 };
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::web::Bytes;
 use futures_util::StreamExt;
-use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -213,9 +214,9 @@ pub async fn receive_keeping(
     let pending = guard.0.clone();
     let (record, objects, receipt) = blocking(move || {
         let plaintext = manifest.to_plaintext()?;
-        let (temp, file) = store.create_temp()?;
-        let (file, sealed) = envelope::seal_bytes(&recipients, &plaintext, file)?;
-        temp.persist(file, &sealed.id, &pending)?;
+        let object = store.create_object(&pending);
+        let (object, sealed) = envelope::seal_bytes(&recipients, &plaintext, object)?;
+        object.persist(&sealed.id, &pending)?;
         let record = SubmissionRecord {
             id: manifest.submission.clone(),
             received_at: manifest.received_at.clone(),
@@ -365,19 +366,17 @@ async fn receive_file(
 ) -> Result<envelope::SealedObject, IntakeError> {
     let limits = &intake.config.limits;
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let store = intake.store.clone();
-    let (temp, file) = blocking(move || store.create_temp()).await?;
+    let object = intake.store.create_object(pending);
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     let recipients = recipients.clone();
     let pending = pending.clone();
-    let worker = actix_web::rt::task::spawn_blocking(move || {
-        seal_stream(&recipients, temp, file, rx, &pending)
-    });
+    let worker =
+        actix_web::rt::task::spawn_blocking(move || seal_stream(&recipients, object, rx, &pending));
 
     let rest = field.map(|chunk| chunk.map_err(multipart_error));
     let stream = futures_util::stream::iter([Ok(first)]).chain(rest);
     let sent = feed(stream, &tx, idle, file_bytes, limits.max_submission_bytes, reservation).await;
-    // On error, dropping the sender without `End` makes the worker delete its file.
+    // On error, dropping the sender without `End` makes the worker drop its object.
     drop(tx);
     sent?;
     let sealed =
@@ -451,11 +450,10 @@ impl io::Read for ChannelReader {
     }
 }
 
-/// The blocking half of a file upload: encrypt, hash, fsync, rename.
+/// The blocking half of a file upload: encrypt, hash, persist.
 fn seal_stream(
     recipients: &keys::Recipients,
-    temp: TempObject,
-    file: File,
+    object: ObjectWriter,
     mut rx: mpsc::Receiver<Chunk>,
     pending: &PendingObjects,
 ) -> io::Result<envelope::SealedObject> {
@@ -476,8 +474,8 @@ fn seal_stream(
         }
     });
     // No buffer: age hands over whole 64 KiB chunks.
-    let (file, sealed) = envelope::seal_parallel(recipients, file, chunks)?;
-    temp.persist(file, &sealed.id, pending)?;
+    let (object, sealed) = envelope::seal_parallel(recipients, object, chunks)?;
+    object.persist(&sealed.id, pending)?;
     Ok(sealed)
 }
 

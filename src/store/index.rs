@@ -1,6 +1,9 @@
-//! The sled index: submission records and cases. Only small records live here (values
-//! over ~128 KiB go to sled blob files that sled never fsyncs, sled #1077).
+//! The sled index: submission records, cases, the log, and small objects. Nothing big
+//! lives here: sled writes any page over 128 KiB (a leaf of up to ~20 entries, whole) to
+//! a blob file it never fsyncs (sled #1077), so every value is kept to a few KiB and
+//! small objects are stored in chunks.
 
+use super::objects::InlineObject;
 use crate::envelope::ObjectId;
 use crate::log::{merkle, LogLeaf};
 use serde::{Deserialize, Serialize};
@@ -133,7 +136,29 @@ pub(super) struct Index {
     meta: sled::Tree,
     /// The Merkle log: perfect-subtree hashes by (level, index), and its size.
     log: sled::Tree,
+    /// Small objects: the log index of the leaf that stored them (u64, big-endian),
+    /// `<id>`, chunk number (u16, big-endian) -> at most `CHUNK` bytes of ciphertext.
+    /// Keyed in arrival order so that writing touches only the newest leaf: random keys
+    /// would pull and rewrite old leaves of ciphertext through sled's cache on every
+    /// commit. Written only in transactions, which sled runs one at a time, so no leaf
+    /// outgrows sled's split threshold between checks.
+    inline_objects: sled::Tree,
+    /// `<id>` -> where its chunks start (u64, big-endian) and its length (u64, BE).
+    inline_ids: sled::Tree,
     flush: GroupFlush,
+}
+
+/// Bytes of one small object's chunk: ~20 of them, a full leaf, stay far below the size
+/// at which sled would write the leaf to an unsynced blob.
+const CHUNK: usize = 4096;
+/// `meta` key of the small objects' count and bytes (`InlineTotals`).
+const INLINE_TOTALS: &str = "inline_totals";
+
+/// How many small objects the index holds, and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineTotals {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 /// How a commit failed: before the record was applied (nothing to keep), or after
@@ -141,6 +166,17 @@ pub(super) struct Index {
 pub(super) enum CommitError {
     NotRecorded(io::Error),
     NotDurable(io::Error),
+}
+
+impl CommitError {
+    /// The error, and whether the objects must be kept: a record that was applied may
+    /// still reach the disk (the next start-up sweep removes them if it did not).
+    pub(super) fn kept(self) -> (io::Error, bool) {
+        match self {
+            CommitError::NotRecorded(e) => (e, false),
+            CommitError::NotDurable(e) => (e, true),
+        }
+    }
 }
 
 impl Index {
@@ -159,6 +195,8 @@ impl Index {
         let exports = db.open_tree("exports").map_err(sled_io)?;
         let meta = db.open_tree("meta").map_err(sled_io)?;
         let log = db.open_tree("log").map_err(sled_io)?;
+        let inline_objects = db.open_tree("inline_objects").map_err(sled_io)?;
+        let inline_ids = db.open_tree("inline_ids").map_err(sled_io)?;
         let log_file = File::open(path.join("db"))?;
         super::sync_dir(path)?;
         Ok(Index {
@@ -172,6 +210,8 @@ impl Index {
             exports,
             meta,
             log,
+            inline_objects,
+            inline_ids,
             flush: GroupFlush::default(),
         })
     }
@@ -288,6 +328,7 @@ impl Index {
         &self,
         due: &[(String, ExportMark)],
         purged_at: &str,
+        inline: &[ObjectId],
     ) -> io::Result<()> {
         let marks = due
             .iter()
@@ -302,11 +343,13 @@ impl Index {
             submissions: due.iter().map(|(id, _)| id.clone()).collect(),
         }
         .hash();
-        (&self.exports, &self.log)
-            .transaction(|(exports, log)| {
+        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
+        (&self.exports, &self.log, inline_trees.0, inline_trees.1, inline_trees.2)
+            .transaction(|(exports, log, objects, ids, meta)| {
                 for (id, bytes) in &marks {
                     exports.insert(*id, bytes.as_slice())?;
                 }
+                InlineTrees { objects, ids, meta }.remove(inline)?;
                 append_leaf(log, leaf)
             })
             .map(|_| ())
@@ -340,13 +383,14 @@ impl Index {
         })
     }
 
-    /// One transaction for the submission, its case and its log leaf, then a durable
-    /// flush. Returns the leaf's index.
+    /// One transaction for the submission, its case, its log leaf and its small objects,
+    /// then a durable flush. Returns the leaf's index and the small objects' new bytes.
     pub(super) fn insert_submission(
         &self,
         record: &SubmissionRecord,
         case: CaseChoice<'_>,
-    ) -> Result<u64, CommitError> {
+        inline: &[InlineObject],
+    ) -> Result<(u64, u64), CommitError> {
         let encode = |e| CommitError::NotRecorded(io::Error::other(e));
         let new_case = match case {
             CaseChoice::New { tag, case } => {
@@ -368,40 +412,47 @@ impl Index {
         let leaf = record.log_leaf().hash();
         let member = member_key(&record.case, &record.id);
         let trees = (&self.submissions, &self.cases, &self.case_records, &self.case_members);
-        let index = (trees.0, trees.1, trees.2, trees.3, &self.log)
-            .transaction(|(submissions, cases, case_records, case_members, log)| {
-                if submissions.get(record.id.as_bytes())?.is_some() {
-                    return Err(abort("submission id already recorded"));
-                }
-                match &new_case {
-                    Some((key, tagged, case)) => {
-                        if case_records.get(record.case.as_bytes())?.is_some() {
-                            return Err(abort("case already recorded"));
+        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
+        let objects = (inline_trees.0, inline_trees.1, inline_trees.2);
+        let index =
+            (trees.0, trees.1, trees.2, trees.3, &self.log, objects.0, objects.1, objects.2)
+                .transaction(
+                    |(submissions, cases, case_records, case_members, log, objects, ids, meta)| {
+                        if submissions.get(record.id.as_bytes())?.is_some() {
+                            return Err(abort("submission id already recorded"));
                         }
-                        if !key.is_empty() {
-                            cases.insert(key.as_slice(), tagged.as_slice())?;
+                        match &new_case {
+                            Some((key, tagged, case)) => {
+                                if case_records.get(record.case.as_bytes())?.is_some() {
+                                    return Err(abort("case already recorded"));
+                                }
+                                if !key.is_empty() {
+                                    cases.insert(key.as_slice(), tagged.as_slice())?;
+                                }
+                                case_records.insert(record.case.as_bytes(), case.as_slice())?;
+                            }
+                            None => {
+                                if case_records.get(record.case.as_bytes())?.is_none() {
+                                    return Err(abort("no such case"));
+                                }
+                            }
                         }
-                        case_records.insert(record.case.as_bytes(), case.as_slice())?;
-                    }
-                    None => {
-                        if case_records.get(record.case.as_bytes())?.is_none() {
-                            return Err(abort("no such case"));
-                        }
-                    }
-                }
-                case_members.insert(member.as_bytes(), &[][..])?;
-                let index = append_leaf(log, leaf)?;
-                let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
-                let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
-                submissions.insert(record.id.as_bytes(), bytes)?;
-                Ok(index)
-            })
-            .map_err(|e| {
-                CommitError::NotRecorded(match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => sled_io(e),
-                })
-            })?;
+                        case_members.insert(member.as_bytes(), &[][..])?;
+                        let index = append_leaf(log, leaf)?;
+                        let added = InlineTrees { objects, ids, meta }.insert(index, inline)?;
+                        let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
+                        let bytes =
+                            serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                        submissions.insert(record.id.as_bytes(), bytes)?;
+                        Ok((index, added))
+                    },
+                )
+                .map_err(|e| {
+                    CommitError::NotRecorded(match e {
+                        TransactionError::Abort(e) => e,
+                        TransactionError::Storage(e) => sled_io(e),
+                    })
+                })?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(index)
     }
@@ -446,18 +497,67 @@ impl Index {
         Ok(out)
     }
 
+    /// A small object's ciphertext, if the index holds it.
+    pub(super) fn inline_object(&self, id: &ObjectId) -> io::Result<Option<Vec<u8>>> {
+        let Some(place) = self.inline_ids.get(id.as_str()).map_err(sled_io)? else {
+            return Ok(None);
+        };
+        let (seq, len) = decode_place(&place)?;
+        let damaged = || io::Error::other(format!("object {id} is damaged in the index"));
+        let mut bytes = Vec::with_capacity(usize::try_from(len).map_err(|_| damaged())?);
+        for (n, item) in self.inline_objects.scan_prefix(chunk_prefix(seq, id)).enumerate() {
+            let (key, chunk) = item.map_err(sled_io)?;
+            if key != chunk_key(seq, id, n) {
+                return Err(damaged());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != len {
+            return Err(damaged());
+        }
+        Ok(Some(bytes))
+    }
+
+    /// A small object's length, if the index holds it.
+    pub(super) fn inline_len(&self, id: &ObjectId) -> io::Result<Option<u64>> {
+        match self.inline_ids.get(id.as_str()).map_err(sled_io)? {
+            Some(place) => Ok(Some(decode_place(&place)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every small object's id and length.
+    pub(super) fn inline_list(&self) -> io::Result<Vec<(ObjectId, u64)>> {
+        let mut out = Vec::new();
+        for item in self.inline_ids.iter() {
+            let (key, place) = item.map_err(sled_io)?;
+            let id = std::str::from_utf8(&key)
+                .ok()
+                .and_then(ObjectId::parse)
+                .ok_or_else(|| io::Error::other("a damaged key among the small objects"))?;
+            out.push((id, decode_place(&place)?.1));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn inline_totals(&self) -> io::Result<InlineTotals> {
+        Ok(self.meta_get(INLINE_TOTALS)?.unwrap_or_default())
+    }
+
     pub(super) fn has_reply(&self, case: &str, object: &ObjectId) -> io::Result<bool> {
         self.replies.contains_key(member_key(case, object.as_str())).map_err(sled_io)
     }
 
     /// Records a reply and its custody leaf in one transaction, then makes it durable.
     /// A reply already recorded is left as it is (importing twice adds nothing).
+    /// Returns whether it was new and the bytes its small object added.
     pub(super) fn insert_reply(
         &self,
         case: &str,
         object: &ObjectId,
         imported_at: &str,
-    ) -> Result<bool, CommitError> {
+        inline: &[InlineObject],
+    ) -> Result<(bool, u64), CommitError> {
         let key = member_key(case, object.as_str());
         let leaf = LogLeaf::Reply {
             case: case.into(),
@@ -465,15 +565,18 @@ impl Index {
             imported_at: imported_at.into(),
         }
         .hash();
-        let added = (&self.replies, &self.case_records, &self.log)
-            .transaction(|(replies, case_records, log)| {
+        let trees = (&self.replies, &self.case_records, &self.log);
+        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
+        let added = (trees.0, trees.1, trees.2, inline_trees.0, inline_trees.1, inline_trees.2)
+            .transaction(|(replies, case_records, log, objects, ids, meta)| {
                 if case_records.get(case.as_bytes())?.is_none() {
                     return Err(abort("no such case"));
                 }
                 if replies.get(key.as_bytes())?.is_some() {
-                    return Ok(false);
+                    return Ok((false, 0));
                 }
                 let log_index = append_leaf(log, leaf)?;
+                let added = InlineTrees { objects, ids, meta }.insert(log_index, inline)?;
                 let record = ReplyRecord {
                     object: object.clone(),
                     imported_at: imported_at.into(),
@@ -481,7 +584,7 @@ impl Index {
                 };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
                 replies.insert(key.as_bytes(), bytes)?;
-                Ok(true)
+                Ok((true, added))
             })
             .map_err(|e| {
                 CommitError::NotRecorded(match e {
@@ -590,6 +693,96 @@ fn append_leaf(
     }
     log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
     Ok(index)
+}
+
+fn chunk_prefix(seq: u64, id: &ObjectId) -> Vec<u8> {
+    let mut key = seq.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+fn chunk_key(seq: u64, id: &ObjectId, chunk: usize) -> Vec<u8> {
+    let mut key = chunk_prefix(seq, id);
+    key.extend_from_slice(&(chunk as u16).to_be_bytes());
+    key
+}
+
+fn decode_place(place: &[u8]) -> io::Result<(u64, u64)> {
+    let seq = place.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+    let len = place.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+    seq.zip(len).ok_or_else(|| io::Error::other("a damaged entry among the small objects"))
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+type TxResult<T> = Result<T, ConflictableTransactionError<io::Error>>;
+
+/// The small objects' trees inside one transaction.
+struct InlineTrees<'a> {
+    objects: &'a TxTree,
+    ids: &'a TxTree,
+    meta: &'a TxTree,
+}
+
+impl InlineTrees<'_> {
+    fn totals(&self) -> TxResult<InlineTotals> {
+        match self.meta.get(INLINE_TOTALS)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| abort(&e.to_string())),
+            None => Ok(InlineTotals::default()),
+        }
+    }
+
+    fn set_totals(&self, totals: InlineTotals) -> TxResult<()> {
+        let bytes = serde_json::to_vec(&totals).map_err(|e| abort(&e.to_string()))?;
+        self.meta.insert(INLINE_TOTALS, bytes)?;
+        Ok(())
+    }
+
+    /// Writes small objects in chunks under `seq` and counts them; one already stored
+    /// (the same bytes) is left as it is. Returns the bytes added.
+    fn insert(&self, seq: u64, inline: &[InlineObject]) -> TxResult<u64> {
+        if inline.is_empty() {
+            return Ok(0);
+        }
+        let mut added = 0;
+        let mut totals = self.totals()?;
+        for (id, bytes) in inline {
+            if bytes.is_empty() || bytes.len() > CHUNK * usize::from(u16::MAX) {
+                return Err(abort("a small object must have between 1 byte and 256 MiB"));
+            }
+            if self.ids.get(id.as_str())?.is_some() {
+                continue;
+            }
+            for (n, chunk) in bytes.chunks(CHUNK).enumerate() {
+                self.objects.insert(chunk_key(seq, id, n), chunk)?;
+            }
+            let mut place = seq.to_be_bytes().to_vec();
+            place.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            self.ids.insert(id.as_str(), place)?;
+            totals.objects += 1;
+            totals.bytes += bytes.len() as u64;
+            added += bytes.len() as u64;
+        }
+        self.set_totals(totals)?;
+        Ok(added)
+    }
+
+    /// Deletes small objects and uncounts them; ids not stored here are skipped.
+    fn remove(&self, inline: &[ObjectId]) -> TxResult<()> {
+        if inline.is_empty() {
+            return Ok(());
+        }
+        let mut totals = self.totals()?;
+        for id in inline {
+            let Some(place) = self.ids.remove(id.as_str())? else { continue };
+            let (seq, len) = decode_place(&place).map_err(ConflictableTransactionError::Abort)?;
+            for n in 0..(len as usize).div_ceil(CHUNK) {
+                self.objects.remove(chunk_key(seq, id, n))?;
+            }
+            totals.objects = totals.objects.saturating_sub(1);
+            totals.bytes = totals.bytes.saturating_sub(len);
+        }
+        self.set_totals(totals)
+    }
 }
 
 fn member_key(case: &str, member: &str) -> String {

@@ -1,11 +1,12 @@
-//! The store: ciphertext objects as fsynced files (`objects`), small records in sled
-//! (`index`). Nothing here ever sees plaintext.
+//! The store: ciphertext objects, large ones as fsynced files (`objects`), small ones
+//! in sled beside the records that name them (`index`). Nothing here ever sees
+//! plaintext.
 //!
 //! Layout of the data directory (created 0700):
 //! ```text
-//! objects/<id>      one age file per object, named by the SHA-256 of its bytes
+//! objects/<id>      one age file per large object, named by the SHA-256 of its bytes
 //! objects/tmp/      objects being written; swept at start-up
-//! index/            sled: submission records and cases
+//! index/            sled: submission records, cases, the log, small objects
 //! instance.secret   32 random bytes keying codename tags (0600)
 //! ```
 
@@ -13,8 +14,12 @@ mod index;
 mod objects;
 
 use index::CommitError;
-pub use index::{CaseChoice, CaseRecord, ExportMark, LastExport, ReplyRecord, SubmissionRecord};
-pub use objects::{PendingObjects, Reservation, TempObject, Usage};
+pub use index::{
+    CaseChoice, CaseRecord, ExportMark, InlineTotals, LastExport, ReplyRecord, SubmissionRecord,
+};
+pub use objects::{
+    ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, HEADROOM_BYTES, INLINE_MAX,
+};
 
 use crate::envelope::ObjectId;
 use crate::keys::SigningKey;
@@ -64,6 +69,9 @@ pub struct StoreStatus {
     pub submissions: usize,
     pub exported: usize,
     pub purged: usize,
+    /// Objects stored (files and small objects in the index).
+    #[serde(default)]
+    pub objects: u64,
     /// Bytes of ciphertext on disk.
     pub store_bytes: u64,
     pub last_export: Option<LastExport>,
@@ -133,31 +141,31 @@ impl Store {
             }
         }
         sync_dir(&self.objects)?;
-        self.usage.set_stored(stored);
+        self.usage.set_stored(stored + self.index.inline_totals()?.bytes);
         Ok(report)
     }
 
-    /// A new temporary object file, deleted unless persisted.
-    pub fn create_temp(&self) -> io::Result<(TempObject, File)> {
-        TempObject::create(&self.tmp, &self.objects, &self.random_hex(16), &self.usage)
+    /// A new object for the request `pending`, deleted unless persisted and committed.
+    pub fn create_object(&self, pending: &PendingObjects) -> ObjectWriter {
+        ObjectWriter::new(&self.tmp, &self.objects, self.random_hex(16), &self.usage, pending)
     }
 
-    /// Records a submission, its case and its log leaf in one transaction and makes it
-    /// durable. The objects it names must already be persisted; on success they stop
-    /// being pending and will never be swept. Returns the submission's receipt.
+    /// Records a submission, its case, its log leaf and its small objects in one
+    /// transaction and makes it durable. Its object files must already be persisted; on
+    /// success they stop being pending and will never be swept. Returns the
+    /// submission's receipt.
     pub fn commit(
         &self,
         pending: &PendingObjects,
         record: &SubmissionRecord,
         case: CaseChoice<'_>,
     ) -> io::Result<Receipt> {
-        let index = pending.commit_with(|| match self.index.insert_submission(record, case) {
-            Ok(index) => Ok(index),
-            Err(CommitError::NotRecorded(e)) => Err((e, false)),
-            // The record was applied and may still reach the disk: keep its objects;
-            // the next start-up sweep removes them if it did not.
-            Err(CommitError::NotDurable(e)) => Err((e, true)),
+        let (index, added) = pending.commit_with(|inline| {
+            // sled fails for good after one full-disk write: it must never meet one.
+            objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
+            self.index.insert_submission(record, case, inline).map_err(CommitError::kept)
         })?;
+        self.usage.add_stored(added);
         self.receipt(&record.id, index, &record.log_leaf())
     }
 
@@ -207,14 +215,16 @@ impl Store {
         }
         let pending = PendingObjects::default();
         let result = (|| {
-            let (temp, mut file) = self.create_temp()?;
-            file.write_all(ciphertext)?;
-            temp.persist(file, &id, &pending)?;
+            let mut object = self.create_object(&pending);
+            object.write_all(ciphertext)?;
+            object.persist(&id, &pending)?;
             let hour = crate::intake::upload::received_hour();
-            pending.commit_with(|| match self.index.insert_reply(case, &id, &hour) {
-                Ok(added) => Ok(added),
-                Err(CommitError::NotRecorded(e)) => Err((e, false)),
-                Err(CommitError::NotDurable(e)) => Err((e, true)),
+            pending.commit_with(|inline| {
+                objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
+                let (new, added) =
+                    self.index.insert_reply(case, &id, &hour, inline).map_err(CommitError::kept)?;
+                self.usage.add_stored(added);
+                Ok(new)
             })
         })();
         if result.is_err() {
@@ -311,10 +321,36 @@ impl Store {
     }
 
     /// Opens an object for reading, with its length.
-    pub fn open_object(&self, id: &ObjectId) -> io::Result<(File, u64)> {
-        let file = File::open(self.object_path(id))?;
+    pub fn open_object(&self, id: &ObjectId) -> io::Result<(StoredObject, u64)> {
+        if let Some(bytes) = self.index.inline_object(id)? {
+            let len = bytes.len() as u64;
+            return Ok((StoredObject::Inline(io::Cursor::new(bytes)), len));
+        }
+        let file = File::open(self.objects.join(id.as_str()))?;
         let len = file.metadata()?.len();
-        Ok((file, len))
+        Ok((StoredObject::File(file), len))
+    }
+
+    /// An object's length, without reading it.
+    pub fn object_len(&self, id: &ObjectId) -> io::Result<u64> {
+        match self.index.inline_len(id)? {
+            Some(len) => Ok(len),
+            None => Ok(fs::metadata(self.objects.join(id.as_str()))?.len()),
+        }
+    }
+
+    /// Every stored object's id and length, in id order.
+    pub fn list_objects(&self) -> io::Result<Vec<(ObjectId, u64)>> {
+        let mut out = self.index.inline_list()?;
+        for entry in fs::read_dir(&self.objects)? {
+            let entry = entry?;
+            let id = ObjectId::parse(&entry.file_name().to_string_lossy());
+            if let (Some(id), true) = (id, entry.file_type()?.is_file()) {
+                out.push((id, entry.metadata()?.len()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Records, durably, that these submissions were carried out in a bundle whose
@@ -334,33 +370,55 @@ impl Store {
     pub fn purge_exported_before(&self, cutoff_hour: &str) -> io::Result<(usize, u64)> {
         let mut due = Vec::new();
         let mut marks = Vec::new();
+        // Replies stay for their survivors, and bytes another record still names stay
+        // for it (the same ciphertext twice: a sealed file carrying a stored object).
+        let mut keep = self.index.reply_objects()?;
         for record in self.index.submissions(false)? {
-            let Some(mark) = self.index.export_mark(&record.id)? else { continue };
-            if !mark.purged && mark.exported_at.as_str() <= cutoff_hour {
-                marks.push((record.id.clone(), mark));
-                due.push(record);
+            match self.index.export_mark(&record.id)? {
+                Some(mark) if !mark.purged && mark.exported_at.as_str() <= cutoff_hour => {
+                    marks.push((record.id.clone(), mark));
+                    due.push(record);
+                }
+                _ => keep.extend(record.object_ids()),
             }
         }
-        // Marks and the custody leaf first, durably: a crash after this leaves objects
-        // the start-up sweep removes, never a record that claims ciphertext it lost.
+        let mut gone: Vec<ObjectId> = due
+            .iter()
+            .flat_map(SubmissionRecord::object_ids)
+            .filter(|id| !keep.contains(id))
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let mut inline = Vec::new();
+        let mut files = Vec::new();
+        for id in gone {
+            match self.index.inline_len(&id)? {
+                Some(len) => inline.push((id, len)),
+                None => files.push(id),
+            }
+        }
+        let inline_ids: Vec<ObjectId> = inline.iter().map(|(id, _)| id.clone()).collect();
+        // Marks, the custody leaf and the small objects' removal first, in one
+        // transaction, durably: a crash after this leaves files the start-up sweep
+        // removes, never a record that claims ciphertext it lost.
         if !due.is_empty() {
-            self.index.mark_purged(&marks, &crate::intake::upload::received_hour())?;
+            self.index.mark_purged(&marks, &crate::intake::upload::received_hour(), &inline_ids)?;
         }
         self.index.flush_durable()?;
         let mut freed = 0;
-        // Replies stay for their survivors, whatever their bytes.
-        let keep = self.index.reply_objects()?;
-        for record in &due {
-            for id in record.object_ids().into_iter().filter(|id| !keep.contains(id)) {
-                let path = self.object_path(&id);
-                if let Ok(meta) = fs::metadata(&path) {
-                    fs::remove_file(&path)?;
-                    freed += meta.len();
-                    self.usage.remove_stored(meta.len());
-                }
+        for (_, len) in &inline {
+            freed += len;
+            self.usage.remove_stored(*len);
+        }
+        for id in &files {
+            let path = self.objects.join(id.as_str());
+            if let Ok(meta) = fs::metadata(&path) {
+                fs::remove_file(&path)?;
+                freed += meta.len();
+                self.usage.remove_stored(meta.len());
             }
         }
-        if !due.is_empty() {
+        if !files.is_empty() {
             sync_dir(&self.objects)?;
         }
         Ok((due.len(), freed))
@@ -369,10 +427,12 @@ impl Store {
     /// Counts for `amanat status`.
     pub fn status(&self) -> io::Result<StoreStatus> {
         let (exported, purged) = self.index.export_counts()?;
-        let mut store_bytes = 0;
+        let inline = self.index.inline_totals()?;
+        let (mut objects, mut store_bytes) = (inline.objects, inline.bytes);
         for entry in fs::read_dir(&self.objects)? {
             let meta = entry?.metadata()?;
             if meta.is_file() {
+                objects += 1;
                 store_bytes += meta.len();
             }
         }
@@ -383,6 +443,7 @@ impl Store {
             submissions: self.index.submission_count(),
             exported,
             purged,
+            objects,
             store_bytes,
             last_export: self.index.meta_get("last_export")?,
         })
@@ -395,10 +456,6 @@ impl Store {
 
     pub fn submission_count(&self) -> usize {
         self.index.submission_count()
-    }
-
-    pub fn object_path(&self, id: &ObjectId) -> PathBuf {
-        self.objects.join(id.as_str())
     }
 
     pub fn instance_secret(&self) -> &[u8] {
@@ -414,9 +471,11 @@ impl Store {
         random_hex(&self.rng, bytes)
     }
 
-    /// Proves the object directory accepts new files. Cheap on purpose (no fsync): it
-    /// answers anonymous health checks and must not compete with commits.
+    /// Proves the object directory accepts new files and the disk has the headroom
+    /// commits need. Cheap on purpose (no fsync): it answers anonymous health checks and
+    /// must not compete with commits.
     pub fn check_writable(&self) -> io::Result<()> {
+        objects::check_headroom(&self.objects)?;
         let probe = self.tmp.join(format!("health-{}", self.random_hex(8)));
         let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
         let _ = fs::remove_file(&probe);
@@ -461,5 +520,140 @@ fn load_or_create_secret(path: &Path, rng: &SystemRandom) -> io::Result<Zeroizin
             Ok(secret)
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Persists `bytes` (stand-in ciphertext: the store never looks inside) as one object
+    /// of the request `pending`.
+    fn put(store: &Store, pending: &PendingObjects, bytes: &[u8]) -> ObjectId {
+        let mut object = store.create_object(pending);
+        object.write_all(bytes).unwrap();
+        let id = ObjectId::of(bytes);
+        object.persist(&id, pending).unwrap();
+        id
+    }
+
+    fn record(id: &str, objects: &[ObjectId], total_bytes: u64) -> SubmissionRecord {
+        let (manifest, attachments) = objects.split_last().unwrap();
+        SubmissionRecord {
+            id: id.into(),
+            received_at: "2026-11-29T10:00:00Z".into(),
+            manifest: manifest.clone(),
+            attachments: attachments.to_vec(),
+            total_bytes,
+            recipients: "test".into(),
+            case: id.into(),
+            log_index: None,
+        }
+    }
+
+    fn object_files(dir: &Path) -> usize {
+        fs::read_dir(dir.join("objects"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count()
+    }
+
+    #[test]
+    fn small_objects_live_in_the_index_large_ones_in_files_and_both_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let small = vec![7u8; 3000];
+        let large = vec![9u8; INLINE_MAX + 1];
+        let ids = {
+            let store = Store::open(&data).unwrap();
+            store.sweep().unwrap();
+            let pending = PendingObjects::default();
+            let ids = vec![put(&store, &pending, &large), put(&store, &pending, &small)];
+            let total = (small.len() + large.len()) as u64;
+            store
+                .commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename)
+                .unwrap();
+            assert_eq!(object_files(&data), 1, "only the large object is a file");
+            ids
+        };
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        for (id, bytes) in ids.iter().zip([&large, &small]) {
+            let (mut object, len) = store.open_object(id).unwrap();
+            let mut read = Vec::new();
+            object.read_to_end(&mut read).unwrap();
+            assert_eq!((&read, len), (bytes, bytes.len() as u64));
+            assert_eq!(store.object_len(id).unwrap(), len);
+        }
+        let listed: Vec<ObjectId> =
+            store.list_objects().unwrap().into_iter().map(|o| o.0).collect();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
+        let status = store.status().unwrap();
+        assert_eq!((status.objects, status.store_bytes), (2, (small.len() + large.len()) as u64));
+        assert_eq!(store.usage().stored(), status.store_bytes, "the quota counts both kinds");
+    }
+
+    #[test]
+    fn an_abandoned_request_leaves_no_small_object_and_no_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        store.sweep().unwrap();
+        let pending = PendingObjects::default();
+        let id = put(&store, &pending, b"a short testimony, sealed");
+        pending.abandon();
+        assert_eq!(store.usage().stored(), 0);
+        assert!(store.open_object(&id).is_err());
+        assert!(store.list_objects().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_request_keeps_a_bounded_amount_in_memory_and_files_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        let pending = PendingObjects::default();
+        let each = 60 * 1024;
+        let count = objects::REQUEST_INLINE_MAX / each + 2;
+        let ids: Vec<ObjectId> =
+            (0..count).map(|i| put(&store, &pending, &vec![i as u8; each])).collect();
+        assert_eq!(object_files(&data), 2, "past the request's allowance, objects are files");
+        let total = (count * each) as u64;
+        store.commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename).unwrap();
+        assert_eq!(store.list_objects().unwrap().len(), count);
+    }
+
+    #[test]
+    fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        let commit = |id: &str, objects: &[&[u8]]| {
+            let pending = PendingObjects::default();
+            let ids: Vec<ObjectId> = objects.iter().map(|b| put(&store, &pending, b)).collect();
+            store.commit(&pending, &record(id, &ids, 0), CaseChoice::WithoutCodename).unwrap();
+            ids
+        };
+        let shared = vec![1u8; 100];
+        let large = vec![2u8; INLINE_MAX * 2];
+        let old = commit("old", &[&large, &shared, b"old manifest"]);
+        let kept = commit("kept", &[&shared, b"kept manifest"]);
+        let last = LastExport {
+            bundle: "b".into(),
+            exported_at: "2026-01-01T00:00:00Z".into(),
+            submissions: 1,
+        };
+        store.mark_exported(&last, &["old".to_string()], 2).unwrap();
+        let (purged, freed) = store.purge_exported_before("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!((purged, freed), (1, (large.len() + b"old manifest".len()) as u64));
+        assert!(store.open_object(&old[0]).is_err() && store.open_object(&old[2]).is_err());
+        for id in &kept {
+            assert!(store.open_object(id).is_ok(), "the other record's objects stay");
+        }
+        assert_eq!(object_files(&data), 0);
+        assert_eq!(store.usage().stored(), (shared.len() + b"kept manifest".len()) as u64);
     }
 }

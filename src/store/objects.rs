@@ -1,14 +1,149 @@
-//! Object files: written in `objects/tmp/`, fsynced, renamed into `objects/<id>`, and the
-//! directory fsynced, so an acknowledged object survives power loss.
+//! Objects. Small ones (at most `INLINE_MAX` bytes of ciphertext) are kept in memory
+//! until their record commits and are written into the index in the same transaction,
+//! durable with its shared flush. Larger ones are files: written in `objects/tmp/`,
+//! fsynced, renamed into `objects/<id>`, and the directory fsynced, so an acknowledged
+//! object survives power loss.
 
 use super::sync_dir;
 use crate::envelope::ObjectId;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The largest object kept in the index rather than as a file. A file costs an inode,
+/// two fsyncs and a rename of its own; in the index an object shares its record's
+/// flush with every concurrent request. Above this, the copy through sled's log and
+/// its cache costs more than a file.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// The most one request keeps in memory for the index; its further objects are files
+/// however small, so concurrent uploads cannot pile up memory.
+pub const REQUEST_INLINE_MAX: usize = 256 * 1024;
+
+/// Free space kept for the index: below it, nothing more is accepted (507). sled marks
+/// itself failed for good after one write error, so it must never be the one to meet a
+/// full disk; uploads stop short of this and leave it the room for its records.
+pub const HEADROOM_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How often a file being written checks the free space: every this many bytes.
+const HEADROOM_CHECK_EVERY: u64 = 1024 * 1024;
+
+/// Whether the file system holding `dir` still has the headroom; `StorageFull` if not.
+pub(super) fn check_headroom(dir: &Path) -> io::Result<()> {
+    let stats = rustix::fs::statvfs(dir)?;
+    if stats.f_bavail.saturating_mul(stats.f_frsize) < HEADROOM_BYTES {
+        return Err(io::Error::new(io::ErrorKind::StorageFull, "the data disk is nearly full"));
+    }
+    Ok(())
+}
+
+/// An object being written: in memory while it is small, spilled to a temporary file
+/// once it passes `INLINE_MAX`. Only ciphertext is ever written to it.
+pub struct ObjectWriter {
+    inline: Vec<u8>,
+    /// The most this object may keep in memory before it becomes a file.
+    inline_limit: usize,
+    file: Option<(TempObject, File)>,
+    /// Bytes written to the file since its last headroom check.
+    unchecked: u64,
+    tmp: PathBuf,
+    objects: PathBuf,
+    name: String,
+    usage: Arc<Usage>,
+}
+
+impl ObjectWriter {
+    pub(super) fn new(
+        tmp: &Path,
+        objects: &Path,
+        name: String,
+        usage: &Arc<Usage>,
+        pending: &PendingObjects,
+    ) -> Self {
+        let kept = pending.lock().inline.iter().map(|(_, bytes)| bytes.len()).sum::<usize>();
+        ObjectWriter {
+            inline: Vec::new(),
+            inline_limit: INLINE_MAX.min(REQUEST_INLINE_MAX.saturating_sub(kept)),
+            file: None,
+            unchecked: 0,
+            tmp: tmp.to_path_buf(),
+            objects: objects.to_path_buf(),
+            name,
+            usage: usage.clone(),
+        }
+    }
+
+    fn spill(&mut self) -> io::Result<&mut File> {
+        check_headroom(&self.tmp)?;
+        let (temp, mut file) = TempObject::create(&self.tmp, &self.objects, &self.name)?;
+        file.write_all(&self.inline)?;
+        self.inline = Vec::new();
+        Ok(&mut self.file.insert((temp, file)).1)
+    }
+
+    /// Reads back what was written so far.
+    pub fn written(&self) -> io::Result<StoredObject> {
+        Ok(match &self.file {
+            Some((temp, _)) => StoredObject::File(File::open(&temp.path)?),
+            None => StoredObject::Inline(io::Cursor::new(self.inline.clone())),
+        })
+    }
+
+    /// Makes the object durable under its id and counts it as stored (a file), or hands
+    /// it to the commit of `pending` (a small object, durable with its record).
+    /// Fails, deleting it, if that request was already abandoned.
+    pub fn persist(self, id: &ObjectId, pending: &PendingObjects) -> io::Result<()> {
+        match self.file {
+            Some((temp, file)) => temp.persist(file, id, pending, &self.usage),
+            None => pending.add_inline(id, self.inline),
+        }
+    }
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = match &mut self.file {
+            Some((_, file)) => file,
+            None if self.inline.len() + buf.len() <= self.inline_limit => {
+                self.inline.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            None => self.spill()?,
+        };
+        let n = file.write(buf)?;
+        self.unchecked += n as u64;
+        if self.unchecked >= HEADROOM_CHECK_EVERY {
+            self.unchecked = 0;
+            check_headroom(&self.tmp)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some((_, file)) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A stored object, for reading.
+pub enum StoredObject {
+    File(File),
+    Inline(io::Cursor<Vec<u8>>),
+}
+
+impl Read for StoredObject {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StoredObject::File(file) => file.read(buf),
+            StoredObject::Inline(bytes) => bytes.read(buf),
+        }
+    }
+}
 
 /// Bytes of ciphertext in `objects/` and bytes of uploads under way, held against
 /// `limits.storage_quota_bytes` (0: no quota) so an upload that would pass it is refused
@@ -84,39 +219,29 @@ impl Drop for Reservation {
     }
 }
 
-/// An object being written. Dropped without `persist`, its file is deleted.
-pub struct TempObject {
+/// An object file being written. Dropped without `persist`, its file is deleted.
+struct TempObject {
     path: PathBuf,
     objects: PathBuf,
     persisted: bool,
-    usage: Arc<Usage>,
 }
 
 impl TempObject {
-    pub(super) fn create(
-        tmp: &Path,
-        objects: &Path,
-        name: &str,
-        usage: &Arc<Usage>,
-    ) -> io::Result<(TempObject, File)> {
+    fn create(tmp: &Path, objects: &Path, name: &str) -> io::Result<(TempObject, File)> {
         let path = tmp.join(name);
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         let objects = objects.to_path_buf();
-        Ok((TempObject { path, objects, persisted: false, usage: usage.clone() }, file))
-    }
-
-    /// Where the object is being written (to re-read it before persisting).
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok((TempObject { path, objects, persisted: false }, file))
     }
 
     /// Makes the object durable under its id and hands it to `pending` (the request it
     /// belongs to). Fails, deleting the file, if that request was already abandoned.
-    pub fn persist(
+    fn persist(
         mut self,
         file: File,
         id: &ObjectId,
         pending: &PendingObjects,
+        usage: &Arc<Usage>,
     ) -> io::Result<()> {
         file.sync_all()?;
         let len = file.metadata()?.len();
@@ -134,8 +259,8 @@ impl TempObject {
         }
         fs::rename(&self.path, &target)?;
         self.persisted = true;
-        self.usage.add_stored(len);
-        state.paths.push((target, len, self.usage.clone()));
+        usage.add_stored(len);
+        state.paths.push((target, len, usage.clone()));
         sync_dir(&self.objects)
     }
 }
@@ -156,10 +281,15 @@ pub struct PendingObjects(Arc<Mutex<PendingState>>);
 
 #[derive(Default)]
 struct PendingState {
-    /// Each persisted object, its size, and the usage it counts in.
+    /// Each persisted object file, its size, and the usage it counts in.
     paths: Vec<(PathBuf, u64, Arc<Usage>)>,
+    /// Small objects for the commit to write with the record.
+    inline: Vec<InlineObject>,
     status: Status,
 }
+
+/// A small object's id and ciphertext, written into the index by the commit.
+pub type InlineObject = (ObjectId, Vec<u8>);
 
 #[derive(Default, PartialEq, Eq, Clone, Copy)]
 enum Status {
@@ -174,24 +304,36 @@ impl PendingObjects {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs the commit; on success the objects are no longer pending. The commit reports
-    /// with its error whether the record may nonetheless have been applied, in which case
-    /// the objects are kept (never delete what a record may point to).
+    /// Small objects count as stored once their commit has written them.
+    fn add_inline(&self, id: &ObjectId, bytes: Vec<u8>) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.status != Status::Open {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
+        }
+        state.inline.push((id.clone(), bytes));
+        Ok(())
+    }
+
+    /// Runs the commit with the small objects it must write; on success the objects are
+    /// no longer pending. The commit reports with its error whether the record may
+    /// nonetheless have been applied, in which case the objects are kept (never delete
+    /// what a record may point to).
     pub(super) fn commit_with<T>(
         &self,
-        commit: impl FnOnce() -> Result<T, (io::Error, bool)>,
+        commit: impl FnOnce(&[InlineObject]) -> Result<T, (io::Error, bool)>,
     ) -> io::Result<T> {
         let mut state = self.lock();
         if state.status != Status::Open {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
-        let (result, applied) = match commit() {
+        let (result, applied) = match commit(&state.inline) {
             Ok(value) => (Ok(value), true),
             Err((e, applied)) => (Err(e), applied),
         };
         if applied {
             state.status = Status::Committed;
             state.paths.clear();
+            state.inline.clear();
         }
         result
     }
@@ -227,6 +369,7 @@ impl PendingState {
                     usage.remove_stored(len);
                 }
             }
+            self.inline.clear();
         }
     }
 }

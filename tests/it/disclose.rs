@@ -4,11 +4,7 @@
 use crate::common::*;
 use crate::review::{export, open, submit};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn amanat(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
+use std::process::Command;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -5,13 +5,9 @@ use crate::common::*;
 use crate::review::{export, open};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 const TESTIMONY: &str = "Нас задержали у акимата 5 января, держали трое суток без воды.";
-
-fn amanat(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -312,7 +308,7 @@ fn malformed_sealed_files_are_refused_and_nothing_is_stored() {
         .collect();
     cases.push(("a tar of many tiny members", tar_of(&tiny), "sealed_member_refused"));
 
-    let objects_before = server.object_files().len();
+    let objects_before = server.stored_objects().len();
     for (what, body, code) in cases {
         let response = post_sealed(&server, &body);
         assert!(
@@ -323,7 +319,7 @@ fn malformed_sealed_files_are_refused_and_nothing_is_stored() {
         );
         assert_eq!(response.error_code(), code, "{what}: {}", response.text());
         assert!(!response.json()["error"]["message"].as_str().unwrap().is_empty());
-        assert_eq!(server.object_files().len(), objects_before, "{what}: nothing stored");
+        assert_eq!(server.stored_objects().len(), objects_before, "{what}: nothing stored");
         assert!(server.temp_files().is_empty(), "{what}: no temporary file left");
         assert_eq!(get(server.addr, "/healthz").status, 200, "{what}: still up");
     }
@@ -333,11 +329,11 @@ fn malformed_sealed_files_are_refused_and_nothing_is_stored() {
     let out = amanat(&["import", s(&bad), "--data-dir", s(&server.data_dir)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("does not match its id"));
-    assert_eq!(server.object_files().len(), objects_before);
+    assert_eq!(server.stored_objects().len(), objects_before);
     // And the good one still goes in.
     let out = amanat(&["import", s(&sealed.path), "--data-dir", s(&server.data_dir)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(server.object_files().len(), objects_before + 3);
+    assert_eq!(server.stored_objects().len(), objects_before + 3);
 }
 
 #[test]

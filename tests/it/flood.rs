@@ -23,6 +23,7 @@ fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
     let coalition = Coalition::new(dir.path(), 1);
     let cap = 50;
     let server = Server::start(dir.path(), &coalition, &format!("max_concurrent_uploads = {cap}"));
+    // Past the size kept in memory: each stalled upload shows as a temp file.
     let body = multipart_body(&[
         text("testimony", "stalled"),
         file("evidence", "a.jpg", "image/jpeg", &noise(200_000, 1)),
@@ -39,7 +40,7 @@ fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
         held.push(stream);
     }
     for _ in 0..cap - 1 {
-        held.push(partial_upload(server.addr, &body, 50_000));
+        held.push(partial_upload(server.addr, &body, 150_000));
     }
     wait_until("the stalled uploads are being received", || server.temp_files().len() == cap - 1);
 
@@ -63,7 +64,7 @@ fn five_hundred_stalled_connections_do_not_keep_a_survivor_out() {
     );
 
     // The last slot taken, the next upload is refused at once, with a time to come back.
-    let _last = partial_upload(server.addr, &body, 50_000);
+    let _last = partial_upload(server.addr, &body, 150_000);
     wait_until("the last slot is taken", || server.temp_files().len() == cap);
     let refused = post_multipart(server.addr, "/api/v1/submissions", &[text("testimony", "t")]);
     assert_refused(&refused, 503, "busy");
@@ -104,7 +105,7 @@ fn an_upload_that_trickles_forever_meets_its_deadline() {
     drop(stream);
     sender.join().unwrap();
     wait_until("nothing of it is kept", || {
-        server.object_files().is_empty() && server.temp_files().is_empty()
+        server.stored_objects().is_empty() && server.temp_files().is_empty()
     });
     normal_submission_works(&server);
 }
@@ -139,7 +140,7 @@ fn the_storage_quota_refuses_with_507_before_anything_is_acknowledged() {
     let _ = stream.write_all(&framed);
     assert_refused(&read_response(&mut stream), 507, "storage_full");
     wait_until("the refused uploads leave nothing", || {
-        server.temp_files().is_empty() && server.object_files().len() == kept_objects.len()
+        server.temp_files().is_empty() && server.stored_objects().len() == kept_objects.len()
     });
 
     // What fits is still taken, and the count survives a restart.
@@ -148,7 +149,7 @@ fn the_storage_quota_refuses_with_507_before_anything_is_acknowledged() {
     assert_refused(&send(&server, 1_500_000, 5), 507, "storage_full");
     assert_eq!(send(&server, 500_000, 6).status, 201);
     for object in &kept_objects {
-        let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();
+        let bytes = server.object(object);
         decrypt(&bytes, &coalition.identities[0]);
     }
 }

@@ -5,11 +5,6 @@ use crate::common::*;
 use crate::review::{export, open};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn amanat(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -211,11 +206,12 @@ fn a_stored_reply_opens_only_with_the_codename() {
     let b1 = dir.path().join("b1.tar");
     export(&server, &b1, false);
     assert!(open(&[&b1], &coalition.identity_files[0], &cases).0);
-    let before: std::collections::HashSet<_> = server.object_files().into_iter().collect();
+    let before: std::collections::HashSet<_> = server.stored_objects().into_iter().collect();
     reply(dir.path(), &server, &coalition, &cases, &case, "Only you can read this.");
-    let added: Vec<_> = server.object_files().into_iter().filter(|p| !before.contains(p)).collect();
+    let added: Vec<_> =
+        server.stored_objects().into_iter().filter(|p| !before.contains(p)).collect();
     assert_eq!(added.len(), 1, "one reply object");
-    let ciphertext = std::fs::read(&added[0]).unwrap();
+    let ciphertext = server.object(&added[0]);
 
     // Everything the server holds, without the codename: the instance secret, the case
     // id, the stored tag. None of it yields the reply identity.
@@ -353,7 +349,7 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
     assert_eq!(followup(&server, &codename).json()["submissions"], 2);
 
     // Without a session, an addition is refused and nothing is stored.
-    let files_before = server.object_files().len();
+    let files_before = server.stored_objects().len();
     let refused = request(
         server.addr,
         "POST",
@@ -365,7 +361,7 @@ fn the_follow_up_pages_keep_a_short_session_in_a_strict_cookie() {
         &body,
     );
     assert_eq!(refused.status, 401);
-    assert_eq!(server.object_files().len(), files_before);
+    assert_eq!(server.stored_objects().len(), files_before);
 
     // Closing ends the session on the server too.
     let closed = form_post(&server, "/en/followup/close", "", Some(&cookie));
@@ -489,7 +485,7 @@ fn a_codename_never_reaches_the_disk_and_a_wrong_one_stores_nothing() {
     }
 
     // A wrong codename with a file: refused, and the file's ciphertext is gone again.
-    let before = server.object_files().len();
+    let before = server.stored_objects().len();
     let refused = post_multipart(
         server.addr,
         "/api/v1/followup/submissions",
@@ -500,7 +496,7 @@ fn a_codename_never_reaches_the_disk_and_a_wrong_one_stores_nothing() {
     );
     assert_eq!(refused.status, 401);
     wait_until("the refused upload's objects are removed", || {
-        server.object_files().len() == before && server.temp_files().is_empty()
+        server.stored_objects().len() == before && server.temp_files().is_empty()
     });
 }
 
@@ -543,7 +539,7 @@ fn a_reply_for_an_unknown_case_or_another_key_is_refused() {
             Box::new(move |v| v["replies"][0]["reply_recipient"] = stranger.clone().into()),
         ),
     ];
-    let before = server.object_files().len();
+    let before = server.stored_objects().len();
     for (expected, edit) in edits {
         let edited = dir.path().join("edited.tar");
         rewrite_tar(&bundle, &edited, |entries| {
@@ -558,6 +554,6 @@ fn a_reply_for_an_unknown_case_or_another_key_is_refused() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(server.object_files().len(), before);
+        assert_eq!(server.stored_objects().len(), before);
     }
 }

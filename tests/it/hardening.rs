@@ -99,7 +99,7 @@ fn submit(server: &Server, testimony: &str) -> Vec<u8> {
     let r = post_multipart(server.addr, "/api/v1/submissions", &[text("testimony", testimony)]);
     assert_eq!(r.status, 201);
     let manifest = &receipt_objects(&r.json())[0];
-    std::fs::read(server.objects_dir().join(manifest)).unwrap()
+    server.object(manifest)
 }
 
 #[test]
@@ -136,11 +136,11 @@ fn key_rotation_seals_new_submissions_to_the_new_set_and_lets_uploads_under_way_
     assert_eq!(response.status, 201, "{}", response.text());
     let objects = receipt_objects(&response.json());
     for object in &objects {
-        let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();
+        let bytes = server.object(object);
         assert!(opens_with(&bytes, &old.identities[0]));
         assert!(!opens_with(&bytes, &new.identities[0]));
     }
-    let photo_object = std::fs::read(server.objects_dir().join(&objects[0])).unwrap();
+    let photo_object = server.object(&objects[0]);
     assert_eq!(decrypt(&photo_object, &old.identities[0]), photo);
 
     // A bad edit is refused by `amanat reload` with the start-up check's message, and

@@ -146,7 +146,7 @@ fn every_hostile_request_is_refused_with_its_code_and_the_server_stays_well() {
             (None, Some(g)) => (generate(g), false),
             _ => panic!("{}: give file or generate", case.name),
         };
-        let stored_before = server.object_files().len();
+        let stored_before = server.stored_objects().len();
         let response = send(&server, &request, half);
         let code = if response.header("content-type") == Some("application/json") {
             Some(response.error_code())
@@ -155,7 +155,7 @@ fn every_hostile_request_is_refused_with_its_code_and_the_server_stays_well() {
         };
         let got = (response.status, code);
         let want = (case.status, case.code.clone());
-        let stored = server.object_files().len() != stored_before;
+        let stored = server.stored_objects().len() != stored_before;
         report.push(format!("{} -> {} {}", case.name, got.0, got.1.as_deref().unwrap_or("-")));
         if got != want || !(400..500).contains(&got.0) || stored {
             wrong.push(format!(

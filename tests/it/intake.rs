@@ -133,11 +133,7 @@ fn survivor_submits_through_the_html_form_and_gets_a_codename() {
     let reference = page.split("id=\"submission-id\">").nth(1).unwrap().split('<').next().unwrap();
 
     // Stored: two files and the manifest, each readable by every key holder.
-    let objects: Vec<String> = server
-        .object_files()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let objects = server.stored_objects();
     assert_eq!(objects.len(), 3);
     let plaintexts = every_holder_reads(&server, &coalition, &objects);
     let manifest = plaintexts
@@ -233,8 +229,11 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
 
     // The server stays up and cleans up after the refused and the abandoned request.
     assert_eq!(get(server.addr, "/healthz").status, 200);
-    wait_until("refused uploads are cleaned up", || {
-        server.temp_files().is_empty() && server.object_files().len() == 4
+    wait_until("the abandoned upload is refused", || {
+        server.logs().contains("code=\"incomplete_upload\"")
+    });
+    wait_until("refused uploads are cleaned up: two accepted submissions, nothing else", || {
+        server.temp_files().is_empty() && server.stored_objects().len() == 4
     });
     server.kill();
 
@@ -253,7 +252,6 @@ fn plaintext_never_reaches_the_disk_or_the_logs() {
             assert!(!contains(&bytes, needle), "{what} found in plaintext in {}", path.display());
         }
     }
-    assert_eq!(server.object_files().len(), 4, "two accepted submissions, nothing else");
     assert!(server.temp_files().is_empty());
 
     let logs = server.logs();

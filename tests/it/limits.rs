@@ -11,7 +11,7 @@ const SMALL_LIMITS: &str = "max_submission_bytes = 1048576\nmax_files = 2\n\
 
 fn assert_nothing_stored(server: &Server) {
     wait_until("a refused request leaves no files", || {
-        server.object_files().is_empty() && server.temp_files().is_empty()
+        server.stored_objects().is_empty() && server.temp_files().is_empty()
     });
 }
 
@@ -243,7 +243,7 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
     );
     assert_refused(&r, 507, "storage_full");
     wait_until("the refused upload's partial object is removed", || {
-        server.temp_files().is_empty() && server.object_files().len() == kept_objects.len()
+        server.temp_files().is_empty() && server.stored_objects().len() == kept_objects.len()
     });
     assert_eq!(get(server.addr, "/healthz").status, 200, "space is free again");
     normal_submission_works(&server);
@@ -275,7 +275,7 @@ fn a_full_disk_is_refused_with_507_and_the_server_recovers() {
     server.restart();
     normal_submission_works(&server);
     for object in &kept_objects {
-        let bytes = std::fs::read(server.objects_dir().join(object)).unwrap();
+        let bytes = server.object(object);
         decrypt(&bytes, &coalition.identities[0]);
     }
 }

@@ -123,7 +123,7 @@ fn a_refused_form_answers_in_its_language_names_the_limit_and_hands_back_the_tex
     );
     assert!(label < error && error < input, "the error is at the evidence field");
     assert!(page.contains("action=\"/ru/submit\""));
-    assert!(server.object_files().is_empty());
+    assert!(server.stored_objects().is_empty());
 
     // Consent is the form's other required answer.
     let no_consent = post_multipart(server.addr, "/kk/submit", &[text("testimony", story)]);
@@ -132,7 +132,7 @@ fn a_refused_form_answers_in_its_language_names_the_limit_and_hands_back_the_tex
     assert!(no_consent.text().contains("Мұны кім оқи алатынын"));
     let page = no_consent.text();
     assert!(page.find("id=\"readers-label\"").unwrap() < page.find("id=\"error\"").unwrap());
-    assert!(server.object_files().is_empty());
+    assert!(server.stored_objects().is_empty());
 }
 
 #[test]

@@ -4,11 +4,7 @@
 use crate::common::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn amanat(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("amanat runs")
-}
+use std::process::Command;
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -463,7 +459,7 @@ fn hostile_file_names_land_inside_the_case_folder() {
         &[text("testimony", "nul"), file("evidence", "nul\0name.jpg", "image/jpeg", b"x")],
     );
     assert_eq!(nul.status, 400);
-    assert!(server.object_files().is_empty());
+    assert!(server.stored_objects().is_empty());
     let parts: Vec<Part> = std::iter::once(text("testimony", "names"))
         .chain(
             names
@@ -514,10 +510,10 @@ fn purge_removes_exactly_the_exported_ciphertext() {
     submit(&server, 2, &[("b.jpg", 60_000)]);
     let bundle = dir.path().join("b.tar");
     export(&server, &bundle, false);
-    let before: Vec<PathBuf> = server.object_files();
+    let before = server.stored_objects();
     let late = submit(&server, 3, &[("c.jpg", 70_000)]);
-    let late_objects: Vec<PathBuf> =
-        server.object_files().into_iter().filter(|p| !before.contains(p)).collect();
+    let late_objects: Vec<String> =
+        server.stored_objects().into_iter().filter(|p| !before.contains(p)).collect();
     assert_eq!(late_objects.len(), 2);
 
     let output = amanat(&[
@@ -532,7 +528,7 @@ fn purge_removes_exactly_the_exported_ciphertext() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["purged_submissions"], 2);
     assert_eq!(
-        server.object_files(),
+        server.stored_objects(),
         late_objects,
         "only the unexported submission's objects remain"
     );

@@ -113,9 +113,40 @@ impl Server {
         self.data_dir.join("objects")
     }
 
-    /// Object files in the store (not counting the temp directory).
+    /// Object files in the store (large objects; small ones live in the index).
     pub fn object_files(&self) -> Vec<PathBuf> {
         files_in(&self.objects_dir())
+    }
+
+    /// Every stored object's id, in order, as `amanat objects` lists them.
+    pub fn stored_objects(&self) -> Vec<String> {
+        let output = amanat(&["objects", "--json", "--data-dir", self.data_dir.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let ids = list["objects"].as_array().unwrap().iter();
+        ids.map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Bytes of ciphertext stored, as `amanat status` counts them.
+    pub fn store_bytes(&self) -> u64 {
+        let output = amanat(&["status", "--json", "--data-dir", self.data_dir.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["store_bytes"].as_u64().unwrap()
+    }
+
+    /// One stored object's ciphertext, as `amanat object` gives it.
+    pub fn object(&self, id: &str) -> Vec<u8> {
+        let output = amanat(&["object", id, "--data-dir", self.data_dir.to_str().unwrap()]);
+        assert!(output.status.success(), "{id}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
+    /// `object`, copied into a file beside the data directory (for the `age` tool).
+    pub fn object_file(&self, id: &str) -> PathBuf {
+        let path = self.data_dir.with_file_name(format!("copy-{id}.age"));
+        std::fs::write(&path, self.object(id)).unwrap();
+        path
     }
 
     pub fn temp_files(&self) -> Vec<PathBuf> {
@@ -158,6 +189,11 @@ pub fn spawn_command(mut command: Command, log: &Arc<Mutex<String>>) -> (Child, 
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("server did not start; log:\n{}", log.lock().unwrap()));
     (child, SocketAddr::from_str(&addr).unwrap())
+}
+
+/// Runs the amanat CLI.
+pub fn amanat(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("amanat runs")
 }
 
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -485,7 +521,7 @@ pub fn manifest(
     identity: &age::x25519::Identity,
 ) -> serde_json::Value {
     let id = objects.last().expect("the manifest is the last object");
-    let bytes = std::fs::read(server.objects_dir().join(id)).expect("manifest object stored");
+    let bytes = server.object(id);
     serde_json::from_slice(&decrypt(&bytes, identity)).expect("manifest is JSON")
 }
 
@@ -500,8 +536,8 @@ pub fn every_holder_reads(
     objects
         .iter()
         .map(|object| {
-            let path = server.objects_dir().join(object);
-            let ciphertext = std::fs::read(&path).expect("object stored");
+            let path = server.object_file(object);
+            let ciphertext = std::fs::read(&path).unwrap();
             assert_eq!(&sha256_hex(&ciphertext), object, "object id is the ciphertext's SHA-256");
             let plaintext = decrypt(&ciphertext, &coalition.identities[0]);
             for (identity, file) in coalition.identities.iter().zip(&coalition.identity_files) {
