@@ -209,11 +209,16 @@ fn small_testimonies(scale: &Scale) -> Vec<Figure> {
     let body = small_body();
     let mut ours = Vec::new();
     let mut ceiling = Vec::new();
+    let mut cpu_per_submission = Vec::new();
     for _ in 0..scale.small_runs {
         let dir = tempfile::tempdir().unwrap();
         let coalition = Coalition::new(dir.path(), 3);
         let server = Server::start(dir.path(), &coalition, "");
-        ours.push(load(server.addr, &body, scale.small_clients, scale.small_duration));
+        let before = cpu_seconds(server.pid());
+        let run = load(server.addr, &body, scale.small_clients, scale.small_duration);
+        // CPU time holds on a noisy machine where rates swing by a tenth between runs.
+        cpu_per_submission.push((cpu_seconds(server.pid()) - before) / run.count as f64);
+        ours.push(run);
         drop(server);
         let bare = BareEndpoint::start();
         ceiling.push(load(bare.addr, &body, scale.small_clients, scale.small_duration));
@@ -225,6 +230,8 @@ fn small_testimonies(scale: &Scale) -> Vec<Figure> {
     };
     let (ours, ceiling) = (pick(ours), pick(ceiling));
     let share = ours.rate / ceiling.rate;
+    cpu_per_submission.sort_by(f64::total_cmp);
+    let cpu = cpu_per_submission[cpu_per_submission.len() / 2];
     vec![
         Figure {
             name: format!(
@@ -245,6 +252,14 @@ fn small_testimonies(scale: &Scale) -> Vec<Figure> {
             ratio: format!("{:.1}x at p99", secs(ours.p99) / secs(ceiling.p99).max(1e-9)),
             goal: "p99 under 50 ms".into(),
             met: Some(ms(ours.p99) < 50.0),
+        },
+        Figure {
+            name: "Small testimonies: server CPU per submission".into(),
+            amanat: format!("{:.2} ms", cpu * 1000.0),
+            reference: format!("{} cores: {:.0}/s at most", cores(), cores() as f64 / cpu),
+            ratio: "-".into(),
+            goal: "(explains the rate)".into(),
+            met: None,
         },
     ]
 }
@@ -383,6 +398,8 @@ struct Load {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// Submissions answered.
+    count: usize,
 }
 
 /// `clients` keep-alive connections posting `body` as fast as answers come, for
@@ -416,7 +433,12 @@ fn load(addr: SocketAddr, body: &[u8], clients: usize, duration: Duration) -> Lo
     let elapsed = started.elapsed();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Load { rate: latencies.len() as f64 / secs(elapsed), p50: at(0.50), p99: at(0.99) }
+    Load {
+        rate: latencies.len() as f64 / secs(elapsed),
+        p50: at(0.50),
+        p99: at(0.99),
+        count: latencies.len(),
+    }
 }
 
 fn keep_alive(addr: SocketAddr) -> TcpStream {
@@ -444,7 +466,7 @@ impl BareEndpoint {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = cores();
                 let server = HttpServer::new(|| {
                     App::new().route(
                         "/api/v1/submissions",
@@ -597,6 +619,19 @@ fn populate(addr: SocketAddr, count: usize, mixed: bool) {
 
 // ---------- small helpers ----------
 
+/// User and system CPU time a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn amanat(args: &[&str]) -> std::process::Output {
     Command::new(common::BIN).args(args).output().unwrap()
 }
@@ -666,7 +701,7 @@ fn machine() -> String {
                 .map(|l| l[l.find(':').unwrap() + 1..].trim().to_string())
         })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

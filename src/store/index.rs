@@ -151,11 +151,9 @@ pub(super) struct Index {
 /// Bytes of one small object's chunk: ~20 of them, a full leaf, stay far below the size
 /// at which sled would write the leaf to an unsynced blob.
 const CHUNK: usize = 4096;
-/// `meta` key of the small objects' count and bytes (`InlineTotals`).
-const INLINE_TOTALS: &str = "inline_totals";
 
 /// How many small objects the index holds, and their bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InlineTotals {
     pub objects: u64,
     pub bytes: u64,
@@ -343,13 +341,12 @@ impl Index {
             submissions: due.iter().map(|(id, _)| id.clone()).collect(),
         }
         .hash();
-        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
-        (&self.exports, &self.log, inline_trees.0, inline_trees.1, inline_trees.2)
-            .transaction(|(exports, log, objects, ids, meta)| {
+        (&self.exports, &self.log, &self.inline_objects, &self.inline_ids)
+            .transaction(|(exports, log, objects, ids)| {
                 for (id, bytes) in &marks {
                     exports.insert(*id, bytes.as_slice())?;
                 }
-                InlineTrees { objects, ids, meta }.remove(inline)?;
+                InlineTrees { objects, ids }.remove(inline)?;
                 append_leaf(log, leaf)
             })
             .map(|_| ())
@@ -412,47 +409,42 @@ impl Index {
         let leaf = record.log_leaf().hash();
         let member = member_key(&record.case, &record.id);
         let trees = (&self.submissions, &self.cases, &self.case_records, &self.case_members);
-        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
-        let objects = (inline_trees.0, inline_trees.1, inline_trees.2);
-        let index =
-            (trees.0, trees.1, trees.2, trees.3, &self.log, objects.0, objects.1, objects.2)
-                .transaction(
-                    |(submissions, cases, case_records, case_members, log, objects, ids, meta)| {
-                        if submissions.get(record.id.as_bytes())?.is_some() {
-                            return Err(abort("submission id already recorded"));
+        let objects = (&self.inline_objects, &self.inline_ids);
+        // Each check uses what `insert` returns (the value it replaced): sled's insert
+        // reads the key anyway, and an abort discards every write of the transaction.
+        let index = (trees.0, trees.1, trees.2, trees.3, &self.log, objects.0, objects.1)
+            .transaction(|(submissions, cases, case_records, case_members, log, objects, ids)| {
+                match &new_case {
+                    Some((key, tagged, case)) => {
+                        if case_records.insert(record.case.as_bytes(), case.as_slice())?.is_some() {
+                            return Err(abort("case already recorded"));
                         }
-                        match &new_case {
-                            Some((key, tagged, case)) => {
-                                if case_records.get(record.case.as_bytes())?.is_some() {
-                                    return Err(abort("case already recorded"));
-                                }
-                                if !key.is_empty() {
-                                    cases.insert(key.as_slice(), tagged.as_slice())?;
-                                }
-                                case_records.insert(record.case.as_bytes(), case.as_slice())?;
-                            }
-                            None => {
-                                if case_records.get(record.case.as_bytes())?.is_none() {
-                                    return Err(abort("no such case"));
-                                }
-                            }
+                        if !key.is_empty() {
+                            cases.insert(key.as_slice(), tagged.as_slice())?;
                         }
-                        case_members.insert(member.as_bytes(), &[][..])?;
-                        let index = append_leaf(log, leaf)?;
-                        let added = InlineTrees { objects, ids, meta }.insert(index, inline)?;
-                        let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
-                        let bytes =
-                            serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
-                        submissions.insert(record.id.as_bytes(), bytes)?;
-                        Ok((index, added))
-                    },
-                )
-                .map_err(|e| {
-                    CommitError::NotRecorded(match e {
-                        TransactionError::Abort(e) => e,
-                        TransactionError::Storage(e) => sled_io(e),
-                    })
-                })?;
+                    }
+                    None => {
+                        if case_records.get(record.case.as_bytes())?.is_none() {
+                            return Err(abort("no such case"));
+                        }
+                    }
+                }
+                case_members.insert(member.as_bytes(), &[][..])?;
+                let index = append_leaf(log, leaf)?;
+                let added = InlineTrees { objects, ids }.insert(index, inline)?;
+                let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
+                let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                if submissions.insert(record.id.as_bytes(), bytes)?.is_some() {
+                    return Err(abort("submission id already recorded"));
+                }
+                Ok((index, added))
+            })
+            .map_err(|e| {
+                CommitError::NotRecorded(match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => sled_io(e),
+                })
+            })?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(index)
     }
@@ -540,8 +532,15 @@ impl Index {
         Ok(out)
     }
 
+    /// Counted from the ids (16 bytes each to read): a running total would be one more
+    /// write in every commit's transaction.
     pub(super) fn inline_totals(&self) -> io::Result<InlineTotals> {
-        Ok(self.meta_get(INLINE_TOTALS)?.unwrap_or_default())
+        let mut totals = InlineTotals::default();
+        for item in self.inline_ids.iter().values() {
+            totals.objects += 1;
+            totals.bytes += decode_place(&item.map_err(sled_io)?)?.1;
+        }
+        Ok(totals)
     }
 
     pub(super) fn has_reply(&self, case: &str, object: &ObjectId) -> io::Result<bool> {
@@ -566,9 +565,8 @@ impl Index {
         }
         .hash();
         let trees = (&self.replies, &self.case_records, &self.log);
-        let inline_trees = (&self.inline_objects, &self.inline_ids, &self.meta);
-        let added = (trees.0, trees.1, trees.2, inline_trees.0, inline_trees.1, inline_trees.2)
-            .transaction(|(replies, case_records, log, objects, ids, meta)| {
+        let added = (trees.0, trees.1, trees.2, &self.inline_objects, &self.inline_ids)
+            .transaction(|(replies, case_records, log, objects, ids)| {
                 if case_records.get(case.as_bytes())?.is_none() {
                     return Err(abort("no such case"));
                 }
@@ -576,7 +574,7 @@ impl Index {
                     return Ok((false, 0));
                 }
                 let log_index = append_leaf(log, leaf)?;
-                let added = InlineTrees { objects, ids, meta }.insert(log_index, inline)?;
+                let added = InlineTrees { objects, ids }.insert(log_index, inline)?;
                 let record = ReplyRecord {
                     object: object.clone(),
                     imported_at: imported_at.into(),
@@ -720,68 +718,42 @@ type TxResult<T> = Result<T, ConflictableTransactionError<io::Error>>;
 struct InlineTrees<'a> {
     objects: &'a TxTree,
     ids: &'a TxTree,
-    meta: &'a TxTree,
 }
 
 impl InlineTrees<'_> {
-    fn totals(&self) -> TxResult<InlineTotals> {
-        match self.meta.get(INLINE_TOTALS)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| abort(&e.to_string())),
-            None => Ok(InlineTotals::default()),
-        }
-    }
-
-    fn set_totals(&self, totals: InlineTotals) -> TxResult<()> {
-        let bytes = serde_json::to_vec(&totals).map_err(|e| abort(&e.to_string()))?;
-        self.meta.insert(INLINE_TOTALS, bytes)?;
-        Ok(())
-    }
-
-    /// Writes small objects in chunks under `seq` and counts them; one already stored
-    /// (the same bytes) is left as it is. Returns the bytes added.
+    /// Writes small objects in chunks under `seq`; one already stored (the same bytes)
+    /// is left as it is. Returns the bytes added.
     fn insert(&self, seq: u64, inline: &[InlineObject]) -> TxResult<u64> {
-        if inline.is_empty() {
-            return Ok(0);
-        }
         let mut added = 0;
-        let mut totals = self.totals()?;
         for (id, bytes) in inline {
             if bytes.is_empty() || bytes.len() > CHUNK * usize::from(u16::MAX) {
                 return Err(abort("a small object must have between 1 byte and 256 MiB"));
             }
-            if self.ids.get(id.as_str())?.is_some() {
+            let mut place = seq.to_be_bytes().to_vec();
+            place.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            if let Some(earlier) = self.ids.insert(id.as_str(), place)? {
+                // Stored before: keep that copy and where it is.
+                self.ids.insert(id.as_str(), earlier)?;
                 continue;
             }
             for (n, chunk) in bytes.chunks(CHUNK).enumerate() {
                 self.objects.insert(chunk_key(seq, id, n), chunk)?;
             }
-            let mut place = seq.to_be_bytes().to_vec();
-            place.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-            self.ids.insert(id.as_str(), place)?;
-            totals.objects += 1;
-            totals.bytes += bytes.len() as u64;
             added += bytes.len() as u64;
         }
-        self.set_totals(totals)?;
         Ok(added)
     }
 
-    /// Deletes small objects and uncounts them; ids not stored here are skipped.
+    /// Deletes small objects; ids not stored here are skipped.
     fn remove(&self, inline: &[ObjectId]) -> TxResult<()> {
-        if inline.is_empty() {
-            return Ok(());
-        }
-        let mut totals = self.totals()?;
         for id in inline {
             let Some(place) = self.ids.remove(id.as_str())? else { continue };
             let (seq, len) = decode_place(&place).map_err(ConflictableTransactionError::Abort)?;
             for n in 0..(len as usize).div_ceil(CHUNK) {
                 self.objects.remove(chunk_key(seq, id, n))?;
             }
-            totals.objects = totals.objects.saturating_sub(1);
-            totals.bytes = totals.bytes.saturating_sub(len);
         }
-        self.set_totals(totals)
+        Ok(())
     }
 }
 

@@ -595,6 +595,31 @@ mod tests {
         assert_eq!(store.usage().stored(), status.store_bytes, "the quota counts both kinds");
     }
 
+    /// sled writes any page over 128 KiB to a blob file it never fsyncs (sled #1077): the
+    /// chunking must keep every page of small objects under that, however they arrive.
+    #[test]
+    fn small_objects_never_reach_an_unsynced_sled_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        let ids: Vec<ObjectId> = (0..300u32)
+            .map(|n| {
+                let pending = PendingObjects::default();
+                let size = INLINE_MAX - (n as usize * 97) % 4096;
+                let bytes: Vec<u8> = (0..size).map(|i| (i as u32 ^ n) as u8).collect();
+                let id = put(&store, &pending, &bytes);
+                let record = record(&format!("s{n}"), std::slice::from_ref(&id), 0);
+                store.commit(&pending, &record, CaseChoice::WithoutCodename).unwrap();
+                id
+            })
+            .collect();
+        assert_eq!(object_files(&data), 0, "all of them small");
+        let blobs = fs::read_dir(data.join("index/blobs")).map_or(0, |d| d.count());
+        assert_eq!(blobs, 0, "no page of the index went to an unsynced blob");
+        assert_eq!(store.list_objects().unwrap().len(), ids.len());
+    }
+
     #[test]
     fn an_abandoned_request_leaves_no_small_object_and_no_usage() {
         let dir = tempfile::tempdir().unwrap();
