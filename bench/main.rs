@@ -381,14 +381,21 @@ fn startup(scale: &Scale) -> Figure {
             }
         }));
     }
+    // The first start after the load is the slow one: sled replays everything written
+    // since its last start. It is the start that follows a crash, so it is judged.
+    let first = runs[0];
     let ours = median(runs);
     Figure {
         name: format!("Start-up with {} submissions in the store", scale.startup_submissions),
-        amanat: format!("{:.3} s to a healthy /healthz", secs(ours)),
+        amanat: format!(
+            "{:.3} s to a healthy /healthz (median); first start after the load {:.3} s",
+            secs(ours),
+            secs(first)
+        ),
         reference: "-".into(),
         ratio: "-".into(),
         goal: "under 1 s".into(),
-        met: Some(secs(ours) < 1.0),
+        met: Some(secs(first.max(ours)) < 1.0),
     }
 }
 

@@ -622,11 +622,19 @@ impl Index {
 
     /// Ids of every object a record still needs (for the start-up sweep).
     pub(super) fn referenced_objects(&self) -> io::Result<HashSet<ObjectId>> {
+        // A purged submission's objects are meant to be gone. One pass over the marks,
+        // not a lookup per record.
+        let mut purged = HashSet::new();
+        for item in self.exports.iter() {
+            let (key, mark) = item.map_err(sled_io)?;
+            if serde_json::from_slice::<ExportMark>(&mark).map_err(io::Error::other)?.purged {
+                purged.insert(key);
+            }
+        }
         let mut ids = HashSet::new();
         for item in self.submissions.iter() {
             let (key, bytes) = item.map_err(sled_io)?;
-            // A purged submission's objects are meant to be gone.
-            if self.export_mark(&String::from_utf8_lossy(&key))?.is_some_and(|m| m.purged) {
+            if purged.contains(&key) {
                 continue;
             }
             let record: SubmissionRecord =

@@ -124,15 +124,19 @@ impl Store {
             fs::remove_file(entry?.path())?;
             report.temp_files += 1;
         }
-        let referenced: HashSet<ObjectId> = self.index.referenced_objects()?;
-        let mut stored = 0;
+        let mut files = Vec::new();
         for entry in fs::read_dir(&self.objects)? {
             let entry = entry?;
-            if !entry.file_type()?.is_file() {
-                continue;
+            if entry.file_type()?.is_file() {
+                files.push(entry);
             }
-            let name = entry.file_name();
-            let id = ObjectId::parse(&name.to_string_lossy());
+        }
+        // Reading every record is most of a start-up: only when there are files to judge.
+        let referenced: HashSet<ObjectId> =
+            if files.is_empty() { HashSet::new() } else { self.index.referenced_objects()? };
+        let mut stored = 0;
+        for entry in files {
+            let id = ObjectId::parse(&entry.file_name().to_string_lossy());
             if !id.is_some_and(|id| referenced.contains(&id)) {
                 fs::remove_file(entry.path())?;
                 report.orphan_objects += 1;
@@ -452,6 +456,11 @@ impl Store {
     /// What is stored and under way, against the storage quota.
     pub fn usage(&self) -> &Arc<Usage> {
         &self.usage
+    }
+
+    /// Leaves in the intake log (submissions, exports, purges, replies).
+    pub fn log_size(&self) -> io::Result<u64> {
+        self.index.log_size()
     }
 
     pub fn submission_count(&self) -> usize {
