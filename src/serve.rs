@@ -18,6 +18,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let store = Store::open(&config.data_dir).map_err(|e| {
         format!("cannot open the data directory {}: {e}", config.data_dir.display())
     })?;
+    // Before the sweep, which counts what is stored only under a quota.
+    store.usage().set_quota(config.limits.storage_quota_bytes);
     let swept = store.sweep().map_err(|e| format!("start-up sweep failed: {e}"))?;
     tracing::info!(
         recipients = recipients.current().len(),
@@ -27,7 +29,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
         swept_orphan_objects = swept.orphan_objects,
         "store ready"
     );
-    store.usage().set_quota(config.limits.storage_quota_bytes);
     let store = Arc::new(store);
     crate::admin::start(store.clone(), recipients.clone(), &config.data_dir, config.limits.clone())
         .map_err(|e| format!("cannot open the admin socket: {e}"))?;

@@ -160,7 +160,12 @@ impl Usage {
         self.quota.store(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes of ciphertext in `objects/` now.
+    pub fn quota(&self) -> u64 {
+        self.quota.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of ciphertext stored now. Small objects stored before start-up are counted
+    /// only under a quota (`Store::sweep`).
     pub fn stored(&self) -> u64 {
         self.stored.load(Ordering::Relaxed)
     }
@@ -181,7 +186,7 @@ impl Usage {
 
     /// Whether `more` bytes would still fit beside what is stored and under way.
     pub fn fits(&self, more: u64) -> bool {
-        let quota = self.quota.load(Ordering::Relaxed);
+        let quota = self.quota();
         quota == 0
             || self
                 .stored()
