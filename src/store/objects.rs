@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 /// The largest object kept in the index rather than as a file. A file costs an inode,
 /// two fsyncs and a rename of its own; in the index an object shares its record's
-/// flush with every concurrent request. Above this, the copy through sled's log and
-/// its cache costs more than a file.
+/// flush with every concurrent request. sled rewrites leaves whole and replays its log at
+/// start-up, so larger objects, which carry their own fsync cost easily, stay files.
 pub const INLINE_MAX: usize = 64 * 1024;
 
 /// The most one request keeps in memory for the index; its further objects are files
