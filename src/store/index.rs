@@ -154,7 +154,7 @@ const CHUNK: usize = 4096;
 
 /// How many small objects the index holds, and their bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InlineTotals {
+pub(super) struct InlineTotals {
     pub objects: u64,
     pub bytes: u64,
 }

@@ -14,12 +14,8 @@ mod index;
 mod objects;
 
 use index::CommitError;
-pub use index::{
-    CaseChoice, CaseRecord, ExportMark, InlineTotals, LastExport, ReplyRecord, SubmissionRecord,
-};
-pub use objects::{
-    ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, HEADROOM_BYTES, INLINE_MAX,
-};
+pub use index::{CaseChoice, CaseRecord, ExportMark, LastExport, ReplyRecord, SubmissionRecord};
+pub use objects::{ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, INLINE_MAX};
 
 use crate::envelope::ObjectId;
 use crate::keys::SigningKey;
@@ -167,13 +163,26 @@ impl Store {
         record: &SubmissionRecord,
         case: CaseChoice<'_>,
     ) -> io::Result<Receipt> {
-        let (index, added) = pending.commit_with(|inline| {
+        let index = self
+            .commit_index(pending, |inline| self.index.insert_submission(record, case, inline))?;
+        self.receipt(&record.id, index, &record.log_leaf())
+    }
+
+    /// Runs one index commit for the request `pending`, handing it the request's small
+    /// objects, and counts the bytes they added. `write` returns its result and those
+    /// bytes.
+    fn commit_index<T>(
+        &self,
+        pending: &PendingObjects,
+        write: impl FnOnce(&[objects::InlineObject]) -> Result<(T, u64), CommitError>,
+    ) -> io::Result<T> {
+        let (result, added) = pending.commit_with(|inline| {
             // sled fails for good after one full-disk write: it must never meet one.
             objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
-            self.index.insert_submission(record, case, inline).map_err(CommitError::kept)
+            write(inline).map_err(CommitError::kept)
         })?;
         self.usage.add_stored(added);
-        self.receipt(&record.id, index, &record.log_leaf())
+        Ok(result)
     }
 
     /// Claims the import of sealed submission `id`; None while another import of it runs.
@@ -226,13 +235,7 @@ impl Store {
             object.write_all(ciphertext)?;
             object.persist(&id, &pending)?;
             let hour = crate::intake::upload::received_hour();
-            pending.commit_with(|inline| {
-                objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
-                let (new, added) =
-                    self.index.insert_reply(case, &id, &hour, inline).map_err(CommitError::kept)?;
-                self.usage.add_stored(added);
-                Ok(new)
-            })
+            self.commit_index(&pending, |inline| self.index.insert_reply(case, &id, &hour, inline))
         })();
         if result.is_err() {
             pending.abandon();
@@ -563,6 +566,15 @@ mod tests {
         }
     }
 
+    /// A new, swept store in a temporary directory (kept alive by the first value).
+    fn new_store() -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        (dir, data, store)
+    }
+
     fn object_files(dir: &Path) -> usize {
         fs::read_dir(dir.join("objects"))
             .unwrap()
@@ -612,10 +624,7 @@ mod tests {
     /// chunking must keep every page of small objects under that, however they arrive.
     #[test]
     fn small_objects_never_reach_an_unsynced_sled_blob() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let store = Store::open(&data).unwrap();
-        store.sweep().unwrap();
+        let (_dir, data, store) = new_store();
         let ids: Vec<ObjectId> = (0..300u32)
             .map(|n| {
                 let pending = PendingObjects::default();
@@ -635,9 +644,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_request_leaves_no_small_object_and_no_usage() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("data")).unwrap();
-        store.sweep().unwrap();
+        let (_dir, _, store) = new_store();
         let pending = PendingObjects::default();
         let id = put(&store, &pending, b"a short testimony, sealed");
         pending.abandon();
@@ -648,10 +655,7 @@ mod tests {
 
     #[test]
     fn one_request_keeps_a_bounded_amount_in_memory_and_files_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let store = Store::open(&data).unwrap();
-        store.sweep().unwrap();
+        let (_dir, data, store) = new_store();
         let pending = PendingObjects::default();
         let each = 60 * 1024;
         let count = objects::REQUEST_INLINE_MAX / each + 2;
@@ -665,10 +669,7 @@ mod tests {
 
     #[test]
     fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let store = Store::open(&data).unwrap();
-        store.sweep().unwrap();
+        let (_dir, data, store) = new_store();
         let commit = |id: &str, objects: &[&[u8]]| {
             let pending = PendingObjects::default();
             let ids: Vec<ObjectId> = objects.iter().map(|b| put(&store, &pending, b)).collect();

@@ -26,7 +26,7 @@ pub const REQUEST_INLINE_MAX: usize = 256 * 1024;
 /// Free space kept for the index: below it, nothing more is accepted (507). sled marks
 /// itself failed for good after one write error, so it must never be the one to meet a
 /// full disk; uploads stop short of this and leave it the room for its records.
-pub const HEADROOM_BYTES: u64 = 4 * 1024 * 1024;
+const HEADROOM_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How often a file being written checks the free space: every this many bytes.
 const HEADROOM_CHECK_EVERY: u64 = 1024 * 1024;
