@@ -8,7 +8,6 @@
 //! Latin p, c, h, x and y are left out because their Cyrillic look-alikes (р, с, н, х, у)
 //! sound different.
 
-use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -86,18 +85,15 @@ pub fn normalize(input: &str) -> Zeroizing<String> {
     out
 }
 
-/// The only form in which a codename is stored: HMAC-SHA256(instance secret, normalized).
-pub fn tag(instance_secret: &[u8], normalized: &str) -> [u8; 32] {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, instance_secret);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(hmac::sign(&key, normalized.as_bytes()).as_ref());
-    out
-}
-
-/// Whether `tag` is the tag of `normalized`, compared in constant time.
-pub fn verify_tag(instance_secret: &[u8], normalized: &str, tag: &[u8]) -> bool {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, instance_secret);
-    hmac::verify(&key, normalized.as_bytes(), tag).is_ok()
+/// Whether a normalized codename has the shape every generated one has: 15 syllables of
+/// one consonant and one vowel from the lists above. Anything else cannot open a case,
+/// and is refused before the costly derivation (`keys::CodenameKey`).
+pub fn is_well_formed(normalized: &str) -> bool {
+    let bytes = normalized.as_bytes();
+    bytes.len() == 2 * WORDS * SYLLABLES_PER_WORD
+        && bytes
+            .chunks(2)
+            .all(|s| CONSONANTS.contains(&(s[0] as char)) && VOWELS.contains(&(s[1] as char)))
 }
 
 /// A uniformly random index below `n` (n ≤ 256), by rejection sampling on random bytes.
@@ -138,10 +134,14 @@ mod tests {
     }
 
     #[test]
-    fn tags_depend_on_the_instance_secret() {
-        let t1 = tag(b"one", "bafoki");
-        assert_eq!(t1, tag(b"one", "bafoki"));
-        assert_ne!(t1, tag(b"two", "bafoki"));
+    fn only_the_shape_of_a_generated_codename_is_well_formed() {
+        let c = Codename::generate(&SystemRandom::new());
+        assert!(is_well_formed(&c.normalized()));
+        assert!(is_well_formed(&normalize("бафоки мудеро саливе токума генира")));
+        assert!(!is_well_formed(&normalize("bafoki mudero salive tokuma")));
+        assert!(!is_well_formed(&normalize("bafoki mudero salive tokuma genirap")));
+        assert!(!is_well_formed(&normalize("bafoki mudero salive tokuma geniaa")));
+        assert!(!is_well_formed(""));
     }
 
     #[test]

@@ -24,6 +24,22 @@ pub struct Config {
     /// Run even as root (throwaway demos and test machines only).
     pub allow_root: bool,
     pub limits: Limits,
+    pub replies: Replies,
+}
+
+/// The coalition's replies waiting on the server for their survivors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replies {
+    /// Delete a reply this many days after it was imported, read or not (0: keep it
+    /// until its survivor reads it). A read reply is deleted at once.
+    pub retention_days: u64,
+}
+
+impl Default for Replies {
+    fn default() -> Self {
+        Replies { retention_days: 60 }
+    }
 }
 
 /// Limits on what one request may make the server hold or store.
@@ -40,15 +56,19 @@ pub struct Limits {
     pub max_fields: usize,
     /// Longest wait, in seconds, for the next bytes of an upload.
     pub idle_timeout_secs: u64,
-    /// Wrong codenames (from anyone) per minute before every follow-up attempt waits.
-    pub wrong_codenames_per_minute: u32,
     /// Longest time, in seconds, one upload may take from its first byte to its last.
     pub upload_deadline_secs: u64,
-    /// Uploads received at once; past this, 503 with Retry-After.
+    /// Uploads with files received at once; past this, 503 with Retry-After.
     pub max_concurrent_uploads: usize,
+    /// Text-only testimonies received at once (their own lane); past this they wait.
+    pub max_concurrent_texts: usize,
+    /// Slowest average an upload may keep, in bytes per second, once its grace is over.
+    pub min_upload_bytes_per_sec: u64,
+    /// Seconds an upload may take before its average speed is held to the minimum.
+    pub slow_upload_grace_secs: u64,
     /// Open client connections at once; past this, new ones wait in the listen queue.
     pub max_connections: usize,
-    /// Ciphertext bytes the data directory may hold (0: no quota beyond the disk).
+    /// Bytes the object files and the index may take together (0: no quota beyond the disk).
     pub storage_quota_bytes: u64,
 }
 
@@ -63,6 +83,7 @@ impl Default for Config {
             onion_location: None,
             allow_root: false,
             limits: Limits::default(),
+            replies: Replies::default(),
         }
     }
 }
@@ -75,9 +96,11 @@ impl Default for Limits {
             max_text_bytes: 256 * 1024,
             max_fields: 200,
             idle_timeout_secs: 30,
-            wrong_codenames_per_minute: 100,
             upload_deadline_secs: 6 * 3600,
             max_concurrent_uploads: 64,
+            max_concurrent_texts: 128,
+            min_upload_bytes_per_sec: 1024,
+            slow_upload_grace_secs: 120,
             max_connections: 1024,
             storage_quota_bytes: 0,
         }
@@ -139,17 +162,16 @@ impl Config {
                 return Err("onion_location must be an http:// or https:// address".into());
             }
         }
-        if l.wrong_codenames_per_minute == 0 {
-            return Err("limits.wrong_codenames_per_minute must be at least 1".into());
-        }
         if l.idle_timeout_secs == 0 {
             return Err("limits.idle_timeout_secs must be at least 1".into());
         }
         if l.upload_deadline_secs < l.idle_timeout_secs {
             return Err("limits.upload_deadline_secs must be at least idle_timeout_secs".into());
         }
-        if l.max_concurrent_uploads == 0 || l.max_connections == 0 {
-            return Err("limits.max_concurrent_uploads and max_connections must be above 0".into());
+        if l.max_concurrent_uploads == 0 || l.max_concurrent_texts == 0 || l.max_connections == 0 {
+            return Err("limits.max_concurrent_uploads, max_concurrent_texts and max_connections \
+                        must be above 0"
+                .into());
         }
         Ok(())
     }
@@ -194,7 +216,11 @@ mod tests {
         assert_eq!(shipped.limits.upload_deadline_secs, d.limits.upload_deadline_secs);
         assert_eq!(shipped.limits.max_concurrent_uploads, d.limits.max_concurrent_uploads);
         assert_eq!(shipped.limits.max_connections, d.limits.max_connections);
+        assert_eq!(shipped.limits.max_concurrent_texts, d.limits.max_concurrent_texts);
+        assert_eq!(shipped.limits.min_upload_bytes_per_sec, d.limits.min_upload_bytes_per_sec);
+        assert_eq!(shipped.limits.slow_upload_grace_secs, d.limits.slow_upload_grace_secs);
         assert_eq!(shipped.limits.storage_quota_bytes, d.limits.storage_quota_bytes);
         assert_eq!(shipped.allow_root, d.allow_root);
+        assert_eq!(shipped.replies.retention_days, d.replies.retention_days);
     }
 }

@@ -147,6 +147,10 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Disclose although the survivor's consent does not include a lawyer, for this
+        /// reason; it is signed into the custody record and shown in the lawyer's report.
+        #[arg(long, value_name = "REASON")]
+        override_consent: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -162,9 +166,17 @@ enum Command {
         /// Where to write the files and report.html / report.txt.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// The server key you expect (as the coalition published it).
+        /// The server key the coalition published. Required for a pass: without it the
+        /// checks run, but only this comparison ties the package to the coalition's server.
         #[arg(long, value_name = "KEY")]
         server_key: Option<String>,
+        /// The disclosing reviewer's custody key, if you know it: compared with the key
+        /// that signed the custody record.
+        #[arg(long, value_name = "KEY")]
+        custody_key: Option<String>,
+        /// Accept a package whose custody record is not signed (the report says so).
+        #[arg(long)]
+        accept_unsigned_custody: bool,
         #[arg(long)]
         json: bool,
     },
@@ -314,6 +326,7 @@ fn main() -> ExitCode {
             signer,
             out,
             state,
+            override_consent,
             json,
         } => disclose(
             &cases,
@@ -325,15 +338,30 @@ fn main() -> ExitCode {
             signer.as_deref(),
             &out,
             state,
+            override_consent.as_deref(),
             json,
         ),
-        Command::Verify { file, identity, passphrase_file, out, server_key, json } => {
+        Command::Verify {
+            file,
+            identity,
+            passphrase_file,
+            out,
+            server_key,
+            custody_key,
+            accept_unsigned_custody,
+            json,
+        } => {
+            let trust = amanat::review::verify::Trust {
+                server_key: server_key.as_deref(),
+                custody_key: custody_key.as_deref(),
+                accept_unsigned_custody,
+            };
             return verify(
                 &file,
                 identity.as_deref(),
                 passphrase_file.as_deref(),
                 out.as_deref(),
-                server_key.as_deref(),
+                &trust,
                 json,
             );
         }
@@ -382,11 +410,13 @@ fn data_dir_of(config: Option<&Path>, flag: Option<PathBuf>) -> Result<PathBuf, 
     }
 }
 
-fn print_status(status: &amanat::store::StoreStatus, json: bool) {
+fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(status).unwrap_or_default());
+        println!("{}", serde_json::to_string(server).unwrap_or_default());
         return;
     }
+    let status = &server.store;
+    let lanes = &server.intake;
     println!("server        {}", status.server);
     println!("server key    {}", status.server_key);
     println!("log size      {}", status.log_size);
@@ -395,6 +425,35 @@ fn print_status(status: &amanat::store::StoreStatus, json: bool) {
     println!("purged        {}", status.purged);
     println!("objects       {}", status.objects);
     println!("ciphertext    {} bytes", status.store_bytes);
+    println!("index         {} bytes on disk", status.index_bytes);
+    println!("replies       {} waiting for their survivors", status.replies_waiting);
+    println!(
+        "intake        uploads {}/{}{}, texts {}/{}, codename checks queued {}, refused busy \
+         this hour {}",
+        lanes.uploads_in_progress,
+        lanes.upload_slots,
+        if lanes.saturated { " (SATURATED: new uploads with files are refused)" } else { "" },
+        lanes.texts_in_progress,
+        lanes.text_slots,
+        lanes.codename_checks_queued,
+        lanes.busy_refusals_this_hour
+    );
+    if !status.submissions_missing_objects.is_empty() {
+        println!(
+            "MISSING       {} submission(s) lack an object in the store and cannot be \
+             exported: {}",
+            status.submissions_missing_objects.len(),
+            status.submissions_missing_objects.join(" ")
+        );
+    }
+    if status.cases_on_v1_keys > 0 {
+        println!(
+            "OLD KEYS      {} case(s) still have the reply key of before v2; {} reply(ies) \
+             for them can be read by anyone with a copy of the index (shown once and deleted \
+             at each survivor's next sign-in)",
+            status.cases_on_v1_keys, status.replies_exposed
+        );
+    }
     match &status.last_export {
         Some(last) => println!(
             "last export   {} ({} submissions, bundle {})",
@@ -415,18 +474,33 @@ fn export(data_dir: &Path, out: &Path, all: bool, json: bool) -> Result<(), Stri
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    match (summary, json) {
-        (Some(s), true) => println!("{}", serde_json::to_string(&s).unwrap_or_default()),
-        (Some(s), false) => println!(
+    let incomplete = summary.as_ref().is_some_and(|s| !s.missing.is_empty());
+    match (&summary, json) {
+        (Some(s), true) => println!("{}", serde_json::to_string(s).unwrap_or_default()),
+        (Some(s), false) if s.submissions > 0 => println!(
             "Wrote {} with {} submission(s), {} bytes. They are marked exported.",
             out.display(),
             s.submissions,
             s.bytes
         ),
+        (Some(_), false) => println!("Nothing could be exported; no file written."),
         (None, true) => {
             println!("{}", serde_json::json!({"bundle": null, "submissions": 0, "bytes": 0}))
         }
         (None, false) => println!("Nothing new to export; no file written."),
+    }
+    if let (Some(s), true) = (&summary, incomplete) {
+        for m in &s.missing {
+            eprintln!(
+                "NOT EXPORTED  submission {}: object {} is missing from the store",
+                m.submission, m.object
+            );
+        }
+        return Err(format!(
+            "{} submission(s) were left out because an object of theirs is missing from the \
+             store (restore it from a backup, then export again); the others were exported",
+            s.missing.len()
+        ));
     }
     Ok(())
 }
@@ -676,7 +750,7 @@ fn open(
                     }
                 ),
                 Status::AlreadyOpen => println!("already  {}", outcome.submission),
-                Status::NewServerKey => {
+                Status::NewServerKey | Status::ReplyKeyChanged => {
                     println!("NOTE     {}", printable(outcome.reason.as_deref().unwrap_or("")))
                 }
                 Status::Failed => println!(
@@ -688,8 +762,15 @@ fn open(
         }
     }
     let failed = outcomes.iter().filter(|o| !o.verified()).count();
-    let notes =
-        outcomes.iter().filter(|o| o.status == amanat::review::Status::NewServerKey).count();
+    let notes = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.status,
+                amanat::review::Status::NewServerKey | amanat::review::Status::ReplyKeyChanged
+            )
+        })
+        .count();
     if !json {
         println!(
             "{} verified, {} failed; cases in {} (open index.html)",
@@ -734,6 +815,7 @@ fn disclose(
     signer: Option<&Path>,
     out: &Path,
     state: Option<PathBuf>,
+    override_consent: Option<&str>,
     json: bool,
 ) -> Result<(), String> {
     let identities = load_identities(identity, passphrase_file)?;
@@ -758,6 +840,7 @@ fn disclose(
         to,
         signer: signer.as_ref(),
         out,
+        override_consent,
     };
     let summary = amanat::review::disclose::disclose(&request, &mut state)?;
     if json {
@@ -781,7 +864,7 @@ fn verify(
     identity: Option<&Path>,
     passphrase_file: Option<&Path>,
     out: Option<&Path>,
-    server_key: Option<&str>,
+    trust: &amanat::review::verify::Trust<'_>,
     json: bool,
 ) -> ExitCode {
     let identities = match identity.map(|i| load_identities(i, passphrase_file)).transpose() {
@@ -791,14 +874,13 @@ fn verify(
             return ExitCode::FAILURE;
         }
     };
-    let report =
-        match amanat::review::verify::verify_any(file, identities.as_deref(), out, server_key) {
-            Ok(report) => report,
-            Err(e) => {
-                eprintln!("amanat: {} cannot be verified: {}", file.display(), printable(&e));
-                return ExitCode::FAILURE;
-            }
-        };
+    let report = match amanat::review::verify::verify_any(file, identities.as_deref(), out, trust) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("amanat: {} cannot be verified: {}", file.display(), printable(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
@@ -809,10 +891,13 @@ fn verify(
                 printable(&check.what),
                 printable(&check.detail)
             );
+            if !check.not_proved.is_empty() {
+                println!("      does not prove: {}", printable(&check.not_proved));
+            }
         }
-        println!("{}", if report.verified { "EVERY CHECK PASSED" } else { "VERIFICATION FAILED" });
-        if let Some(caveat) = report.caveat() {
-            println!("NOTE: {caveat}");
+        println!("{}", report.verdict());
+        for note in report.notes() {
+            println!("NOTE: {}", printable(&note));
         }
     }
     if report.verified {
@@ -850,9 +935,23 @@ fn init_logging(level: &str) {
     // Our own events at the chosen level; libraries only when something is wrong.
     let filter = Targets::new().with_target("amanat", level).with_default(LevelFilter::WARN);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_timer(HourClock),
+        )
         .with(filter)
         .init();
+}
+
+/// Log lines carry the hour, the finest time amanat keeps anywhere.
+struct HourClock;
+
+impl tracing_subscriber::fmt::time::FormatTime for HourClock {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&amanat::intake::upload::received_hour())
+    }
 }
 
 fn keygen(out: &Path, no_passphrase: bool, passphrase_file: Option<&Path>) -> Result<(), String> {
@@ -933,6 +1032,37 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// What `amanat demo` prints: how to send, then how to read back everything sent, with
+/// amanat as a reviewer would and with the stock `age` tool. A test runs exactly these
+/// commands.
+fn demo_instructions(listen: &str) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(p.strip_prefix(&cwd).map(|r| Path::new(".").join(r)).unwrap_or(p))
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "amanat".into());
+    let exe = if exe.contains(char::is_whitespace) { format!("'{exe}'") } else { exe };
+    format!(
+        "\n  amanat DEMO: a throwaway key in demo/identity.txt is the only recipient.\n\
+         \n  Open   http://{listen}/   and send a testimony with a photo.\n\
+         \n  Then, in another terminal, read back everything that was sent, as a reviewer\n  \
+         would (export it over the admin socket, open it offline with the key):\n\
+         \n    {exe} export --data-dir demo/data --out demo/bundle-$(date +%s).tar\n\
+         \n    {exe} open demo/bundle-*.tar --identity demo/identity.txt --out demo/cases\n\
+         \n  and open demo/cases/index.html: each case has testimony.txt and its evidence/.\n\
+         \n  Or with the stock age tool, every stored object as the server keeps it:\n\
+         \n    mkdir -p demo/decrypted && {exe} objects --data-dir demo/data | while read id size; do \
+         {exe} object $id --data-dir demo/data | age -d -i demo/identity.txt > demo/decrypted/$id; done\n\
+         \n  Each submission has one JSON manifest (the testimony, and each file's name, size\n  \
+         and SHA-256); the other objects are its files, exactly as sent and then padded with\n  \
+         zeros so their size does not give them away: `head -c SIZE` gives the file back.\n\
+         \n  Stop with Ctrl-C.\n"
+    )
+}
+
 /// A newcomer's first run: a throwaway, clearly labelled key, and the server with it.
 fn demo(listen: String) -> Result<(), String> {
     let demo = Path::new("demo");
@@ -964,15 +1094,6 @@ fn demo(listen: String) -> Result<(), String> {
         ..Config::default()
     };
     init_logging(&config.log_level);
-    println!(
-        "\n  amanat DEMO: a throwaway key in demo/identity.txt is the only recipient.\n\
-         \n  Open   http://{listen}/   and send a testimony with a photo.\n\
-         \n  Then decrypt everything that was stored (needs Debian's `age`):\n\
-         \n    mkdir -p demo/decrypted && for f in $(find demo/data/objects -maxdepth 1 -type f); do \
-         age -d -i demo/identity.txt -o demo/decrypted/$(basename $f) $f; done\n\
-         \n  Each submission has one JSON manifest naming its files by object id; the other\n  \
-         files are the evidence exactly as sent (`file demo/decrypted/*` tells which is which).\n\
-         \n  Stop with Ctrl-C.\n"
-    );
+    println!("{}", demo_instructions(&listen));
     amanat::serve::run(config)
 }

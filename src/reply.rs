@@ -79,24 +79,20 @@ pub fn seal_reply(
     };
     let plaintext = Zeroizing::new(serde_json::to_vec(&message).map_err(|e| e.to_string())?);
     let (ciphertext, _) =
-        envelope::seal_bytes(&recipients, &plaintext, Vec::new()).map_err(|e| e.to_string())?;
+        envelope::seal_document(&recipients, &plaintext, Vec::new()).map_err(|e| e.to_string())?;
     Ok(ciphertext)
 }
 
-/// Decrypts a stored reply with the survivor's reply identity and checks it answers
+/// Decrypts a stored reply with the survivor's reply identities and checks it answers
 /// `case`. The plaintext lives only in the returned value, wiped on drop.
 pub fn open_reply(
     ciphertext: impl Read + Send,
-    identity: &age::x25519::Identity,
+    identities: &[age::x25519::Identity],
     case: &str,
 ) -> Result<ReplyMessage, String> {
     let mut plain = Zeroizing::new(Vec::new());
-    envelope::open_object(
-        ciphertext.take(MAX_REPLY_OBJECT_BYTES),
-        std::slice::from_ref(identity),
-        &mut *plain,
-    )
-    .map_err(|e| e.to_string())?;
+    envelope::open_object(ciphertext.take(MAX_REPLY_OBJECT_BYTES), identities, &mut *plain)
+        .map_err(|e| e.to_string())?;
     let message: ReplyMessage =
         serde_json::from_slice(&plain).map_err(|e| format!("not a reply: {e}"))?;
     if message.schema != REPLY_SCHEMA || message.case != case {

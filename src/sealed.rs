@@ -32,7 +32,9 @@ const MAX_MANIFEST_OBJECT_BYTES: u64 = 4 << 20;
 #[serde(deny_unknown_fields)]
 pub struct SealedIndex {
     pub schema: String,
-    /// Random 128-bit id chosen by the field kit; also sealed inside the manifest.
+    /// The submission's id: `submission_id` of the objects below (files from before
+    /// that rule carry a random id, which the server does not use). The manifest inside
+    /// carries the kit's own random id.
     pub submission: String,
     pub manifest: ObjectId,
     pub attachments: Vec<ObjectId>,
@@ -44,22 +46,28 @@ impl SealedIndex {
     /// The submission record a sealed file stands for, received at `received_at` (a
     /// server's hour, or empty when a reviewer opens the file directly).
     pub fn record(&self, received_at: &str, total_bytes: u64) -> SubmissionRecord {
+        let id = submission_id(&self.manifest, &self.attachments);
         SubmissionRecord {
-            id: self.submission.clone(),
+            case: id.clone(),
+            id,
             received_at: received_at.into(),
             manifest: self.manifest.clone(),
             attachments: self.attachments.clone(),
             total_bytes,
             recipients: self.recipients.clone(),
-            case: self.submission.clone(),
             log_index: None,
         }
     }
 
-    /// Structure only: a valid id, no object twice, not too many.
+    /// Structure only: valid ids and fingerprint, no object twice, not too many.
     fn check(&self, limits: &Limits) -> Result<(), IntakeError> {
-        if self.schema != SEALED_SCHEMA || !crate::review::is_submission_id(&self.submission) {
+        if self.schema != SEALED_SCHEMA {
             return Err(IntakeError::NotASealedFile);
+        }
+        let fingerprint = self.recipients.len() == 64
+            && self.recipients.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !crate::review::is_submission_id(&self.submission) || !fingerprint {
+            return Err(IntakeError::SealedFieldInvalid);
         }
         if self.attachments.len() > limits.max_files {
             return Err(IntakeError::TooManyFiles);
@@ -76,6 +84,20 @@ impl SealedIndex {
         ids.push(self.manifest.clone());
         ids
     }
+}
+
+/// The id of the submission a sealed file holds: the first 128 bits of SHA-256 over
+/// its object ids, so that it is bound to the sealed content. Whoever sees a sealed
+/// file in transit can post other content under its id only as another submission, and
+/// can never make the genuine file be refused.
+pub fn submission_id(manifest: &ObjectId, attachments: &[ObjectId]) -> String {
+    let mut text = String::from("amanat/sealed-id/v1\n");
+    text.push_str(manifest.as_str());
+    for id in attachments {
+        text.push('\n');
+        text.push_str(id.as_str());
+    }
+    ObjectId::of(text.as_bytes()).as_str()[..32].to_string()
 }
 
 // ---------- Sealing (the field kit, offline) ----------
@@ -150,6 +172,7 @@ pub fn seal(
             submission: submission.clone(),
             case: submission.clone(),
             reply_recipient: None,
+            reply_key_version: None,
             received_at: String::new(),
             declared_at: Some(device_time()),
             language: req.language.clone(),
@@ -159,24 +182,23 @@ pub fn seal(
             attachments: attachments.clone(),
         };
         let plaintext = manifest.to_plaintext().map_err(|e| e.to_string())?;
-        let (ciphertext, sealed) = envelope::seal_bytes(req.recipients, &plaintext, Vec::new())
+        let (ciphertext, sealed) = envelope::seal_document(req.recipients, &plaintext, Vec::new())
             .map_err(|e| e.to_string())?;
         drop(plaintext);
         fs::write(staging.join(sealed.id.as_str()), &ciphertext).map_err(|e| e.to_string())?;
+        let attachments: Vec<ObjectId> =
+            attachments.iter().map(|a| ObjectId::parse(&a.object).expect("ids we made")).collect();
         let index = SealedIndex {
             schema: SEALED_SCHEMA.into(),
-            submission: submission.clone(),
+            submission: submission_id(&sealed.id, &attachments),
             manifest: sealed.id,
-            attachments: attachments
-                .iter()
-                .map(|a| ObjectId::parse(&a.object).expect("ids we made"))
-                .collect(),
+            attachments,
             recipients: req.recipients.fingerprint().into(),
         };
-        write_sealed_file(&index, &staging, req.out)
+        write_sealed_file(&index, &staging, req.out).map(|bytes| (index.submission, bytes))
     })();
     let _ = fs::remove_dir_all(&staging);
-    let bytes = result?;
+    let (submission, bytes) = result?;
     Ok(SealSummary { submission, files: req.evidence.len(), bytes })
 }
 
@@ -323,6 +345,11 @@ fn ingest_into(
     // refused) instead of being read whole into memory by the tar reader.
     let mut entries = archive.entries().map_err(|_| IntakeError::NotASealedFile)?.raw(true);
     let mut index: Option<SealedIndex> = None;
+    // Set when this file's submission is stored already: its bytes are then only
+    // checked, never stored, and "already imported" is the answer only to a request
+    // that carried every one of them (a receipt alone must not tell whether a record is
+    // still on the server).
+    let mut already: Option<SubmissionRecord> = None;
     let mut _claim = None;
     let mut stored: HashSet<ObjectId> = HashSet::new();
     let mut file_bytes = 0u64;
@@ -356,18 +383,16 @@ fn ingest_into(
             let parsed: SealedIndex =
                 serde_json::from_slice(&json).map_err(|_| IntakeError::NotASealedFile)?;
             parsed.check(limits)?;
-            _claim = Some(store.claim_import(&parsed.submission).ok_or(IntakeError::Busy)?);
-            // The same sealed file again: answer with what was stored the first time.
-            if let Some(existing) = store.submission(&parsed.submission).map_err(internal)? {
-                if existing.manifest != parsed.manifest
-                    || existing.attachments != parsed.attachments
-                {
-                    return Err(IntakeError::SealedConflict);
-                }
-                let index = existing.log_index.ok_or(IntakeError::Internal)?;
-                let receipt =
-                    store.receipt(&existing.id, index, &existing.log_leaf()).map_err(internal)?;
-                return Ok(Ingested { record: existing, receipt, already_imported: true });
+            let id = submission_id(&parsed.manifest, &parsed.attachments);
+            _claim = Some(store.claim_import(&id).ok_or(IntakeError::Busy)?);
+            let same = |r: &SubmissionRecord| {
+                r.manifest == parsed.manifest && r.attachments == parsed.attachments
+            };
+            // The same sealed file again, under its bound id, or under the random id a
+            // file from before bound ids was stored with.
+            already = store.submission(&id).map_err(internal)?.filter(same);
+            if already.is_none() && parsed.submission != id {
+                already = store.submission(&parsed.submission).map_err(internal)?.filter(same);
             }
             index = Some(parsed);
             continue;
@@ -386,7 +411,11 @@ fn ingest_into(
                 return Err(IntakeError::SubmissionTooLarge);
             }
         }
-        store_object(store, &mut entry, size, &id, pending).map_err(|e| match e {
+        let checked = match already {
+            Some(_) => check_object(&mut entry, size, &id),
+            None => store_object(store, &mut entry, size, &id, pending),
+        };
+        checked.map_err(|e| match e {
             StoreError::Refused(e) => e,
             StoreError::Io(e) => io_refusal(e),
         })?;
@@ -396,6 +425,11 @@ fn ingest_into(
     let index = index.ok_or(IntakeError::NotASealedFile)?;
     if stored.len() != index.objects().len() {
         return Err(IntakeError::IncompleteUpload);
+    }
+    if let Some(existing) = already {
+        let leaf = existing.log_index.ok_or(IntakeError::Internal)?;
+        let receipt = store.receipt(&existing.id, leaf, &existing.log_leaf()).map_err(internal)?;
+        return Ok(Ingested { record: existing, receipt, already_imported: true });
     }
     let record = index.record(&crate::intake::upload::received_hour(), total_bytes);
     let receipt =
@@ -445,6 +479,21 @@ fn store_object(
         return Err(StoreError::Refused(IntakeError::SealedObjectNotAge));
     }
     object.persist(id, pending).map_err(StoreError::Io)
+}
+
+/// Reads one object of a file already stored, checking its bytes against `id` without
+/// keeping them.
+fn check_object(entry: &mut impl Read, size: u64, id: &ObjectId) -> Result<(), StoreError> {
+    let mut sink = envelope::HashingWriter::new(io::sink());
+    io::copy(entry, &mut sink).map_err(StoreError::Io)?;
+    let (_, hash, len) = sink.finish();
+    if len != size {
+        return Err(StoreError::Refused(IntakeError::IncompleteUpload));
+    }
+    if hex::encode(hash) != id.as_str() {
+        return Err(StoreError::Refused(IntakeError::SealedObjectMismatch));
+    }
+    Ok(())
 }
 
 fn internal(e: io::Error) -> IntakeError {

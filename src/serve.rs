@@ -30,15 +30,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "store ready"
     );
     let store = Arc::new(store);
-    crate::admin::start(store.clone(), recipients.clone(), &config.data_dir, config.limits.clone())
-        .map_err(|e| format!("cannot open the admin socket: {e}"))?;
-    if config.retention_days > 0 {
-        crate::admin::start_retention(store.clone(), config.retention_days)
-            .map_err(|e| format!("cannot start the retention purge: {e}"))?;
+    let activity = intake::activity::Activity::new(
+        config.limits.max_concurrent_uploads,
+        config.limits.max_concurrent_texts,
+    );
+    crate::admin::start(
+        store.clone(),
+        recipients.clone(),
+        activity.clone(),
+        &config.data_dir,
+        config.limits.clone(),
+    )
+    .map_err(|e| format!("cannot open the admin socket: {e}"))?;
+    if config.retention_days > 0 || config.replies.retention_days > 0 {
+        crate::admin::start_retention(
+            store.clone(),
+            config.retention_days,
+            config.replies.retention_days,
+        )
+        .map_err(|e| format!("cannot start the retention purge: {e}"))?;
     }
-    let followup = intake::followup::FollowUp::new(config.limits.wrong_codenames_per_minute);
-    let uploads = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_uploads));
-    let intake = Intake { config, recipients, store, followup, uploads };
+    let followup = intake::followup::FollowUp::new(activity.clone());
+    let intake = Intake { config, recipients, store, followup, activity };
     actix_web::rt::System::new()
         .block_on(intake::serve(intake))
         .map_err(|e| format!("server failed: {e}"))

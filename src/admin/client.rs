@@ -3,7 +3,7 @@
 
 use super::{ExportOffer, PurgeReport, Request, SOCKET_NAME};
 use crate::bundle::Bundle;
-use crate::store::{LastExport, StoreStatus};
+use crate::store::LastExport;
 use serde::de::DeserializeOwned;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -47,7 +47,7 @@ impl AdminClient {
         serde_json::from_value(value).map_err(|e| format!("unexpected answer: {e}"))
     }
 
-    pub fn status(mut self) -> Result<StoreStatus, String> {
+    pub fn status(mut self) -> Result<super::ServerStatus, String> {
         self.send(&Request::Status)?;
         self.receive()
     }
@@ -120,7 +120,14 @@ impl AdminClient {
         }
         self.send(&Request::Export { all })?;
         let offer: ExportOffer = self.receive()?;
-        let Some(bundle_id) = offer.bundle else { return Ok(None) };
+        let Some(bundle_id) = offer.bundle else {
+            return Ok((!offer.missing.is_empty()).then(|| ExportSummary {
+                bundle: String::new(),
+                submissions: 0,
+                bytes: 0,
+                missing: offer.missing,
+            }));
+        };
         let partial = side_file(out);
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -160,6 +167,7 @@ impl AdminClient {
             bundle: last.bundle,
             submissions: last.submissions,
             bytes: offer.bytes,
+            missing: offer.missing,
         }))
     }
 }
@@ -169,6 +177,8 @@ pub struct ExportSummary {
     pub bundle: String,
     pub submissions: usize,
     pub bytes: u64,
+    /// Submissions left out: an object of theirs is not stored.
+    pub missing: Vec<super::MissingObject>,
 }
 
 /// Reads the written bundle back: its index is ours and every object is whole.

@@ -11,6 +11,7 @@ pub mod client;
 
 use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
 use crate::config::Limits;
+use crate::intake::activity::{Activity, Saturation};
 use crate::keys::LiveRecipients;
 use crate::reply;
 use crate::store::{LastExport, Store};
@@ -103,6 +104,17 @@ pub struct ExportOffer {
     pub bundle: Option<String>,
     pub submissions: usize,
     pub bytes: u64,
+    /// Submissions left out because an object of theirs is not stored; not marked
+    /// exported.
+    #[serde(default)]
+    pub missing: Vec<MissingObject>,
+}
+
+/// A submission an export could not carry whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingObject {
+    pub submission: String,
+    pub object: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,10 +129,20 @@ pub struct AdminError {
     pub message: String,
 }
 
+/// The answer to `status`: the store's counts and the intake's lanes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    #[serde(flatten)]
+    pub store: crate::store::StoreStatus,
+    #[serde(default)]
+    pub intake: Saturation,
+}
+
 /// Binds the socket (replacing a stale one) and serves it on its own thread.
 pub fn start(
     store: Arc<Store>,
     recipients: Arc<LiveRecipients>,
+    activity: Arc<Activity>,
     data_dir: &Path,
     limits: Limits,
 ) -> io::Result<PathBuf> {
@@ -148,10 +170,10 @@ pub fn start(
                 continue;
             };
             let (store, recipients) = (store.clone(), recipients.clone());
-            let limits = limits.clone();
+            let (activity, limits) = (activity.clone(), limits.clone());
             let _ = std::thread::Builder::new()
                 .name("admin-conn".into())
-                .spawn(move || serve_connection(&store, &recipients, &limits, stream));
+                .spawn(move || serve_connection(&store, &recipients, &activity, &limits, stream));
         }
     })?;
     Ok(path)
@@ -160,6 +182,7 @@ pub fn start(
 fn serve_connection(
     store: &Store,
     recipients: &LiveRecipients,
+    activity: &Activity,
     limits: &Limits,
     stream: UnixStream,
 ) {
@@ -176,7 +199,9 @@ fn serve_connection(
         }
     };
     let result = match request {
-        Request::Status => store.status().and_then(|s| answer(&mut writer, &s)),
+        Request::Status => store.status().and_then(|store| {
+            answer(&mut writer, &ServerStatus { store, intake: activity.saturation() })
+        }),
         Request::Export { all } => export(store, all, &mut reader, &mut writer),
         Request::Confirm { .. } => {
             answer_error(&mut writer, "bad_request", "confirm only follows an export")
@@ -251,9 +276,23 @@ fn export(
     reader: &mut BufReader<UnixStream>,
     writer: &mut UnixStream,
 ) -> io::Result<()> {
-    let submissions = store.submissions_to_export(all)?;
+    // Reply-key changes since the last export become leaves now, before the bundle's
+    // checkpoint, which then proves them.
+    store.log_reply_key_changes()?;
+    let mut submissions = store.submissions_to_export(all)?;
+    // One lost object must not keep every other testimony on the server: its record is
+    // named and left out, the rest go.
+    let missing: Vec<MissingObject> = store
+        .missing_objects(&submissions)?
+        .into_iter()
+        .map(|(submission, object)| MissingObject { submission, object: object.to_string() })
+        .collect();
+    submissions.retain(|r| !missing.iter().any(|m| m.submission == r.id));
+    if !missing.is_empty() {
+        tracing::error!(submissions = missing.len(), "export: objects missing from the store");
+    }
     if submissions.is_empty() {
-        return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0 });
+        return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0, missing });
     }
     let log = store.bundle_log(&submissions)?;
     let checkpoint_size = crate::log::Checkpoint::verify(&log.checkpoint, &store.verifier_key())
@@ -276,7 +315,7 @@ fn export(
     let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();
     answer(
         writer,
-        &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes },
+        &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes, missing },
     )?;
     let mut counted = CountingWriter { inner: io::BufWriter::new(&mut *writer), count: 0 };
     counted = bundle::write(counted, &index, |id| store.open_object(id))?;
@@ -324,6 +363,15 @@ fn import_reply(
     }
     match store.case_record(&entry.case)? {
         None => return Ok(Err(format!("this server holds no case {}", entry.case))),
+        Some(record) if record.on_v1_keys() => {
+            return Ok(Err(format!(
+                "case {} still has the reply key it was given before v2, which anyone holding \
+                 a copy of this server's index can derive, so the reply was not stored. The \
+                 case gets a new key when its survivor next signs in; export after that, open \
+                 the bundle, and write the reply again (amanat reply then uses the new key)",
+                entry.case
+            )))
+        }
         Some(record) if record.reply_recipient != entry.reply_recipient => {
             return Ok(Err(format!(
                 "the reply for case {} was sealed to another recipient than the case's",
@@ -338,9 +386,7 @@ fn import_reply(
 }
 
 fn purge(store: &Store, days: u64) -> io::Result<PurgeReport> {
-    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
-    let cutoff =
-        cutoff.format(&time::format_description::well_known::Rfc3339).map_err(io::Error::other)?;
+    let cutoff = days_ago(days)?;
     let (purged_submissions, freed_bytes) = store.purge_exported_before(&cutoff)?;
     tracing::info!(
         submissions = purged_submissions,
@@ -350,16 +396,32 @@ fn purge(store: &Store, days: u64) -> io::Result<PurgeReport> {
     Ok(PurgeReport { purged_submissions, freed_bytes })
 }
 
-/// Purges on a schedule when `retention_days` is set: what a seizure finds shrinks to
-/// what has not been carried out yet.
-pub fn start_retention(store: Arc<Store>, days: u64) -> io::Result<()> {
+/// Every hour: purges exported ciphertext past `retention_days` and deletes replies past
+/// `replies.retention_days` (when set), so what a seizure finds shrinks to what has not
+/// been carried out or read yet.
+pub fn start_retention(store: Arc<Store>, days: u64, reply_days: u64) -> io::Result<()> {
     std::thread::Builder::new().name("retention".into()).spawn(move || loop {
-        if let Err(e) = purge(&store, days) {
-            tracing::error!(error = %e, "retention purge failed");
+        if days > 0 {
+            if let Err(e) = purge(&store, days) {
+                tracing::error!(error = %e, "retention purge failed");
+            }
+        }
+        if reply_days > 0 {
+            match days_ago(reply_days).and_then(|cutoff| store.expire_replies(&cutoff)) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(replies = n, "deleted replies past their retention"),
+                Err(e) => tracing::error!(error = %e, "reply retention failed"),
+            }
         }
         std::thread::sleep(std::time::Duration::from_secs(3600));
     })?;
     Ok(())
+}
+
+/// The UTC time `days` ago, RFC 3339.
+fn days_ago(days: u64) -> io::Result<String> {
+    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
+    cutoff.format(&time::format_description::well_known::Rfc3339).map_err(io::Error::other)
 }
 
 fn read_line<T: for<'de> Deserialize<'de>>(reader: &mut impl BufRead) -> io::Result<T> {

@@ -47,6 +47,26 @@ pub struct BundleLog {
     pub earlier: Vec<EarlierCheckpoint>,
     /// Submission id -> base64 inclusion proof against `checkpoint`.
     pub inclusion: std::collections::BTreeMap<String, Vec<String>>,
+    /// Every case's latest reply key change, with its inclusion proof against
+    /// `checkpoint`: where reviewers seal replies from now on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reply_keys: Vec<LoggedReplyKey>,
+}
+
+/// A logged change of a case's reply key (`LogLeaf::ReplyKey`) and its proof.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedReplyKey {
+    pub case: String,
+    pub recipient: String,
+    pub log_index: u64,
+    pub inclusion_proof: Vec<String>,
+}
+
+impl LoggedReplyKey {
+    pub fn log_leaf(&self) -> crate::log::LogLeaf {
+        crate::log::LogLeaf::ReplyKey { case: self.case.clone(), recipient: self.recipient.clone() }
+    }
 }
 
 /// An earlier export's tree head and the consistency proof from it to `checkpoint`.
@@ -336,6 +356,7 @@ impl Bundle {
                 checkpoint: String::new(),
                 earlier: Vec::new(),
                 inclusion: Default::default(),
+                reply_keys: Vec::new(),
             },
         };
         let damaged = package.damaged.clone();

@@ -31,6 +31,11 @@ pub struct Manifest {
     /// gets it from the survivor's own sealed submission, not from editable metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_recipient: Option<String>,
+    /// 2 when that recipient comes from the v2 derivation (`keys::CodenameKey`), which
+    /// is never replaced; absent before v2. A reviewer accepts a logged change of reply
+    /// key only for a case without it (the one upgrade from v1 keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_key_version: Option<u32>,
     /// Hour the server received it (UTC, RFC 3339); empty when sealed offline.
     pub received_at: String,
     /// For a field-kit submission: when it was sealed, by the device's clock (to the

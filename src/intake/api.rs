@@ -21,19 +21,28 @@ pub async fn submit(
     }
 }
 
-/// 201 with what the client must keep: the codename only for a new case.
+/// 201 with what the client must keep: the codename only for a new case. Serialized
+/// from borrowed fields: a `serde_json::Value` would hold a copy of the codename that
+/// nothing wipes (the response's own buffer is the HTTP stack's, see SECURITY.md).
 pub fn created(accepted: &upload::Accepted) -> HttpResponse {
-    let mut body = json!({
-        "id": accepted.id,
-        "case": accepted.case,
-        "received_at": accepted.received_at,
-        "objects": accepted.objects,
-        "receipt": accepted.receipt,
-    });
-    if let Some(codename) = &accepted.codename {
-        body["codename"] = codename.as_str().into();
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        id: &'a str,
+        case: &'a str,
+        received_at: &'a str,
+        objects: &'a [String],
+        receipt: &'a crate::log::Receipt,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        codename: Option<&'a str>,
     }
-    HttpResponse::Created().json(body)
+    HttpResponse::Created().json(Created {
+        id: &accepted.id,
+        case: &accepted.case,
+        received_at: &accepted.received_at,
+        objects: &accepted.objects,
+        receipt: &accepted.receipt,
+        codename: accepted.codename.as_ref().map(|c| c.as_str()),
+    })
 }
 
 /// `POST /api/v1/sealed`: a field kit's sealed file as the body, streamed to a blocking
@@ -55,7 +64,7 @@ pub async fn sealed(
     if content_length(&req).is_some_and(|len| !intake.store.usage().fits(len)) {
         return error_response(&intake, IntakeError::StorageFull);
     }
-    let Ok(_permit) = intake.uploads.clone().try_acquire_owned() else {
+    let Ok(_permit) = intake.activity.uploads.clone().try_acquire_owned() else {
         return error_response(&intake, IntakeError::Busy);
     };
     let idle = std::time::Duration::from_secs(limits.idle_timeout_secs);
@@ -65,10 +74,10 @@ pub async fn sealed(
         crate::sealed::ingest(&store, &limits, ChannelReader::new(rx))
     });
     let body = payload.map(|chunk| chunk.map_err(|_| IntakeError::IncompleteUpload));
-    let mut reservation = intake.store.usage().reserve();
     let deadline = std::time::Duration::from_secs(intake.config.limits.upload_deadline_secs);
-    let mut received = 0;
-    let feeding = upload::feed(body, &tx, idle, &mut received, ceiling, &mut reservation);
+    let reservation = intake.store.usage().reserve();
+    let mut budget = upload::Budget::new(&intake.config.limits, reservation, ceiling);
+    let feeding = upload::feed(body, &tx, idle, &mut budget);
     let fed =
         tokio::time::timeout(deadline, feeding).await.unwrap_or(Err(IntakeError::UploadTooSlow));
     drop(tx);
@@ -76,14 +85,8 @@ pub async fn sealed(
     match (fed, ingested) {
         (Err(e), _) | (Ok(()), Err(e)) => error_response(&intake, e),
         (Ok(()), Ok(done)) => {
-            let mut response = if done.already_imported {
-                // Answered from sealed.json alone: the rest of the body is not read.
-                let mut ok = HttpResponse::Ok();
-                ok.force_close();
-                ok
-            } else {
-                HttpResponse::Created()
-            };
+            let mut response =
+                if done.already_imported { HttpResponse::Ok() } else { HttpResponse::Created() };
             response.json(json!({
                 "id": done.record.id,
                 "case": done.record.case,

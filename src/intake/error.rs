@@ -31,14 +31,14 @@ pub enum IntakeError {
     UploadStalled,
     /// The upload took longer than `limits.upload_deadline_secs` in all.
     UploadTooSlow,
+    /// The upload kept an average below `limits.min_upload_bytes_per_sec` past its grace.
+    UploadRateTooLow,
     StorageFull,
     NotFound,
     /// A follow-up with neither text nor a file.
     NothingToAdd,
     /// The codename opens no case (API only: the page answers with its form again).
     CodenameNotRecognized,
-    /// Too many wrong codenames lately, from anyone: every attempt waits.
-    TooManyAttempts,
     /// The follow-up session is gone (15 minutes idle, or the server restarted).
     SessionExpired,
     /// The server holds as many open follow-up sessions as it allows.
@@ -52,8 +52,9 @@ pub enum IntakeError {
     SealedMemberRefused,
     SealedObjectMismatch,
     SealedObjectNotAge,
-    /// A sealed file with the id of another, different submission.
-    SealedConflict,
+    /// A field of `sealed.json` is not what the field kit writes (an id that is not
+    /// 32 hex digits, a recipients fingerprint that is not 64).
+    SealedFieldInvalid,
     Internal,
 }
 
@@ -79,11 +80,11 @@ impl IntakeError {
             IncompleteUpload => "incomplete_upload",
             UploadStalled => "upload_stalled",
             UploadTooSlow => "upload_too_slow",
+            UploadRateTooLow => "upload_rate_too_low",
             StorageFull => "storage_full",
             NotFound => "not_found",
             NothingToAdd => "nothing_to_add",
             CodenameNotRecognized => "codename_not_recognized",
-            TooManyAttempts => "too_many_attempts",
             SessionExpired => "session_expired",
             Busy => "busy",
             CrossSite => "cross_site_request",
@@ -91,7 +92,7 @@ impl IntakeError {
             SealedMemberRefused => "sealed_member_refused",
             SealedObjectMismatch => "sealed_object_mismatch",
             SealedObjectNotAge => "sealed_object_not_age",
-            SealedConflict => "sealed_id_conflict",
+            SealedFieldInvalid => "sealed_field_invalid",
             Internal => "internal_error",
         }
     }
@@ -105,15 +106,12 @@ impl IntakeError {
             MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
             | UnexpectedFile | InvalidUtf8 | TestimonyMissing | ConsentMissing
             | DuplicateTestimony | IncompleteUpload | NothingToAdd | NotASealedFile
-            | SealedMemberRefused | SealedObjectMismatch | SealedObjectNotAge => {
-                StatusCode::BAD_REQUEST
-            }
-            SealedConflict => StatusCode::CONFLICT,
+            | SealedMemberRefused | SealedObjectMismatch | SealedObjectNotAge
+            | SealedFieldInvalid => StatusCode::BAD_REQUEST,
             CrossSite => StatusCode::FORBIDDEN,
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
-            TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Busy => StatusCode::SERVICE_UNAVAILABLE,
-            UploadStalled | UploadTooSlow => StatusCode::REQUEST_TIMEOUT,
+            UploadStalled | UploadTooSlow | UploadRateTooLow => StatusCode::REQUEST_TIMEOUT,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             NotFound => StatusCode::NOT_FOUND,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,6 +180,13 @@ impl IntakeError {
                  Nothing was stored; send fewer files at a time.",
                 limits.upload_deadline_secs / 60
             ),
+            UploadRateTooLow => format!(
+                "The upload was too slow: after its first {} seconds it averaged under {} per \
+                 second (limits.min_upload_bytes_per_sec). Nothing was stored; send it again \
+                 from a better connection, or fewer files at a time.",
+                limits.slow_upload_grace_secs,
+                human_bytes(limits.min_upload_bytes_per_sec)
+            ),
             StorageFull => "The server is out of storage space, so nothing was stored. \
                             Please try again later."
                 .into(),
@@ -191,11 +196,6 @@ impl IntakeError {
                                       Cyrillic or Latin letters, capitals and spaces do not \
                                       matter."
                 .into(),
-            TooManyAttempts => format!(
-                "Too many wrong codenames were entered on this server in the last minute, so \
-                 every attempt must wait. Nothing was stored. Please try again in {} seconds.",
-                super::followup::THROTTLE_WINDOW.as_secs()
-            ),
             SessionExpired => "Your case was closed after 15 minutes without activity, to \
                                protect you. Nothing was stored. Enter your codename again."
                 .into(),
@@ -216,9 +216,9 @@ impl IntakeError {
             SealedObjectNotAge => "An object in the sealed file is not an age-encrypted file. \
                                    Nothing was stored."
                 .into(),
-            SealedConflict => "A different submission with this sealed file's id is already \
-                               stored. Nothing was stored; reseal the testimony with `amanat \
-                               seal` and send the new file."
+            SealedFieldInvalid => "A field of the sealed file's sealed.json is not what \
+                                   `amanat seal` writes (an id or a fingerprint of the wrong \
+                                   form). Nothing was stored."
                 .into(),
             Busy => {
                 "The server is busy. Nothing was stored. Please try again in a few minutes.".into()

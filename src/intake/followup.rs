@@ -1,16 +1,20 @@
 //! Survivors come back: a codename opens the case for a short while, shows what was
 //! received and the coalition's replies, and takes more evidence for the same case.
 //!
-//! What is kept: nothing on disk; in memory, per open case, a random session id, the
-//! case record and when it was last used (15 minutes idle, then gone), and one global
-//! counter of recent wrong codenames. Replies are decrypted only in answer to the
-//! codename itself, with an identity derived from it in memory and dropped at once.
+//! What is kept: nothing on disk but what the store holds; in memory, per open case, a
+//! random session id, the case record and when it was last used (15 minutes idle, then
+//! gone). Every codename costs a memory-hard derivation (`keys::CodenameKey`), on at
+//! most half the cores at a time, first come first served: a flood of wrong codenames
+//! slows everyone a little, and nobody is locked out, so the right codename always gets
+//! in. A wrong one is answered only after a further pause. Replies are decrypted only in answer to the
+//! codename itself, shown once, and deleted from the server.
 
 use super::error::IntakeError;
 use super::upload::{self, Target};
 use super::{api, pages, Intake};
-use crate::envelope::Origin;
+use crate::envelope::{ObjectId, Origin};
 use crate::i18n::{Lang, Tr};
+use crate::keys::CodenameKey;
 use crate::store::{CaseRecord, Store};
 use crate::{codename, keys, reply};
 use actix_multipart::Multipart;
@@ -20,25 +24,44 @@ use askama::Template;
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// A case stays open this long without a request.
 pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
-/// Wrong codenames are counted over this window.
-pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
-/// Open cases held at once; past this, new ones wait (503).
+/// A wrong codename is answered after this pause, on top of its derivation: a person
+/// retyping loses nothing, a guesser working one attempt after another is slowed.
+pub const WRONG_CODENAME_PAUSE: Duration = Duration::from_secs(1);
+/// Open cases held at once; past this, the least recently used closes.
 const MAX_SESSIONS: usize = 10_000;
 const COOKIE: &str = "amanat_case";
 /// The longest codename anyone could type (5 words of 6 letters, in any alphabet, with
 /// generous spacing); longer input is not a codename and is not worth hashing.
 const MAX_CODENAME_BYTES: usize = 512;
 
-/// Sessions and the global throttle on wrong codenames.
+/// Sessions, and the queues of codename derivations.
 pub struct FollowUp {
     sessions: Mutex<HashMap<String, Session>>,
-    throttle: Mutex<Throttle>,
-    max_failures: u32,
+    /// Derivations for new cases, and for sign-in attempts, each a lane of its own with
+    /// half the cores (rounded up), so that a flood of codenames never delays a
+    /// survivor's first testimony, and never takes every core from uploads and pages.
+    /// Each lane is fair: attempts are served in the order they came.
+    new_cases: Arc<tokio::sync::Semaphore>,
+    sign_ins: Arc<tokio::sync::Semaphore>,
+    /// Counts derivations waiting or running, for `amanat status`.
+    activity: Arc<super::activity::Activity>,
+    /// The derivations' working memory, reused: as many as derivations can run at once
+    /// (each holds its lane's permit while it works), so memory stays bounded.
+    memory: Arc<Mutex<Vec<keys::KdfMemory>>>,
+}
+
+/// Which lane a derivation waits in.
+#[derive(Clone, Copy)]
+pub enum Lane {
+    NewCase,
+    SignIn,
 }
 
 struct Session {
@@ -46,72 +69,110 @@ struct Session {
     last_seen: Instant,
 }
 
-/// Wrong codenames in the current window, from anyone: who tried is never recorded.
-struct Throttle {
-    window_start: Instant,
-    failures: u32,
+/// A case a codename opened, and the identities that read its stored replies: its own,
+/// and the one of before v2, in case a reply sealed to that one is still stored.
+pub struct OpenedCase {
+    pub case: CaseRecord,
+    identities: Vec<age::x25519::Identity>,
 }
 
 impl FollowUp {
-    pub fn new(max_failures_per_minute: u32) -> FollowUp {
+    pub fn new(activity: Arc<super::activity::Activity>) -> FollowUp {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lane = || Arc::new(tokio::sync::Semaphore::new(cores.div_ceil(2)));
         FollowUp {
             sessions: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle { window_start: Instant::now(), failures: 0 }),
-            max_failures: max_failures_per_minute,
+            new_cases: lane(),
+            sign_ins: lane(),
+            activity,
+            memory: Arc::default(),
         }
     }
 
-    /// The case a typed codename opens. While too many wrong codenames were entered in
-    /// the current window, every attempt is refused before it is checked: a right guess
-    /// must not be told apart from a wrong one then, or the throttle would not slow
-    /// guessing at all.
+    /// The codename's key, derived in turn with the other derivations of its lane.
+    pub async fn codename_key(
+        &self,
+        lane: Lane,
+        store: &Arc<Store>,
+        normalized: Zeroizing<String>,
+    ) -> Result<CodenameKey, IntakeError> {
+        struct Queued(Arc<super::activity::Activity>);
+        impl Drop for Queued {
+            fn drop(&mut self) {
+                self.0.codename_checks.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.activity.codename_checks.fetch_add(1, Ordering::Relaxed);
+        let queued = Queued(self.activity.clone());
+        let semaphore = match lane {
+            Lane::NewCase => &self.new_cases,
+            Lane::SignIn => &self.sign_ins,
+        };
+        let permit = semaphore.clone().acquire_owned().await.map_err(|_| IntakeError::Internal)?;
+        let store = store.clone();
+        let pool = self.memory.clone();
+        // The permit goes with the work: a request dropped while it runs does not free
+        // its lane before the derivation (and its memory) is done.
+        upload::blocking(move || {
+            let _held = (permit, queued);
+            let take = || pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+            let mut memory = take().unwrap_or_default();
+            let key = CodenameKey::derive(store.instance_secret(), &normalized, &mut memory);
+            pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(memory);
+            Ok(key)
+        })
+        .await
+    }
+
+    /// The case a typed codename opens. A case that still has the keys of before v2
+    /// gets new ones now, durably, and its stored replies are resealed to the new key
+    /// (with the coalition's `recipients`), before anything is shown.
     pub async fn open_case(
         &self,
         store: &Arc<Store>,
+        recipients: &Arc<keys::Recipients>,
         typed: &str,
-    ) -> Result<CaseRecord, IntakeError> {
-        // Each attempt counts as a failure until it proves right: concurrent guesses
-        // cannot slip through one window between the check and the count.
-        self.reserve_attempt()?;
-        if typed.len() > MAX_CODENAME_BYTES {
+    ) -> Result<OpenedCase, IntakeError> {
+        // Longer input is not a codename: refused before it is even normalized.
+        let normalized = match typed.len() <= MAX_CODENAME_BYTES {
+            true => codename::normalize(typed),
+            false => Zeroizing::new(String::new()),
+        };
+        if !codename::is_well_formed(&normalized) {
+            tokio::time::sleep(WRONG_CODENAME_PAUSE).await;
             return Err(IntakeError::CodenameNotRecognized);
         }
-        let normalized = codename::normalize(typed);
-        let store = store.clone();
-        let found = upload::blocking(move || store.case_for_codename(&normalized)).await?;
-        match found {
-            Some(case) => {
-                self.refund_attempt();
-                Ok(case)
+        let key = self.codename_key(Lane::SignIn, store, normalized.clone()).await?;
+        let (store, recipients) = (store.clone(), recipients.clone());
+        let opened = upload::blocking(move || {
+            // Twice at most: a sign-in at the same moment may upgrade the case first.
+            for _ in 0..2 {
+                let Some(found) = store.find_case(&key, &normalized)? else { return Ok(None) };
+                let v1 = keys::v1_reply_identity(store.instance_secret(), &normalized);
+                let upgraded = found.needs_new_keys();
+                let Some(case) = store.upgrade_case_keys(&found, &key)? else { continue };
+                let salt = case.reply_salt.as_deref().and_then(|s| hex::decode(s).ok());
+                let Some(salt) = salt else {
+                    return Err(std::io::Error::other("a case without a reply salt"));
+                };
+                if upgraded {
+                    reseal_replies(&store, &case, &v1, &recipients)?;
+                }
+                return Ok(Some(OpenedCase {
+                    identities: vec![key.reply_identity(&salt), v1],
+                    case,
+                }));
             }
-            None => Err(IntakeError::CodenameNotRecognized),
+            Err(std::io::Error::other("the case changed twice while it was opened"))
+        })
+        .await?;
+        match opened {
+            Some(opened) => Ok(opened),
+            None => {
+                tokio::time::sleep(WRONG_CODENAME_PAUSE).await;
+                Err(IntakeError::CodenameNotRecognized)
+            }
         }
-    }
-
-    /// Refuses while the window's failures are at the limit; otherwise counts one.
-    fn reserve_attempt(&self) -> Result<(), IntakeError> {
-        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        if t.window_start.elapsed() >= THROTTLE_WINDOW {
-            t.window_start = Instant::now();
-            t.failures = 0;
-        }
-        if t.failures >= self.max_failures {
-            return Err(IntakeError::TooManyAttempts);
-        }
-        t.failures += 1;
-        Ok(())
-    }
-
-    fn refund_attempt(&self) {
-        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        t.failures = t.failures.saturating_sub(1);
-    }
-
-    /// True while every attempt is refused: checked before an upload is read, so a
-    /// survivor does not send a large file only to be told to wait.
-    pub fn throttled(&self) -> bool {
-        let t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        t.window_start.elapsed() < THROTTLE_WINDOW && t.failures >= self.max_failures
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -175,7 +236,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// `Sec-Fetch-Site` on form posts, JavaScript or not, and it decides. Without it, an
 /// `Origin` naming another host is refused; our pages' no-referrer policy makes
 /// browsers send `Origin: null`, which is let through (only old browsers reach it).
-fn same_origin(req: &HttpRequest) -> bool {
+pub(super) fn same_origin(req: &HttpRequest) -> bool {
     let headers = req.headers();
     if let Some(site) = headers.get("sec-fetch-site") {
         return site.as_bytes() == b"same-origin";
@@ -217,30 +278,58 @@ struct ReceivedItem {
     files: usize,
 }
 
-/// Decrypts the case's replies with the identity the codename derives. A reply that
-/// does not open is reported as such, never hidden.
-fn read_replies(
+/// Reseals every reply of a just-upgraded case that opens with its old key to its new
+/// recipient and the coalition, so that none stays sealed to a key a copy of the index
+/// gives. One that does not open is left for the coalition to see to.
+fn reseal_replies(
     store: &Store,
-    case: &str,
-    normalized_codename: &str,
-) -> std::io::Result<Vec<ShownReply>> {
-    let identity = keys::reply_identity(store.instance_secret(), normalized_codename);
-    let mut shown = Vec::new();
-    for record in store.case_replies(case)? {
+    case: &CaseRecord,
+    old: &age::x25519::Identity,
+    coalition: &keys::Recipients,
+) -> std::io::Result<()> {
+    for record in store.case_replies(&case.case)? {
         let opened = store
             .open_object(&record.object)
             .map_err(|e| e.to_string())
-            .and_then(|(file, _)| reply::open_reply(file, &identity, case));
-        let text = match opened {
-            Ok(message) => Some(message.text.clone()),
-            Err(_) => {
-                // A fixed message: the error may quote decrypted text.
-                tracing::warn!("a stored reply could not be opened");
-                None
+            .and_then(|(file, _)| reply::open_reply(file, std::slice::from_ref(old), &case.case));
+        let Ok(message) = opened else { continue };
+        let ciphertext = reply::seal_reply(
+            &case.case,
+            &case.reply_recipient,
+            coalition,
+            &message.text,
+            &message.written_at,
+        )
+        .map_err(std::io::Error::other)?;
+        store.reseal_reply(&case.case, &record, &ciphertext)?;
+    }
+    Ok(())
+}
+
+/// Decrypts the case's replies with the identities the codename derives, then deletes
+/// from the server each one that opened: it has been read. A reply that does not open
+/// is reported as such, never hidden, and stays for the coalition to see to.
+fn read_replies(store: &Store, opened: &OpenedCase) -> std::io::Result<Vec<ShownReply>> {
+    let case = &opened.case.case;
+    let mut shown = Vec::new();
+    let mut read: Vec<ObjectId> = Vec::new();
+    for record in store.case_replies(case)? {
+        let message = store
+            .open_object(&record.object)
+            .map_err(|e| e.to_string())
+            .and_then(|(file, _)| reply::open_reply(file, &opened.identities, case));
+        let text = match message {
+            Ok(message) => {
+                read.push(record.object.clone());
+                Some(message.text.clone())
             }
+            // Counted, never logged on its own: a line's time would say when a survivor
+            // came back.
+            Err(_) => None,
         };
         shown.push(ShownReply { received_at: record.imported_at, text });
     }
+    store.remove_replies(case, &read)?;
     Ok(shown)
 }
 
@@ -310,13 +399,13 @@ async fn sign_in(
     let Ok(form) = form else {
         return sign_in_page(lang, Some("followup-wrong"));
     };
-    match intake.followup.open_case(&intake.store, &form.codename).await {
-        Ok(case) => {
+    let recipients = intake.recipients.current();
+    match intake.followup.open_case(&intake.store, &recipients, &form.codename).await {
+        Ok(opened) => {
+            let case = opened.case.clone();
             let replies = {
                 let store = intake.store.clone();
-                let normalized = codename::normalize(&form.codename);
-                let case = case.case.clone();
-                upload::blocking(move || read_replies(&store, &case, &normalized)).await
+                upload::blocking(move || read_replies(&store, &opened)).await
             };
             let session = replies.and_then(|replies| {
                 Ok((replies, intake.followup.start_session(&intake.store, case.clone())?))
@@ -441,6 +530,15 @@ fn set_cookie(req: &HttpRequest, response: &mut HttpResponse, session: &str, lan
     }
 }
 
+/// The answer to `POST /api/v1/followup`. Serialized straight from here: a
+/// `serde_json::Value` would hold copies of the replies' text that nothing wipes.
+#[derive(Serialize)]
+struct FollowUpAnswer {
+    case: String,
+    replies: Vec<ShownReply>,
+    submissions: usize,
+}
+
 /// `POST /api/v1/followup`: `{"codename"}` gives the case, its replies and how many
 /// submissions it holds.
 async fn api_open(
@@ -450,25 +548,23 @@ async fn api_open(
     let Ok(body) = body else {
         return api::error_response(&intake, IntakeError::CodenameNotRecognized);
     };
-    let case = match intake.followup.open_case(&intake.store, &body.codename).await {
-        Ok(case) => case,
+    let recipients = intake.recipients.current();
+    let opened = match intake.followup.open_case(&intake.store, &recipients, &body.codename).await {
+        Ok(opened) => opened,
         Err(e) => return api::error_response(&intake, e),
     };
     let store = intake.store.clone();
-    let normalized = codename::normalize(&body.codename);
-    let id = case.case.clone();
+    let case = opened.case.case.clone();
     let result = upload::blocking(move || {
-        let replies = read_replies(&store, &id, &normalized)?;
-        let submissions = store.case_submissions(&id)?.len();
+        let replies = read_replies(&store, &opened)?;
+        let submissions = store.case_submissions(&opened.case.case)?.len();
         Ok((replies, submissions))
     })
     .await;
     match result {
-        Ok((replies, submissions)) => HttpResponse::Ok().json(serde_json::json!({
-            "case": case.case,
-            "replies": replies,
-            "submissions": submissions,
-        })),
+        Ok((replies, submissions)) => {
+            HttpResponse::Ok().json(FollowUpAnswer { case, replies, submissions })
+        }
         Err(e) => api::error_response(&intake, e),
     }
 }

@@ -1,6 +1,7 @@
 //! The intake: the actix-web app survivors talk to. Routes, streaming uploads, limits,
 //! pages. Never records who connects: no addresses, agents, referrers or queries.
 
+pub mod activity;
 mod api;
 pub mod error;
 pub mod followup;
@@ -25,8 +26,8 @@ pub struct Intake {
     pub recipients: Arc<LiveRecipients>,
     pub store: Arc<Store>,
     pub followup: followup::FollowUp,
-    /// One permit per upload being received (`limits.max_concurrent_uploads`).
-    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The upload and text lanes, and this hour's traffic.
+    pub activity: Arc<activity::Activity>,
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.
@@ -68,6 +69,15 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
             let _ = actix_web::rt::task::spawn_blocking(move || live.reload()).await;
         }
     });
+    // The hour's traffic line is written once its hour is over, requests or not.
+    let activity = intake.activity.clone();
+    actix_web::rt::spawn(async move {
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            minute.tick().await;
+            activity.roll_hour();
+        }
+    });
     let intake = web::Data::new(intake);
     let server = HttpServer::new(move || {
         let mut headers = DefaultHeaders::new();
@@ -106,11 +116,20 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// `200 ok` while the store takes durable writes and uploads are accepted; `503` with
+/// the reason when either is not so: every upload slot taken (a monitor must see what
+/// survivors see), or the store not writable. No counts: anyone can ask, and a live
+/// count of sign-ins or uploads, polled, would tell a watcher of the network when a
+/// survivor is using the service. `amanat status` has the counts.
 async fn healthz(intake: web::Data<Intake>) -> HttpResponse {
     let store = intake.store.clone();
     let result = actix_web::rt::task::spawn_blocking(move || store.check_writable()).await;
+    let saturated = intake.activity.saturation().saturated;
     match result {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ok\n"),
+        Ok(Ok(())) if !saturated => HttpResponse::Ok().content_type("text/plain").body("ok\n"),
+        Ok(Ok(())) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("busy: every upload slot is taken\n"),
         _ => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body("store not writable\n"),
@@ -134,8 +153,9 @@ async fn not_found(req: actix_web::HttpRequest, intake: web::Data<Intake>) -> Ht
 #[derive(Clone, Copy)]
 struct LoggedCode(&'static str);
 
-/// Logs what an operator needs and nothing about who or what: method, route pattern
-/// (never the raw path or query), status, latency, sizes.
+/// Counts every request into the hour's traffic line (`activity`), and only at the
+/// `debug` level logs it on its own line: method, route pattern (never the raw path or
+/// query), status, latency, sizes. Never who, never what.
 async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -151,23 +171,29 @@ async fn log_request(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let activity = req.app_data::<web::Data<Intake>>().map(|i| i.activity.clone());
     let response = next.call(req).await?;
-    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
     let code = response.response().extensions().get::<LoggedCode>().map(|c| c.0);
     let bytes_out = match response.response().body().size() {
         actix_web::body::BodySize::Sized(n) => Some(n),
         _ => None,
     };
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status = response.status().as_u16(),
-        code = code.unwrap_or("-"),
-        ms = started.elapsed().as_millis() as u64,
-        bytes_in = bytes_in.unwrap_or(0),
-        bytes_out = bytes_out.unwrap_or(0),
-        "request"
-    );
+    if let Some(activity) = activity {
+        activity.count(code, bytes_in.unwrap_or(0), bytes_out.unwrap_or(0));
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        tracing::debug!(
+            method = %method,
+            route = %route,
+            status = response.status().as_u16(),
+            code = code.unwrap_or("-"),
+            ms = started.elapsed().as_millis() as u64,
+            bytes_in = bytes_in.unwrap_or(0),
+            bytes_out = bytes_out.unwrap_or(0),
+            "request"
+        );
+    }
     Ok(response)
 }
 
@@ -176,7 +202,6 @@ async fn log_request(
 fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
     response.extensions_mut().insert(LoggedCode(error.code()));
     let retry_after = match error {
-        IntakeError::TooManyAttempts => Some(followup::THROTTLE_WINDOW.as_secs()),
         IntakeError::Busy => Some(120),
         _ => None,
     };

@@ -331,6 +331,11 @@ async fn practice(
     form: Result<web::Form<PracticeForm>, actix_web::Error>,
 ) -> HttpResponse {
     let lang = lang_or_404!(req, intake);
+    // Another site could otherwise show the survivor a codename of its choosing as
+    // theirs, on our page.
+    if !super::followup::same_origin(&req) {
+        return error_page(&intake, lang, IntakeError::CrossSite, None);
+    }
     let Ok(form) = form else {
         return error_page(&intake, lang, IntakeError::MalformedMultipart, None);
     };
@@ -390,7 +395,7 @@ fn error_message(intake: &Intake, lang: Lang, error: IntakeError) -> String {
         IntakeError::TooManyFields => limits.max_fields.to_string(),
         IntakeError::UploadStalled => limits.idle_timeout_secs.to_string(),
         IntakeError::UploadTooSlow => (limits.upload_deadline_secs / 60).to_string(),
-        IntakeError::TooManyAttempts => super::followup::THROTTLE_WINDOW.as_secs().to_string(),
+        IntakeError::UploadRateTooLow => human_bytes(limits.min_upload_bytes_per_sec),
         _ => String::new(),
     };
     let key = format!("error-{}", error.code());

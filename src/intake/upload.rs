@@ -96,6 +96,66 @@ pub async fn receive(
         .await
 }
 
+/// The largest request the text lane takes: a full testimony and a little more.
+fn text_lane_bytes(limits: &crate::config::Limits) -> u64 {
+    limits.max_text_bytes as u64 + 64 * 1024
+}
+
+/// An upload's average speed, held to `limits.min_upload_bytes_per_sec` once
+/// `slow_upload_grace_secs` are over: a trickle that never stalls long enough for the
+/// idle timeout must still give its slot back.
+pub(super) struct Pace {
+    started: std::time::Instant,
+    bytes: u64,
+    min_per_sec: u64,
+    grace: Duration,
+}
+
+impl Pace {
+    pub(super) fn new(limits: &crate::config::Limits) -> Pace {
+        Pace {
+            started: std::time::Instant::now(),
+            bytes: 0,
+            min_per_sec: limits.min_upload_bytes_per_sec,
+            grace: Duration::from_secs(limits.slow_upload_grace_secs),
+        }
+    }
+
+    /// Counts `n` bytes that arrived; refuses when the average is below the minimum.
+    pub(super) fn arrived(&mut self, n: usize) -> Result<(), IntakeError> {
+        self.bytes += n as u64;
+        if self.time_left().is_zero() {
+            return Err(IntakeError::UploadRateTooLow);
+        }
+        Ok(())
+    }
+
+    /// How long the upload may wait for more bytes before its average falls below the
+    /// minimum (never before the grace is over).
+    fn time_left(&self) -> Duration {
+        if self.min_per_sec == 0 {
+            return Duration::MAX;
+        }
+        let earned = Duration::from_secs_f64(self.bytes as f64 / self.min_per_sec as f64);
+        self.grace.max(earned).saturating_sub(self.started.elapsed())
+    }
+
+    /// Awaits the next piece of the upload within the idle timeout and the pace: a
+    /// trickle is refused even while it sends only part headers, which reach no counter.
+    pub(super) async fn within<T>(
+        &self,
+        idle: Duration,
+        next: impl Future<Output = T>,
+    ) -> Result<T, IntakeError> {
+        let left = self.time_left();
+        if left < idle {
+            tokio::time::timeout(left, next).await.map_err(|_| IntakeError::UploadRateTooLow)
+        } else {
+            within(idle, next).await
+        }
+    }
+}
+
 /// The answers the form's consent section allows.
 const CONSENT_READERS: [&str; 3] = ["coalition", "lawyers", "investigators"];
 pub const CONSENT_FIELD: &str = "consent_readers";
@@ -121,14 +181,17 @@ pub async fn receive_keeping(
     if content_length.is_some_and(|len| !intake.store.usage().fits(len)) {
         return Err(IntakeError::StorageFull);
     }
-    // Held until this upload is answered; when none is left, refuse before reading.
-    let _permit = intake.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)?;
+    // Held until this upload is answered. A text-only testimony (its declared size
+    // leaves no room for more than small files) takes the text lane, which waits its
+    // turn: a survivor without files is never told the server is busy. Uploads with
+    // files are refused before a byte is read when no slot is left.
+    let text_only = content_length.is_some_and(|len| len <= text_lane_bytes(limits));
+    let _permit = if text_only {
+        intake.activity.texts.clone().acquire_owned().await.map_err(|_| IntakeError::Internal)?
+    } else {
+        intake.activity.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)?
+    };
 
-    // A survivor adding with a codename must not upload for half an hour only to be
-    // told to wait.
-    if matches!(target, Target::CodenameField) && intake.followup.throttled() {
-        return Err(IntakeError::TooManyAttempts);
-    }
     let guard = AbandonOnDrop(PendingObjects::default());
     // Every object of this submission is sealed to the set in force now, even if the
     // recipients are reloaded while it uploads.
@@ -161,28 +224,29 @@ pub async fn receive_keeping(
     let store = intake.store.clone();
     let id = store.random_hex(16);
     let received_at = received_hour();
-    // A new case gets a codename; only its tag and the reply recipient derived from it
-    // are kept.
+    // A new case gets a codename; only its lookup tag, its salt and the public reply
+    // recipient are kept (keys::CodenameKey).
     let (codename, new_case, existing) = match target {
         Target::NewCase => {
             let codename = codename::Codename::generate(store.rng());
-            let normalized = codename.normalized();
-            let tag = codename::tag(store.instance_secret(), &normalized);
-            let reply_recipient =
-                keys::reply_identity(store.instance_secret(), &normalized).to_public().to_string();
-            let case = CaseRecord { case: id.clone(), reply_recipient };
+            let lane = super::followup::Lane::NewCase;
+            let key = intake.followup.codename_key(lane, &store, codename.normalized()).await?;
+            let (tag, case) = store.new_case_keys(&id, &key);
             (Some(codename), Some((tag, case)), None)
         }
         Target::Case(case) => (None, None, Some(case)),
         Target::CodenameField => {
             let typed = received.codename.take().unwrap_or_default();
-            (None, None, Some(intake.followup.open_case(&store, &typed).await?))
+            let opened = intake.followup.open_case(&store, &recipients, &typed).await?;
+            (None, None, Some(opened.case))
         }
     };
-    let (case, reply_recipient) = match (&new_case, &existing) {
-        (Some((_, case)), _) | (None, Some(case)) => {
-            (case.case.clone(), Some(case.reply_recipient.clone()))
-        }
+    let (case, reply_recipient, reply_key_version) = match (&new_case, &existing) {
+        (Some((_, case)), _) | (None, Some(case)) => (
+            case.case.clone(),
+            Some(case.reply_recipient.clone()),
+            case.reply_salt.is_some().then_some(2),
+        ),
         (None, None) => return Err(IntakeError::Internal),
     };
 
@@ -201,6 +265,7 @@ pub async fn receive_keeping(
         submission: id.clone(),
         case,
         reply_recipient,
+        reply_key_version,
         received_at: received_at.clone(),
         declared_at: None,
         language,
@@ -215,7 +280,7 @@ pub async fn receive_keeping(
     let (record, objects, receipt) = blocking(move || {
         let plaintext = manifest.to_plaintext()?;
         let object = store.create_object(&pending);
-        let (object, sealed) = envelope::seal_bytes(&recipients, &plaintext, object)?;
+        let (object, sealed) = envelope::seal_document(&recipients, &plaintext, object)?;
         object.persist(&sealed.id, &pending)?;
         let record = SubmissionRecord {
             id: manifest.submission.clone(),
@@ -270,12 +335,12 @@ async fn read_parts(
     // One buffer for every text field, sized once: growing a Vec would leave unwiped
     // copies of the testimony in freed memory.
     let mut text_buffer = Zeroizing::new(Vec::new());
-    let mut file_bytes = 0u64;
-    let mut reservation = intake.store.usage().reserve();
+    let mut files =
+        Budget::new(limits, intake.store.usage().reserve(), limits.max_submission_bytes);
     let mut parts = 0usize;
     let mut seen_testimony = false;
 
-    while let Some(part) = within(idle, multipart.next()).await? {
+    while let Some(part) = files.pace.within(idle, multipart.next()).await? {
         let mut field = part.map_err(multipart_error)?;
         parts += 1;
         if parts > limits.max_fields + limits.max_files {
@@ -292,24 +357,17 @@ async fn read_parts(
                 .content_type()
                 .map(|m| m.essence_str().to_string())
                 .unwrap_or_else(|| "application/octet-stream".into());
-            let Some(first) = within(idle, field.next()).await? else {
+            let Some(first) = files.pace.within(idle, field.next()).await? else {
                 // A form sends an empty part when no file was chosen: not evidence.
                 continue;
             };
             let first = first.map_err(multipart_error)?;
+            files.pace.arrived(first.len())?;
             if received.attachments.len() == limits.max_files {
                 return Err(IntakeError::TooManyFiles);
             }
-            let sealed = receive_file(
-                intake,
-                recipients,
-                &mut field,
-                first,
-                &mut file_bytes,
-                &mut reservation,
-                pending,
-            )
-            .await?;
+            let sealed =
+                receive_file(intake, recipients, &mut field, first, &mut files, pending).await?;
             received.attachment_ciphertext_bytes += sealed.ciphertext_len;
             received.attachments.push(Attachment {
                 object: sealed.id.to_string(),
@@ -331,9 +389,15 @@ async fn read_parts(
         if text_buffer.capacity() == 0 {
             text_buffer.reserve_exact(text_capacity);
         }
-        let value =
-            read_text(&mut field, idle, limits.max_text_bytes, &mut text_bytes, &mut text_buffer)
-                .await?;
+        let value = read_text(
+            &mut field,
+            idle,
+            limits.max_text_bytes,
+            &mut text_bytes,
+            &mut text_buffer,
+            &mut files.pace,
+        )
+        .await?;
         match name.as_str() {
             TESTIMONY_FIELD if seen_testimony => return Err(IntakeError::DuplicateTestimony),
             TESTIMONY_FIELD => {
@@ -360,8 +424,7 @@ async fn receive_file(
     recipients: &Arc<keys::Recipients>,
     field: &mut Field,
     first: Bytes,
-    file_bytes: &mut u64,
-    reservation: &mut Reservation,
+    budget: &mut Budget,
     pending: &PendingObjects,
 ) -> Result<envelope::SealedObject, IntakeError> {
     let limits = &intake.config.limits;
@@ -375,7 +438,7 @@ async fn receive_file(
 
     let rest = field.map(|chunk| chunk.map_err(multipart_error));
     let stream = futures_util::stream::iter([Ok(first)]).chain(rest);
-    let sent = feed(stream, &tx, idle, file_bytes, limits.max_submission_bytes, reservation).await;
+    let sent = feed(stream, &tx, idle, budget).await;
     // On error, dropping the sender without `End` makes the worker drop its object.
     drop(tx);
     sent?;
@@ -391,25 +454,49 @@ pub(super) async fn feed(
     mut body: impl futures_util::Stream<Item = Result<Bytes, IntakeError>> + Unpin,
     tx: &mpsc::Sender<Chunk>,
     idle: Duration,
-    total: &mut u64,
-    limit: u64,
-    reservation: &mut Reservation,
+    budget: &mut Budget,
 ) -> Result<(), IntakeError> {
-    while let Some(chunk) = within(idle, body.next()).await? {
+    while let Some(chunk) = budget.pace.within(idle, body.next()).await? {
         let chunk = chunk?;
-        *total += chunk.len() as u64;
-        if *total > limit {
-            return Err(IntakeError::SubmissionTooLarge);
-        }
-        if !reservation.grow(chunk.len() as u64) {
-            return Err(IntakeError::StorageFull);
-        }
+        budget.take(chunk.len())?;
         if tx.send(Chunk::Data(chunk)).await.is_err() {
             return Ok(());
         }
     }
     let _ = tx.send(Chunk::End).await;
     Ok(())
+}
+
+/// What one request may still send: bytes under its limit and the storage quota, at
+/// no less than the minimum pace. Counted across every body `feed` passes on.
+pub(super) struct Budget {
+    received: u64,
+    limit: u64,
+    reservation: Reservation,
+    pub(super) pace: Pace,
+}
+
+impl Budget {
+    pub(super) fn new(
+        limits: &crate::config::Limits,
+        reservation: Reservation,
+        limit: u64,
+    ) -> Budget {
+        Budget { received: 0, limit, reservation, pace: Pace::new(limits) }
+    }
+
+    /// Takes `n` more bytes, or refuses: too large, no room, or too slow.
+    fn take(&mut self, n: usize) -> Result<(), IntakeError> {
+        self.pace.arrived(n)?;
+        self.received += n as u64;
+        if self.received > self.limit {
+            return Err(IntakeError::SubmissionTooLarge);
+        }
+        if !self.reservation.grow(n as u64) {
+            return Err(IntakeError::StorageFull);
+        }
+        Ok(())
+    }
 }
 
 pub(super) enum Chunk {
@@ -485,10 +572,12 @@ async fn read_text(
     max_text_bytes: usize,
     text_bytes: &mut usize,
     buf: &mut Zeroizing<Vec<u8>>,
+    pace: &mut Pace,
 ) -> Result<Zeroizing<String>, IntakeError> {
     buf.clear();
-    while let Some(chunk) = within(idle, field.next()).await? {
+    while let Some(chunk) = pace.within(idle, field.next()).await? {
         let chunk = chunk.map_err(multipart_error)?;
+        pace.arrived(chunk.len())?;
         *text_bytes += chunk.len();
         if *text_bytes > max_text_bytes {
             return Err(IntakeError::TextTooLarge);

@@ -31,9 +31,101 @@ pub enum LogLeaf {
     Purge { purged_at: String, submissions: Vec<String> },
     /// A reply from the coalition stored for a case (custody).
     Reply { case: String, object: String, imported_at: String },
+    /// A case's reply key replaced (its survivor signed in after the upgrade from v1
+    /// keys): reviewers seal later replies to `recipient`. No time: its place in the log
+    /// bounds it, and a finer mark would say when a survivor came back.
+    ReplyKey { case: String, recipient: String },
+}
+
+/// Why a leaf was refused before it reached the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafError(pub String);
+
+impl std::fmt::Display for LeafError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a log leaf was refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for LeafError {}
+
+/// Lowercase hex of exactly `len` digits.
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A UTC hour as the server writes it: `YYYY-MM-DDTHH:00:00Z`.
+pub fn is_hour(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && s.ends_with(":00:00Z")
+        && [4, 7].iter().all(|&i| b[i] == b'-')
+        && b[10] == b'T'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12].iter().all(|&i| b[i].is_ascii_digit())
 }
 
 impl LogLeaf {
+    /// Refuses a leaf whose fields are not exactly what the server makes: ids in
+    /// lowercase hex of their length, hours in the server's form, an age recipient.
+    /// Leaves are plain text lines, so a free-text field (a newline in a sealed file's
+    /// recipients fingerprint) could forge lines of its own: every leaf passes here
+    /// before it is logged (`store`'s only way to append one).
+    pub fn validate(&self) -> Result<(), LeafError> {
+        let refuse = |what: &str| Err(LeafError(what.to_string()));
+        let submission_ids = |ids: &[String]| ids.iter().all(|id| is_hex(id, 32));
+        match self {
+            LogLeaf::Submission {
+                submission,
+                case,
+                received_at,
+                manifest,
+                attachments,
+                recipients,
+            } => {
+                if !is_hex(submission, 32) || !is_hex(case, 32) {
+                    return refuse("a submission or case id is not 32 lowercase hex digits");
+                }
+                if !is_hour(received_at) {
+                    return refuse("the hour of receipt is not a UTC hour");
+                }
+                if !is_hex(manifest, 64) || !attachments.iter().all(|a| is_hex(a, 64)) {
+                    return refuse("an object id is not 64 lowercase hex digits");
+                }
+                if attachments.len() > MAX_LEAF_IDS {
+                    return refuse("too many attachments");
+                }
+                if !is_hex(recipients, 64) {
+                    return refuse("the recipients fingerprint is not 64 lowercase hex digits");
+                }
+            }
+            LogLeaf::Export { bundle, exported_at, submissions } => {
+                if !is_hex(bundle, 32) || !is_hour(exported_at) || !submission_ids(submissions) {
+                    return refuse("an export leaf with a malformed field");
+                }
+            }
+            LogLeaf::Purge { purged_at, submissions } => {
+                if !is_hour(purged_at) || !submission_ids(submissions) {
+                    return refuse("a purge leaf with a malformed field");
+                }
+            }
+            LogLeaf::Reply { case, object, imported_at } => {
+                if !is_hex(case, 32) || !is_hex(object, 64) || !is_hour(imported_at) {
+                    return refuse("a reply leaf with a malformed field");
+                }
+            }
+            LogLeaf::ReplyKey { case, recipient } => {
+                let age = recipient.len() <= 100
+                    && recipient.starts_with("age1")
+                    && recipient.parse::<age::x25519::Recipient>().is_ok()
+                    && recipient.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                if !is_hex(case, 32) || !age {
+                    return refuse("a reply-key leaf with a malformed field");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The leaf data: `amanat/leaf/v1`, then `key value` lines; id lists sorted.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let sorted = |ids: &[String]| {
@@ -68,6 +160,9 @@ impl LogLeaf {
             LogLeaf::Reply { case, object, imported_at } => format!(
                 "amanat/leaf/v1\nkind reply\ncase {case}\nreply {object}\nimported {imported_at}\n"
             ),
+            LogLeaf::ReplyKey { case, recipient } => {
+                format!("amanat/leaf/v1\nkind reply-key\ncase {case}\nrecipient {recipient}\n")
+            }
         };
         text.into_bytes()
     }
@@ -76,6 +171,9 @@ impl LogLeaf {
         merkle::leaf_hash(&self.canonical_bytes())
     }
 }
+
+/// Attachments in one submission leaf: far above any limit the intake allows.
+const MAX_LEAF_IDS: usize = 10_000;
 
 /// A tree head: the log's origin, its size and root hash.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -58,6 +58,18 @@ pub struct Custody {
     pub by: Option<String>,
     /// Every object disclosed, sorted.
     pub objects: Vec<String>,
+    /// Who the survivor said may read the case (the form's `consent_readers`:
+    /// coalition, lawyers or investigators), or "not stated".
+    #[serde(default)]
+    pub consent: String,
+    /// Why the case was disclosed although that consent does not cover a lawyer: the
+    /// reviewer's own words (`--override-consent`), under their signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_override: Option<String>,
+    /// SHA-256 (hex) of the package's VERIFY.txt, so that instructions rewritten on
+    /// the way fail the custody signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_txt_sha256: Option<String>,
 }
 
 impl DisclosureIndex {
@@ -95,6 +107,32 @@ pub struct DiscloseRequest<'a> {
     pub to: &'a str,
     pub signer: Option<&'a SigningKey>,
     pub out: &'a Path,
+    /// Disclose although the survivor's consent does not cover a lawyer, for this
+    /// reason (it goes into the signed custody record and the lawyer's report).
+    pub override_consent: Option<&'a str>,
+}
+
+/// What a survivor's consent answer allows: a lawyer reads the case only with
+/// "lawyers" or "investigators" (which includes lawyers).
+const CONSENT_FOR_LAWYERS: [&str; 2] = ["lawyers", "investigators"];
+
+/// The case's latest stated consent, from its opened submissions (newest last in the
+/// case's log order, as `open` wrote them).
+fn stated_consent(cases: &Path, submissions: &[&SubmissionRecord]) -> Option<String> {
+    let mut latest: Option<(u64, String)> = None;
+    for record in submissions {
+        let path = cases.join(&record.id).join("testimony.json");
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok(opened) = serde_json::from_slice::<super::report::Case>(&bytes) else { continue };
+        let consent = opened.fields.iter().find(|f| f.name == crate::intake::upload::CONSENT_FIELD);
+        if let Some(consent) = consent {
+            let at = record.log_index.unwrap_or(0);
+            if latest.as_ref().is_none_or(|(seen, _)| at >= *seen) {
+                latest = Some((at, consent.value.clone()));
+            }
+        }
+    }
+    latest.map(|(_, consent)| consent)
 }
 
 pub fn disclose(
@@ -169,6 +207,40 @@ pub fn disclose(
     }
     let server_key =
         server_key.ok_or_else(|| format!("case {} is in none of the bundles", req.case))?;
+    let records: Vec<&SubmissionRecord> = submissions.iter().map(|(_, s)| &s.record).collect();
+    let consent = stated_consent(req.cases, &records);
+    let allowed = consent.as_deref().is_some_and(|c| CONSENT_FOR_LAWYERS.contains(&c));
+    let consent_override = match (allowed, req.override_consent.map(str::trim)) {
+        (true, _) => None,
+        (false, Some(reason))
+            if reason.chars().count() >= 10 && !reason.chars().any(char::is_control) =>
+        {
+            Some(reason.to_string())
+        }
+        (false, Some(_)) => {
+            return Err("--override-consent needs a reason of at least 10 characters, on one \
+                        line: it goes into the signed custody record and the lawyer's report"
+                .into())
+        }
+        (false, None) => {
+            return Err(match &consent {
+                Some(c) => format!(
+                    "the survivor of case {} said who may read it: {c:?}, which does not include \
+                     a lawyer. Nothing was written. Ask the survivor, or if there is a reason \
+                     that outweighs it, give it: --override-consent \"REASON\" (it is signed \
+                     into the package and shown to the lawyer)",
+                    req.case
+                ),
+                None => format!(
+                    "the survivor of case {} did not say whether a lawyer may read it (no \
+                     consent answer in any of its submissions). Nothing was written. Ask the \
+                     survivor, or give the reason to disclose anyway: --override-consent \
+                     \"REASON\"",
+                    req.case
+                ),
+            })
+        }
+    };
     let index = DisclosureIndex {
         schema: DISCLOSURE_SCHEMA.into(),
         case: req.case.into(),
@@ -177,6 +249,7 @@ pub fn disclose(
     };
     let mut objects: Vec<String> = index.objects().iter().map(ToString::to_string).collect();
     objects.sort();
+    let verify_txt = verify_text(&index);
     let custody = Custody {
         schema: CUSTODY_SCHEMA.into(),
         case: req.case.into(),
@@ -184,6 +257,9 @@ pub fn disclose(
         to: req.to.trim().into(),
         by: req.signer.map(|k| k.verifier().to_string()),
         objects,
+        consent: consent.unwrap_or_else(|| "not stated".into()),
+        consent_override,
+        verify_txt_sha256: Some(crate::envelope::ObjectId::of(verify_txt.as_bytes()).to_string()),
     };
     let custody_bytes = serde_json::to_vec_pretty(&custody).map_err(|e| e.to_string())?;
 
@@ -207,7 +283,7 @@ pub fn disclose(
             );
             append(&mut tar, CUSTODY_SIGNATURE_NAME, signature.as_bytes()).map_err(io_err)?;
         }
-        append(&mut tar, VERIFY_NAME, verify_text(&index).as_bytes()).map_err(io_err)?;
+        append(&mut tar, VERIFY_NAME, verify_txt.as_bytes()).map_err(io_err)?;
         for (n, submission) in &submissions {
             let bundle = &bundles[*n].0;
             for id in submission.record.object_ids() {
@@ -260,15 +336,20 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::R
 }
 
 /// How to check the package, with amanat and with standard tools only.
-fn verify_text(index: &DisclosureIndex) -> String {
+pub(super) fn verify_text(index: &DisclosureIndex) -> String {
     let first = index.submissions.first().map(|s| s.record.id.as_str()).unwrap_or("");
     format!(
         "amanat disclosure package: case {case}
 
 WITH AMANAT (offline)
-  amanat verify THIS-FILE.tar --identity YOUR-KEY.txt --out DIR
+  amanat verify THIS-FILE.tar --identity YOUR-KEY.txt --out DIR \\
+      --server-key 'THE SERVER KEY THE COALITION PUBLISHED' \\
+      --custody-key 'KEY OF THE REVIEWER WHO DISCLOSED IT, IF YOU HAVE IT'
 Checks every hash, signature and proof, decrypts every file with its disclosed key,
 compares each with the sealed manifest, and writes the files and DIR/report.html.
+It passes (exit 0) only with --server-key: the key inside the package could be
+anyone's, and only the key the coalition published ties the files to its server.
+The report says, for each check, what it proved and what it does not.
 
 WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
 1. Unpack:            tar -xf THIS-FILE.tar
@@ -281,6 +362,12 @@ WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
    coalition, and its 16-byte file key opens it. The stock age tool cannot open a file
    with a bare file key; amanat verify does, and so can any age library that accepts a
    file key (the age format specification defines the step).
+   What an object decrypts to is padded, so that its stored size does not give the
+   file's size away: a manifest is JSON followed by spaces; a file is the file's bytes
+   followed by zero bytes. The manifest gives each file's true \"size\" and \"sha256\";
+   with a key that opens the object (a coalition key holder's, with stock age):
+     age -d -i KEY objects/<id>.age | head -c SIZE | sha256sum
+   prints that SHA-256.
 4. The server key is in disclosure.json (\"server_key\": name+keyid+BASE64). Compare it
    with the key the coalition published. Its last part, base64-decoded, is 0x01 followed
    by the 32-byte Ed25519 public key:
@@ -303,8 +390,12 @@ WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
    The received hour is the server's clock, written into the log when the submission
    arrived; the signed log proves what was received and in which order, and that no
    entry was changed afterwards.
-7. custody.json says who disclosed which objects to whom and when; custody.sig is the
-   Ed25519 signature of custody.json's exact bytes by the key in its \"by\" field.
+7. custody.json says who disclosed which objects to whom and when, what the survivor
+   consented to (\"consent\"), and, if the reviewer disclosed against it, why
+   (\"consent_override\"); its \"verify_txt_sha256\" is the SHA-256 of this file.
+   custody.sig is the Ed25519 signature of custody.json's exact bytes by the key in its
+   \"by\" field: compare that key with the one the reviewer gave you. A package without
+   custody.sig proves nothing about who disclosed it.
 ",
         case = index.case,
         first = first

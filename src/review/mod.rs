@@ -53,6 +53,9 @@ pub enum Status {
     AlreadyOpen,
     /// Not a submission: the bundle's server key was seen here for the first time.
     NewServerKey,
+    /// Not a submission: a case's reply key was replaced (its upgrade from v1 keys);
+    /// `amanat reply` seals to the new one from now on.
+    ReplyKeyChanged,
     Failed,
 }
 
@@ -162,8 +165,109 @@ pub fn open_bundles(
             outcomes.push(outcome);
         }
     }
+    for (bundle, log) in &opened {
+        if let Some(log) = log {
+            outcomes.extend(record_reply_keys(bundle, log, out));
+        }
+    }
     report::write_index(out)?;
     Ok(outcomes)
+}
+
+/// Where a case's replies are sealed since its reply key changed (`amanat reply` reads
+/// it before the key in the first submission's manifest).
+pub const REPLY_KEY_FILE: &str = "reply-key.json";
+
+/// Writes each logged reply-key change into its case folder, when the case is opened
+/// here and the change is one the server may make: the one upgrade of a case whose
+/// first manifest predates v2 keys, from the server that took the case, a leaf of the
+/// bundle's verified log. Anything else is refused and reported: a server (or whoever
+/// holds its signing key) must not be able to send a survivor's replies elsewhere.
+fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for change in &bundle.index.log.reply_keys {
+        let dir = out.join(&change.case);
+        let opened = fs::read(dir.join("testimony.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<report::Case>(&b).ok());
+        let Some(opened) = opened.filter(|_| is_submission_id(&change.case)) else { continue };
+        let path = dir.join(REPLY_KEY_FILE);
+        let known = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ReplyKey>(&b).ok());
+        let verdict = (|| {
+            let proof = crate::log::decode_hashes(&change.inclusion_proof)?;
+            let leaf = change.log_leaf();
+            leaf.validate().map_err(|e| e.to_string())?;
+            let cp = &log.checkpoint;
+            let bytes = leaf.canonical_bytes();
+            crate::log::merkle::verify_inclusion(
+                &bytes,
+                change.log_index,
+                cp.size,
+                &cp.root,
+                &proof,
+            )
+            .map_err(|e| format!("not in the server's signed log: {e}"))?;
+            if opened.reply_key_version.is_some() {
+                return Err("its reply key is of the kind that is never replaced".into());
+            }
+            if opened.server != bundle.index.server {
+                return Err(format!("the case came from server {}, not this one", opened.server));
+            }
+            match &known {
+                Some(k) if k.recipient == change.recipient => Ok(false),
+                Some(_) => Err("its reply key was replaced once already".into()),
+                None => Ok(true),
+            }
+        })();
+        match verdict {
+            Ok(false) => {}
+            Ok(true) => {
+                let key = ReplyKey {
+                    case: change.case.clone(),
+                    recipient: change.recipient.clone(),
+                    log_index: change.log_index,
+                };
+                let written =
+                    serde_json::to_vec_pretty(&key).map_err(io::Error::other).and_then(|json| {
+                        let partial = dir.join(format!("{REPLY_KEY_FILE}.partial"));
+                        fs::write(&partial, json)?;
+                        fs::rename(&partial, &path)
+                    });
+                outcomes.push(match written {
+                    Ok(()) => Outcome {
+                        submission: change.case.clone(),
+                        status: Status::ReplyKeyChanged,
+                        reason: Some(format!(
+                            "case {}: its reply key was replaced at its survivor's sign-in (the \
+                             upgrade from keys of before v2); replies are sealed to {} from now on",
+                            change.case, change.recipient
+                        )),
+                        files: 0,
+                        path: Some(path.clone()),
+                        case: Some(change.case.clone()),
+                    },
+                    Err(e) => failed(&change.case, format!("cannot record its new reply key: {e}")),
+                });
+            }
+            Err(why) => outcomes.push(failed(
+                &change.case,
+                format!(
+                    "the bundle claims a new reply key for case {}, refused ({why}): replies \
+                     stay sealed to the key the case had; tell the coalition's operator",
+                    change.case
+                ),
+            )),
+        }
+    }
+    outcomes
+}
+
+/// `reply-key.json` in a case folder.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ReplyKey {
+    pub case: String,
+    pub recipient: String,
+    pub log_index: u64,
 }
 
 /// The record must be a leaf of the bundle's signed checkpoint: otherwise it did not
@@ -259,7 +363,9 @@ fn write_case(
         let saved_as = safe_name(&attachment.name, &mut taken);
         let path = evidence.join(&saved_as);
         let file = File::create(&path).map_err(|e| format!("cannot write {saved_as}: {e}"))?;
-        let (_, opened) = decrypt_object(bundle, &id, identities, BufWriter::new(file), "a file")?;
+        let sink = BufWriter::new(file);
+        let (_, opened) =
+            decrypt_object(bundle, &id, identities, sink, "a file", Some(attachment.size))?;
         if opened.plaintext_sha256 != attachment.sha256 || opened.plaintext_len != attachment.size {
             return Err(format!(
                 "file {saved_as} does not match the manifest's SHA-256 and size: altered"
@@ -281,7 +387,7 @@ fn read_manifest(
     let plaintext = Zeroizing::new(Vec::new());
     let limited = LimitedWriter { inner: plaintext, left: MAX_MANIFEST_BYTES };
     let (limited, _) =
-        decrypt_object(bundle, &record.manifest, identities, limited, "the manifest")?;
+        decrypt_object(bundle, &record.manifest, identities, limited, "the manifest", None)?;
     let manifest: Manifest = serde_json::from_slice(&limited.inner)
         .map_err(|e| format!("the manifest is not valid: {e}"))?;
     check_manifest(&manifest, record)?;
@@ -294,16 +400,22 @@ pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<
     if manifest.schema != MANIFEST_SCHEMA {
         return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
     }
-    if manifest.case != record.case {
+    // A sealed file's id is bound to its objects (`sealed::submission_id`), so its
+    // manifest, sealed before the id existed, carries the kit's own: the binding is
+    // what ties them.
+    let sealed_offline = manifest.origin == crate::envelope::Origin::Fieldkit;
+    let bound = sealed_offline
+        && record.case == record.id
+        && record.id == crate::sealed::submission_id(&record.manifest, &record.attachments);
+    if !bound && manifest.case != record.case {
         return Err("the manifest belongs to another case: the bundle was edited".into());
     }
-    if manifest.submission != record.id {
+    if !bound && manifest.submission != record.id {
         return Err("the manifest belongs to another submission: objects were swapped".into());
     }
     // The hour the server recorded is also sealed inside the manifest: a bundle.json
     // edited to move a submission in time disagrees with it. A field kit seals before
     // any server sees it: its manifest has no hour of receipt, only the device's time.
-    let sealed_offline = manifest.origin == crate::envelope::Origin::Fieldkit;
     if sealed_offline && !manifest.received_at.is_empty() {
         return Err("a field-kit manifest claims an hour of receipt: not one amanat made".into());
     }
@@ -327,13 +439,15 @@ pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<
 }
 
 /// Decrypts one object of the bundle into `sink`, checking it is whole and is the
-/// object its id names. `what` names it in errors.
+/// object its id names. `what` names it in errors; `size` is a file's size, to cut
+/// its padding off (`envelope::open_file`), None for a manifest.
 fn decrypt_object<W: Write + Send>(
     bundle: &Bundle,
     id: &ObjectId,
     identities: &[age::x25519::Identity],
     sink: W,
     what: &str,
+    size: Option<u64>,
 ) -> Result<(W, envelope::OpenedObject), String> {
     let reader = match bundle.object(id) {
         Some(reader) => reader.map_err(|e| format!("cannot read {what} ({id}): {e}"))?,
@@ -342,11 +456,25 @@ fn decrypt_object<W: Write + Send>(
             return Err(format!("{what} ({id}) is missing from the bundle{hint}"));
         }
     };
-    let (mut sink, opened) = envelope::open_object(reader, identities, sink)
-        .map_err(|e| format!("{what} ({id}): {e}"))?;
+    let opened = match size {
+        Some(size) => envelope::open_file(reader, identities, sink, size),
+        None => envelope::open_object(reader, identities, sink),
+    };
+    let swapped = || format!("{what} ({id}) does not match its id: it was altered or swapped");
+    let (mut sink, opened) = match opened {
+        Ok(done) => done,
+        // Bytes that are not the object named explain any other failure: say that.
+        Err(e) => {
+            let actual = bundle.object(id).and_then(|r| r.ok()).map(envelope::object_id_of);
+            return Err(match actual {
+                Some(Ok(actual)) if actual != *id => swapped(),
+                _ => format!("{what} ({id}): {e}"),
+            });
+        }
+    };
     sink.flush().map_err(|e| format!("cannot write {what}: {e}"))?;
     if opened.id != *id {
-        return Err(format!("{what} ({id}) does not match its id: it was altered or swapped"));
+        return Err(swapped());
     }
     Ok((sink, opened))
 }

@@ -43,9 +43,22 @@ pub fn write_reply(
             opened.case
         ));
     }
-    let recipient = opened.reply_recipient.ok_or_else(|| {
-        format!("case {case} has no reply key (it was not sent through the server's form)")
-    })?;
+    // A reply key logged after the first submission (the upgrade to v2 keys) replaces
+    // the one its manifest carried: that one is exposed, and the server refuses it.
+    let changed = cases.join(case).join(super::REPLY_KEY_FILE);
+    let recipient = match fs::read(&changed) {
+        Ok(bytes) => {
+            let key: super::ReplyKey = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: {e}", changed.display()))?;
+            if key.case != case {
+                return Err(format!("{} belongs to another case", changed.display()));
+            }
+            key.recipient
+        }
+        Err(_) => opened.reply_recipient.ok_or_else(|| {
+            format!("case {case} has no reply key (it was not sent through the server's form)")
+        })?,
+    };
     if out.exists() {
         return Err(format!("{} exists; a reply bundle never overwrites a file", out.display()));
     }

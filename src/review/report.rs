@@ -28,6 +28,9 @@ pub struct Case {
     /// Where replies to this case are sealed (from the survivor's sealed manifest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_recipient: Option<String>,
+    /// 2 when that key is of the v2 derivation, which is never replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_key_version: Option<u32>,
     pub testimony: String,
     pub fields: Vec<TextField>,
     pub files: Vec<CaseFile>,
@@ -83,6 +86,7 @@ impl Case {
             origin: manifest.origin,
             case: record.case.clone(),
             reply_recipient: manifest.reply_recipient.clone(),
+            reply_key_version: manifest.reply_key_version,
             testimony: manifest.testimony.clone(),
             fields: manifest.fields.clone(),
             files,

@@ -21,7 +21,22 @@ use zeroize::Zeroizing;
 pub struct Check {
     pub what: String,
     pub ok: bool,
+    /// What it proved, or why it failed.
     pub detail: String,
+    /// What it does not prove, in words for the person relying on it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub not_proved: String,
+}
+
+/// What the person verifying knows from elsewhere, and chooses to accept.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The server key the coalition published: required for a pass.
+    pub server_key: Option<&'a str>,
+    /// The disclosing reviewer's custody key, if known.
+    pub custody_key: Option<&'a str>,
+    /// Accept an unsigned custody record (the report says so).
+    pub accept_unsigned_custody: bool,
 }
 
 /// One disclosed file.
@@ -49,47 +64,117 @@ pub struct VerifyReport {
     pub files: Vec<VerifiedFile>,
     /// Whether the server key was compared with one the user gave (`--server-key`).
     /// Without that, the checks prove the package is what *some* key signed; only the
-    /// published key ties it to the coalition's server.
+    /// published key ties it to the coalition's server, and there is no pass.
     pub server_key_pinned: bool,
+    /// Who the survivor said may read the case, as the custody record states it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
+    /// The reviewer's reason for disclosing against that consent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent_override: Option<String>,
+    /// The custody record is unsigned and was accepted by `--accept-unsigned-custody`.
+    pub accepted_unsigned_custody: bool,
     pub verified: bool,
 }
 
 impl VerifyReport {
     fn check(&mut self, what: impl Into<String>, result: Result<String, String>) -> bool {
+        self.check_limited(what, result, "")
+    }
+
+    /// A check, and what it does not prove even when it holds.
+    fn check_limited(
+        &mut self,
+        what: impl Into<String>,
+        result: Result<String, String>,
+        not_proved: &str,
+    ) -> bool {
         let (ok, detail) = match result {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        self.checks.push(Check { what: what.into(), ok, detail });
+        self.checks.push(Check { what: what.into(), ok, detail, not_proved: not_proved.into() });
         ok
     }
 
-    /// What the verdict does not cover, in words for the person reading it.
-    pub fn caveat(&self) -> Option<String> {
-        (!self.server_key_pinned).then(|| {
-            format!(
-                "The server key was not compared with a published one. Check that {} is the key \
-                 the coalition published for its server (or run verify again with --server-key): \
-                 until then this proves only that the files are what that key's log recorded.",
+    /// The verdict in one line.
+    pub fn verdict(&self) -> &'static str {
+        if self.verified {
+            "EVERY CHECK PASSED"
+        } else if !self.server_key_pinned && self.checks.iter().filter(|c| !c.ok).count() == 1 {
+            "NOT VERIFIED: the server key was not compared with the published one"
+        } else {
+            "VERIFICATION FAILED"
+        }
+    }
+
+    /// What the verdict rests on that the reader should know, in words for them.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.server_key_pinned {
+            notes.push(format!(
+                "The package names server key {}. Run verify again with --server-key and the key \
+                 the coalition published for its server: only that comparison ties these files \
+                 to its log, and without it there is no pass.",
                 self.server_key
-            )
-        })
+            ));
+        }
+        if self.accepted_unsigned_custody {
+            notes.push(
+                "The custody record is not signed, and was accepted because \
+                 --accept-unsigned-custody was given: who disclosed this, to whom and when rests \
+                 on no one's signature."
+                    .into(),
+            );
+        }
+        if let Some(reason) = &self.consent_override {
+            notes.push(format!(
+                "The survivor's consent ({}) does not include a lawyer. The reviewer disclosed \
+                 the case anyway, giving this reason under their signature: {reason}",
+                self.consent.as_deref().unwrap_or("not stated")
+            ));
+        }
+        notes
+    }
+
+    /// The old one-line caveat, kept for the HTML report.
+    pub fn caveat(&self) -> Option<String> {
+        let notes = self.notes();
+        (!notes.is_empty()).then(|| notes.join(" "))
     }
 
     fn all_ok(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
 
-    /// Compares the server key with the published one, when the user gave it.
+    /// Compares the server key with the published one; without one there is no pass.
+    /// Added last, after every check the package can be held to by itself.
     fn pin(&mut self, expected: Option<&str>) {
-        let Some(expected) = expected else { return };
+        let what = "server key is the one the coalition published";
+        let Some(expected) = expected else {
+            self.check(
+                what,
+                Err("not compared: give --server-key with the key the coalition published".into()),
+            );
+            return;
+        };
         self.server_key_pinned = true;
         let result = if self.server_key == expected.trim() {
             Ok("matches --server-key".to_string())
         } else {
             Err(format!("it is {}, not the key you gave", self.server_key))
         };
-        self.check("server key is the one published", result);
+        self.check_limited(
+            what,
+            result,
+            "that the key you gave is the coalition's: check where you got it",
+        );
+    }
+
+    /// The final verdict: every check, the server key's comparison included.
+    fn conclude(&mut self, trust: &Trust<'_>) {
+        self.pin(trust.server_key);
+        self.verified = self.all_ok();
     }
 }
 
@@ -101,7 +186,7 @@ pub fn verify_any(
     path: &Path,
     identities: Option<&[age::x25519::Identity]>,
     out: Option<&Path>,
-    expected_key: Option<&str>,
+    trust: &Trust<'_>,
 ) -> Result<VerifyReport, String> {
     let head = {
         let mut head = Vec::new();
@@ -111,34 +196,39 @@ pub fn verify_any(
         head
     };
     if head.trim_ascii_start().starts_with(b"{") {
-        verify_receipt(path, expected_key)
+        verify_receipt(path, trust)
     } else if head.starts_with(b"bundle.json") {
-        verify_bundle(path, expected_key)
+        verify_bundle(path, trust)
     } else {
-        verify_disclosure(path, identities, out, expected_key)
+        verify_disclosure(path, identities, out, trust)
     }
 }
 
-fn empty_report(case: &str, server_key: &str, expected_key: Option<&str>) -> VerifyReport {
-    let mut report = VerifyReport {
+fn empty_report(case: &str, server_key: &str) -> VerifyReport {
+    VerifyReport {
         case: case.into(),
         server_key: server_key.into(),
         signer: None,
         checks: Vec::new(),
         files: Vec::new(),
         server_key_pinned: false,
+        consent: None,
+        consent_override: None,
+        accepted_unsigned_custody: false,
         verified: false,
-    };
-    report.pin(expected_key);
-    report
+    }
 }
 
+/// What a log inclusion check does not prove.
+const NOT_PROVED_BY_LOG: &str = "when it happened or who sent it; and the hour of receipt is \
+                                 the server's own clock, not an outside party's";
+
 /// A receipt on its own: its leaf, leaf hash, inclusion proof and signed checkpoint.
-fn verify_receipt(path: &Path, expected_key: Option<&str>) -> Result<VerifyReport, String> {
+fn verify_receipt(path: &Path, trust: &Trust<'_>) -> Result<VerifyReport, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     let receipt: log::Receipt =
         serde_json::from_slice(&bytes).map_err(|e| format!("not an amanat receipt: {e}"))?;
-    let mut report = empty_report(&receipt.submission, &receipt.server_key, expected_key);
+    let mut report = empty_report(&receipt.submission, &receipt.server_key);
     let result = receipt
         .server_key
         .parse::<VerifierKey>()
@@ -149,16 +239,20 @@ fn verify_receipt(path: &Path, expected_key: Option<&str>) -> Result<VerifyRepor
                 receipt.leaf_index, cp.size
             )
         });
-    report.check(format!("submission {} is in the server's log", receipt.submission), result);
-    report.verified = report.all_ok();
+    report.check_limited(
+        format!("submission {} is in the server's log", receipt.submission),
+        result,
+        NOT_PROVED_BY_LOG,
+    );
+    report.conclude(trust);
     Ok(report)
 }
 
 /// A bundle on its own: its log holds together, every record is in it, every object is
 /// the one its id names. (Decryption is `amanat open`'s job.)
-fn verify_bundle(path: &Path, expected_key: Option<&str>) -> Result<VerifyReport, String> {
+fn verify_bundle(path: &Path, trust: &Trust<'_>) -> Result<VerifyReport, String> {
     let bundle = crate::bundle::Bundle::open(path).map_err(|e| e.to_string())?;
-    let mut report = empty_report(&bundle.index.bundle, &bundle.index.log.server_key, expected_key);
+    let mut report = empty_report(&bundle.index.bundle, &bundle.index.log.server_key);
     let log = super::state::ReviewState::ephemeral().check(&bundle.index.log);
     let ok = report.check(
         "the bundle's checkpoint and its earlier checkpoints",
@@ -186,7 +280,7 @@ fn verify_bundle(path: &Path, expected_key: Option<&str>) -> Result<VerifyReport
         };
         report.check(format!("object {id}"), same);
     }
-    report.verified = report.all_ok();
+    report.conclude(trust);
     Ok(report)
 }
 
@@ -196,7 +290,7 @@ pub fn verify_disclosure(
     path: &Path,
     identities: Option<&[age::x25519::Identity]>,
     out: Option<&Path>,
-    expected_key: Option<&str>,
+    trust: &Trust<'_>,
 ) -> Result<VerifyReport, String> {
     let package = Package::read(path, INDEX_NAME, |name| {
         is_id_member(name, "objects/")
@@ -209,7 +303,7 @@ pub fn verify_disclosure(
     if index.schema != DISCLOSURE_SCHEMA {
         return Err(format!("not a disclosure package (schema {:?})", index.schema));
     }
-    let mut report = empty_report(&index.case, &index.server_key, expected_key);
+    let mut report = empty_report(&index.case, &index.server_key);
     let key: Option<VerifierKey> = index.server_key.parse().ok();
     report.check(
         "server key",
@@ -243,7 +337,11 @@ pub fn verify_disclosure(
             )
             .map(|()| format!("leaf {index}, received {}", s.record.received_at))
         });
-        report.check(format!("submission {id} is in the server's log"), included);
+        report.check_limited(
+            format!("submission {id} is in the server's log"),
+            included,
+            NOT_PROVED_BY_LOG,
+        );
     }
 
     // The objects: each exactly the bytes the server logged.
@@ -265,8 +363,8 @@ pub fn verify_disclosure(
         report.check(format!("object {id}"), same);
     }
 
-    // The custody record.
-    check_custody(&package, &index, &objects, &mut report);
+    // The custody record, and the instructions it covers.
+    check_custody(&package, &index, &objects, trust, &mut report);
 
     // The plaintext, with the lawyer's key; only from a package whose every check so
     // far held (a forged index must not steer what is decrypted or where it is written).
@@ -287,7 +385,7 @@ pub fn verify_disclosure(
         for s in &index.submissions {
             decrypt_submission(&package, s, identities, staging.as_deref(), &sizes, &mut report);
         }
-        report.verified = report.all_ok();
+        report.conclude(trust);
         if let (Some(staging), Some(out)) = (&staging, out) {
             let moved = if report.verified { move_into(staging, out) } else { Ok(()) };
             // Nothing decrypted stays behind when anything failed.
@@ -315,7 +413,7 @@ pub fn verify_disclosure(
                 });
             }
         }
-        report.verified = report.all_ok();
+        report.conclude(trust);
     }
     if let Some(out) = out {
         fs::create_dir_all(out).map_err(|e| e.to_string())?;
@@ -365,6 +463,7 @@ fn check_custody(
     package: &Package,
     index: &DisclosureIndex,
     objects: &[ObjectId],
+    trust: &Trust<'_>,
     report: &mut VerifyReport,
 ) {
     let bytes = match package.read_member(CUSTODY_NAME, MAX_SMALL) {
@@ -383,18 +482,35 @@ fn check_custody(
     };
     let mut listed: Vec<String> = objects.iter().map(ToString::to_string).collect();
     listed.sort();
-    report.check(
+    report.check_limited(
         "custody record names exactly the disclosed objects",
         if custody.objects == listed && custody.case == index.case {
             Ok(format!("to {} at {}", custody.to, custody.disclosed_at))
         } else {
             Err("it names other objects or another case".into())
         },
+        "who disclosed it, to whom or when, unless its signature below holds",
     );
     report.signer = custody.by.clone();
+    report.consent = (!custody.consent.is_empty()).then(|| custody.consent.clone());
+    report.consent_override = custody.consent_override.clone();
     let signature = package.read_member(CUSTODY_SIGNATURE_NAME, 4096);
+    let unpinned = custody.by.as_deref().map(|by| {
+        format!(
+            "that {by} is the coalition reviewer's key: compare it with the key the reviewer \
+             gave you, or run again with --custody-key"
+        )
+    });
     let result = match (&custody.by, signature) {
-        (None, None) => Ok("not signed (disclosed without --signer)".into()),
+        (None, None) if trust.accept_unsigned_custody => {
+            report.accepted_unsigned_custody = true;
+            Ok("not signed; accepted because --accept-unsigned-custody was given".into())
+        }
+        (None, None) => Err("not signed: anyone could have written this record (who disclosed \
+                             the case, to whom, when, and the survivor's consent). Ask the \
+                             reviewer for a signed package, or accept it as it is with \
+                             --accept-unsigned-custody (the report will say so)"
+            .into()),
         (Some(by), Some(Ok(sig))) => {
             let key: Result<VerifierKey, String> = by.parse();
             let sig = base64::Engine::decode(
@@ -402,13 +518,42 @@ fn check_custody(
                 sig.trim_ascii(),
             );
             match (key, sig) {
-                (Ok(key), Ok(sig)) if key.verify(&bytes, &sig) => Ok(format!("signed by {by}")),
-                _ => Err("the custody signature does not verify".into()),
+                (Ok(key), Ok(sig)) if key.verify(&bytes, &sig) => match trust.custody_key {
+                    Some(expected) if expected.trim() != by => {
+                        Err(format!("signed by {by}, not by the custody key you gave"))
+                    }
+                    Some(_) => Ok(format!("signed by {by}, the custody key you gave")),
+                    None => Ok(format!("signed by {by}")),
+                },
+                _ => Err("the custody signature does not verify: the record was altered".into()),
             }
+        }
+        (Some(_), None) => {
+            Err("the custody record names a signer but its signature is missing".into())
         }
         _ => Err("custody signature and signer do not match".into()),
     };
-    report.check("custody signature", result);
+    let not_proved = match (trust.custody_key, &unpinned) {
+        (None, Some(text)) => text.clone(),
+        _ => String::new(),
+    };
+    report.check_limited("custody signature", result, &not_proved);
+
+    // VERIFY.txt: covered by the signed record's hash, or (a package from before that)
+    // the text this package's index gives, word for word.
+    let text = package.read_member(VERIFY_NAME, MAX_SMALL);
+    let result = match (text, &custody.verify_txt_sha256) {
+        (Some(Ok(text)), Some(hash)) if ObjectId::of(&text).as_str() == hash => {
+            Ok("covered by the custody record".to_string())
+        }
+        (Some(Ok(_)), Some(_)) => Err("it was rewritten after the package was made".into()),
+        (Some(Ok(text)), None) if text == super::disclose::verify_text(index).as_bytes() => {
+            Ok("the instructions amanat writes for this package".into())
+        }
+        (Some(Ok(_)), None) => Err("it is not the text amanat writes for this package".into()),
+        _ => Err("missing".into()),
+    };
+    report.check("VERIFY.txt", result);
 }
 
 fn decrypt_submission(
@@ -458,8 +603,9 @@ fn decrypt_submission(
                     )),
                     None => Box::new(io::sink()),
                 };
-                let (mut sink, opened) = envelope::open_object_with_file_key(reader, &key, sink)
-                    .map_err(|e| e.to_string())?;
+                let (mut sink, opened) =
+                    envelope::open_object_with_file_key(reader, &key, sink, Some(attachment.size))
+                        .map_err(|e| e.to_string())?;
                 sink.flush().map_err(|e| e.to_string())?;
                 if opened.id != oid {
                     return Err("the object does not match its id".into());
@@ -527,7 +673,7 @@ fn open_small(
     let mut limited = Vec::new();
     reader.take(MAX_SMALL).read_to_end(&mut limited).map_err(|e| e.to_string())?;
     let mut plain = Zeroizing::new(Vec::new());
-    let (_, opened) = envelope::open_object_with_file_key(&limited[..], &key, &mut *plain)
+    let (_, opened) = envelope::open_object_with_file_key(&limited[..], &key, &mut *plain, None)
         .map_err(|e| e.to_string())?;
     if opened.id != *id {
         return Err("the manifest object does not match its id".into());
@@ -537,17 +683,22 @@ fn open_small(
 
 fn report_text(report: &VerifyReport) -> String {
     let mut t = format!(
-        "amanat verification report\ncase {}\nserver key {}\ncustody signer {}\nverdict: {}\n\nCHECKS\n",
+        "amanat verification report\ncase {}\nserver key {}\ncustody signer {}\nconsent {}\nverdict: {}\n\n",
         report.case,
         report.server_key,
         report.signer.as_deref().unwrap_or("(unsigned)"),
-        if report.verified { "EVERY CHECK PASSED" } else { "FAILED" }
+        report.consent.as_deref().unwrap_or("(not stated)"),
+        report.verdict()
     );
-    if let Some(caveat) = report.caveat() {
-        t.push_str(&format!("NOTE: {caveat}\n"));
+    for note in report.notes() {
+        t.push_str(&format!("NOTE: {note}\n"));
     }
+    t.push_str("\nCHECKS\n");
     for c in &report.checks {
         t.push_str(&format!("[{}] {}: {}\n", if c.ok { "ok" } else { "FAIL" }, c.what, c.detail));
+        if !c.not_proved.is_empty() {
+            t.push_str(&format!("     does not prove: {}\n", c.not_proved));
+        }
     }
     t.push_str("\nFILES\n");
     for f in &report.files {

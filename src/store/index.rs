@@ -78,8 +78,31 @@ pub struct LastExport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseRecord {
     pub case: String,
-    /// age recipient derived from the codename; replies are encrypted to it.
+    /// age recipient derived from the codename; replies are encrypted to it. Empty for
+    /// a case without a codename (sealed offline).
     pub reply_recipient: String,
+    /// Hex salt of the case's v2 reply key (`keys::CodenameKey::reply_identity`). None
+    /// for a case made before v2, whose reply key anyone with the index can derive
+    /// (issue 15): it gets a v2 key at its survivor's next sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_salt: Option<String>,
+}
+
+impl CaseRecord {
+    /// A case with a codename whose keys predate v2: its replies are exposed.
+    pub fn on_v1_keys(&self) -> bool {
+        self.reply_salt.is_none() && !self.reply_recipient.is_empty()
+    }
+}
+
+/// A case's reply key replaced at its survivor's sign-in (the upgrade from v1 keys):
+/// what tells reviewers where to seal later replies, once logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyKeyChange {
+    pub case: String,
+    pub recipient: String,
+    /// Its custody leaf in the intake log; None until the next export logs it.
+    pub log_index: Option<u64>,
 }
 
 /// A reply from the coalition, stored as the ciphertext the reviewer made.
@@ -132,6 +155,8 @@ pub(super) struct Index {
     case_members: sled::Tree,
     /// `<case>/<object>` -> reply record.
     replies: sled::Tree,
+    /// Case id -> its latest `ReplyKeyChange`.
+    reply_keys: sled::Tree,
     exports: sled::Tree,
     meta: sled::Tree,
     /// The Merkle log: perfect-subtree hashes by (level, index), and its size.
@@ -190,6 +215,7 @@ impl Index {
         let case_records = db.open_tree("case_records").map_err(sled_io)?;
         let case_members = db.open_tree("case_members").map_err(sled_io)?;
         let replies = db.open_tree("replies").map_err(sled_io)?;
+        let reply_keys = db.open_tree("reply_keys").map_err(sled_io)?;
         let exports = db.open_tree("exports").map_err(sled_io)?;
         let meta = db.open_tree("meta").map_err(sled_io)?;
         let log = db.open_tree("log").map_err(sled_io)?;
@@ -205,6 +231,7 @@ impl Index {
             case_records,
             case_members,
             replies,
+            reply_keys,
             exports,
             meta,
             log,
@@ -288,12 +315,11 @@ impl Index {
             sizes.push(checkpoint_size);
         }
         let sizes_bytes = serde_json::to_vec(&sizes).map_err(io::Error::other)?;
-        let leaf = LogLeaf::Export {
+        let leaf = checked_leaf(&LogLeaf::Export {
             bundle: last.bundle.clone(),
             exported_at: last.exported_at.clone(),
             submissions: ids.to_vec(),
-        }
-        .hash();
+        })?;
         (&self.exports, &self.meta, &self.log)
             .transaction(|(exports, meta, log)| {
                 for id in ids {
@@ -336,11 +362,10 @@ impl Index {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(io::Error::other)?;
-        let leaf = LogLeaf::Purge {
+        let leaf = checked_leaf(&LogLeaf::Purge {
             purged_at: purged_at.into(),
             submissions: due.iter().map(|(id, _)| id.clone()).collect(),
-        }
-        .hash();
+        })?;
         (&self.exports, &self.log, &self.inline_objects, &self.inline_ids)
             .transaction(|(exports, log, objects, ids)| {
                 for (id, bytes) in &marks {
@@ -354,6 +379,12 @@ impl Index {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => sled_io(e),
             })
+    }
+
+    /// Bytes the index takes on disk: sled's one file (values are kept small enough
+    /// that sled never writes its blob files).
+    pub(super) fn disk_bytes(&self) -> io::Result<u64> {
+        Ok(self.log_file.metadata()?.len())
     }
 
     pub(super) fn flush_durable(&self) -> io::Result<()> {
@@ -401,12 +432,16 @@ impl Index {
                 ))
             }
             CaseChoice::WithoutCodename => {
-                let case = CaseRecord { case: record.case.clone(), reply_recipient: String::new() };
+                let case = CaseRecord {
+                    case: record.case.clone(),
+                    reply_recipient: String::new(),
+                    reply_salt: None,
+                };
                 Some((Vec::new(), Vec::new(), serde_json::to_vec(&case).map_err(encode)?))
             }
             CaseChoice::Existing => None,
         };
-        let leaf = record.log_leaf().hash();
+        let leaf = checked_leaf(&record.log_leaf()).map_err(CommitError::NotRecorded)?;
         let member = member_key(&record.case, &record.id);
         let trees = (&self.submissions, &self.cases, &self.case_records, &self.case_members);
         let objects = (&self.inline_objects, &self.inline_ids);
@@ -558,12 +593,12 @@ impl Index {
         inline: &[InlineObject],
     ) -> Result<(bool, u64), CommitError> {
         let key = member_key(case, object.as_str());
-        let leaf = LogLeaf::Reply {
+        let leaf = checked_leaf(&LogLeaf::Reply {
             case: case.into(),
             object: object.to_string(),
             imported_at: imported_at.into(),
-        }
-        .hash();
+        })
+        .map_err(CommitError::NotRecorded)?;
         let trees = (&self.replies, &self.case_records, &self.log);
         let added = (trees.0, trees.1, trees.2, &self.inline_objects, &self.inline_ids)
             .transaction(|(replies, case_records, log, objects, ids)| {
@@ -592,6 +627,230 @@ impl Index {
             })?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(added)
+    }
+
+    /// Gives a case its new keys in one transaction: the old tag entry goes, the new
+    /// one and the new record take their place, and the change waits for the next
+    /// export to be logged (`log_reply_key_changes`): a leaf now would mark, to the hour,
+    /// when a survivor came back. Durable on return. False when the old tag was already
+    /// gone (a sign-in at the same moment upgraded the case first).
+    pub(super) fn replace_case_keys(
+        &self,
+        old_tag: &[u8; 32],
+        new_tag: &[u8; 32],
+        case: &CaseRecord,
+    ) -> io::Result<bool> {
+        let tag_key = |tag: &[u8; 32]| {
+            let mut key = tag[..TAG_PREFIX].to_vec();
+            key.extend_from_slice(case.case.as_bytes());
+            key
+        };
+        let (old_key, new_key) = (tag_key(old_tag), tag_key(new_tag));
+        let tagged =
+            serde_json::to_vec(&TaggedCase { tag: hex::encode(new_tag), record: case.clone() })
+                .map_err(io::Error::other)?;
+        let record = serde_json::to_vec(case).map_err(io::Error::other)?;
+        let change = ReplyKeyChange {
+            case: case.case.clone(),
+            recipient: case.reply_recipient.clone(),
+            log_index: None,
+        };
+        let change = serde_json::to_vec(&change).map_err(io::Error::other)?;
+        let replaced = (&self.cases, &self.case_records, &self.reply_keys, &self.meta)
+            .transaction(|(cases, case_records, reply_keys, meta)| {
+                if cases.remove(old_key.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                cases.insert(new_key.as_slice(), tagged.as_slice())?;
+                case_records.insert(case.case.as_bytes(), record.as_slice())?;
+                reply_keys.insert(case.case.as_bytes(), change.as_slice())?;
+                // The old tag's bytes stay in sled's log until its space is reused: the
+                // next start-up rewrites the index without them.
+                meta.insert(COMPACT_DUE, &b"1"[..])?;
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })?;
+        self.make_durable()?;
+        Ok(replaced)
+    }
+
+    /// Logs every reply-key change not logged yet, each as a custody leaf, in one
+    /// transaction, durably (before an export builds its bundle).
+    pub(super) fn log_reply_key_changes(&self) -> io::Result<()> {
+        let mut pending = Vec::new();
+        for item in self.reply_keys.iter() {
+            let (key, bytes) = item.map_err(sled_io)?;
+            let change: ReplyKeyChange =
+                serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            if change.log_index.is_none() {
+                let leaf = LogLeaf::ReplyKey {
+                    case: change.case.clone(),
+                    recipient: change.recipient.clone(),
+                };
+                pending.push((key, change, checked_leaf(&leaf)?));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        (&self.reply_keys, &self.log)
+            .transaction(|(reply_keys, log)| {
+                for (key, change, leaf) in &pending {
+                    let logged = ReplyKeyChange {
+                        log_index: Some(append_leaf(log, *leaf)?),
+                        ..change.clone()
+                    };
+                    let bytes = serde_json::to_vec(&logged).map_err(|e| abort(&e.to_string()))?;
+                    reply_keys.insert(key, bytes)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })?;
+        self.make_durable()
+    }
+
+    /// Every case's latest logged reply-key change, in case order.
+    pub(super) fn reply_key_changes(&self) -> io::Result<Vec<ReplyKeyChange>> {
+        let mut out = Vec::new();
+        for item in self.reply_keys.iter() {
+            let (_, bytes) = item.map_err(sled_io)?;
+            let change: ReplyKeyChange =
+                serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            if change.log_index.is_some() {
+                out.push(change);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the index should be rewritten at the next start (`compact_into`).
+    pub(super) fn compaction_due(&self) -> io::Result<bool> {
+        Ok(self.meta.get(COMPACT_DUE).map_err(sled_io)?.is_some())
+    }
+
+    /// Copies every tree into a fresh sled database at `to`, without the due mark:
+    /// what was deleted stays behind in the old files, which the caller removes.
+    pub(super) fn compact_into(&self, to: &Path) -> io::Result<()> {
+        let fresh = sled::Config::new()
+            .path(to)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(sled_io)?;
+        // sled's export and import panic where they meet an I/O error.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.import(self.db.export())))
+            .map_err(|_| io::Error::other("copying the index into a fresh one failed"))?;
+        fresh.open_tree("meta").and_then(|meta| meta.remove(COMPACT_DUE)).map_err(sled_io)?;
+        fresh.flush().map_err(sled_io)?;
+        File::open(to.join("db"))?.sync_all()?;
+        super::sync_dir(to)
+    }
+
+    /// Replaces a reply by another of the same case (the old one resealed): the new one
+    /// and its custody leaf in, the old record and its small object out, in one
+    /// transaction; durable on return. Returns the small object's bytes added.
+    pub(super) fn replace_reply(
+        &self,
+        case: &str,
+        old: &ObjectId,
+        new: &ObjectId,
+        imported_at: &str,
+        inline: &[InlineObject],
+    ) -> Result<(), CommitError> {
+        let (old_key, new_key) = (member_key(case, old.as_str()), member_key(case, new.as_str()));
+        let leaf = checked_leaf(&LogLeaf::Reply {
+            case: case.into(),
+            object: new.to_string(),
+            imported_at: imported_at.into(),
+        })
+        .map_err(CommitError::NotRecorded)?;
+        let old_inline = [old.clone()];
+        (&self.replies, &self.log, &self.inline_objects, &self.inline_ids, &self.meta)
+            .transaction(|(replies, log, objects, ids, meta)| {
+                if replies.remove(old_key.as_bytes())?.is_none() {
+                    return Err(abort("the reply to reseal is gone"));
+                }
+                let log_index = append_leaf(log, leaf)?;
+                let trees = InlineTrees { objects, ids };
+                trees.remove(&old_inline)?;
+                trees.insert(log_index, inline)?;
+                let record =
+                    ReplyRecord { object: new.clone(), imported_at: imported_at.into(), log_index };
+                let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                replies.insert(new_key.as_bytes(), bytes)?;
+                let count = meta.get(RESEALED)?.and_then(|v| v.as_ref().try_into().ok());
+                let count = count.map(u64::from_be_bytes).unwrap_or(0) + 1;
+                meta.insert(RESEALED, &count.to_be_bytes()[..])?;
+                Ok(())
+            })
+            .map_err(|e| {
+                CommitError::NotRecorded(match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => sled_io(e),
+                })
+            })?;
+        self.make_durable().map_err(CommitError::NotDurable)
+    }
+
+    /// Replies resealed from a key of before v2: any copy of the index made before
+    /// their case's upgrade reads them.
+    pub(super) fn resealed_count(&self) -> io::Result<u64> {
+        let value = self.meta.get(RESEALED).map_err(sled_io)?;
+        Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// Every stored reply, with its case.
+    pub(super) fn all_replies(&self) -> io::Result<Vec<(String, ReplyRecord)>> {
+        let mut out = Vec::new();
+        for item in self.replies.iter() {
+            let (key, bytes) = item.map_err(sled_io)?;
+            let case = String::from_utf8_lossy(&key).split('/').next().unwrap_or("").to_string();
+            out.push((case, serde_json::from_slice(&bytes).map_err(io::Error::other)?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes replies of `case` and those of their objects the index holds, in one
+    /// transaction, durably. Returns the records removed.
+    pub(super) fn remove_replies(
+        &self,
+        replies: &[(String, ObjectId)],
+        inline: &[ObjectId],
+    ) -> io::Result<()> {
+        let keys: Vec<String> =
+            replies.iter().map(|(case, object)| member_key(case, object.as_str())).collect();
+        (&self.replies, &self.inline_objects, &self.inline_ids)
+            .transaction(|(replies, objects, ids)| {
+                for key in &keys {
+                    replies.remove(key.as_bytes())?;
+                }
+                InlineTrees { objects, ids }.remove(inline)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_io(e),
+            })?;
+        self.make_durable()
+    }
+
+    /// Cases whose survivor has not signed in since the upgrade to v2 keys, and the
+    /// replies stored for them (readable by anyone holding a copy of the index).
+    pub(super) fn v1_key_counts(&self) -> io::Result<(usize, usize)> {
+        let mut old = HashSet::new();
+        for item in self.case_records.iter() {
+            let (_, bytes) = item.map_err(sled_io)?;
+            let record: CaseRecord = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            if record.on_v1_keys() {
+                old.insert(record.case);
+            }
+        }
+        let exposed = self.all_replies()?.iter().filter(|(case, _)| old.contains(case)).count();
+        Ok((old.len(), exposed))
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -669,6 +928,10 @@ impl merkle::NodeSource for Index {
 }
 
 const LOG_SIZE: &[u8] = b"size";
+/// In `meta`: set when something deleted should leave sled's files too (a v1 tag).
+const COMPACT_DUE: &str = "compact_due";
+/// In `meta`: how many replies were resealed from v1 keys (u64, big-endian).
+const RESEALED: &str = "replies_resealed_from_v1";
 
 /// `n` + level + big-endian index: perfect-subtree hashes sort by level, then position.
 fn node_key(level: u8, index: u64) -> [u8; 10] {
@@ -699,6 +962,13 @@ fn append_leaf(
     }
     log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
     Ok(index)
+}
+
+/// The hash of a leaf that passed `LogLeaf::validate`: the one way a leaf reaches
+/// `append_leaf`.
+fn checked_leaf(leaf: &LogLeaf) -> io::Result<merkle::Hash> {
+    leaf.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(leaf.hash())
 }
 
 fn chunk_prefix(seq: u64, id: &ObjectId) -> Vec<u8> {

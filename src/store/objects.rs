@@ -4,8 +4,8 @@
 //! fsynced, renamed into `objects/<id>`, and the directory fsynced, so an acknowledged
 //! object survives power loss.
 
-use super::sync_dir;
 use crate::envelope::ObjectId;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,17 +50,15 @@ pub struct ObjectWriter {
     /// Bytes written to the file since its last headroom check.
     unchecked: u64,
     tmp: PathBuf,
-    objects: PathBuf,
     name: String,
-    usage: Arc<Usage>,
+    refs: Arc<ObjectRefs>,
 }
 
 impl ObjectWriter {
     pub(super) fn new(
         tmp: &Path,
-        objects: &Path,
+        refs: &Arc<ObjectRefs>,
         name: String,
-        usage: &Arc<Usage>,
         pending: &PendingObjects,
     ) -> Self {
         let kept = pending.lock().inline.iter().map(|(_, bytes)| bytes.len()).sum::<usize>();
@@ -70,15 +68,14 @@ impl ObjectWriter {
             file: None,
             unchecked: 0,
             tmp: tmp.to_path_buf(),
-            objects: objects.to_path_buf(),
             name,
-            usage: usage.clone(),
+            refs: refs.clone(),
         }
     }
 
     fn spill(&mut self) -> io::Result<&mut File> {
         check_headroom(&self.tmp)?;
-        let (temp, mut file) = TempObject::create(&self.tmp, &self.objects, &self.name)?;
+        let (temp, mut file) = TempObject::create(&self.tmp, &self.name)?;
         file.write_all(&self.inline)?;
         self.inline = Vec::new();
         Ok(&mut self.file.insert((temp, file)).1)
@@ -97,7 +94,7 @@ impl ObjectWriter {
     /// Fails, deleting it, if that request was already abandoned.
     pub fn persist(self, id: &ObjectId, pending: &PendingObjects) -> io::Result<()> {
         match self.file {
-            Some((temp, file)) => temp.persist(file, id, pending, &self.usage),
+            Some((temp, file)) => temp.persist(file, id, pending, &self.refs),
             None => pending.add_inline(id, self.inline),
         }
     }
@@ -145,12 +142,16 @@ impl Read for StoredObject {
     }
 }
 
-/// Bytes of ciphertext in `objects/` and bytes of uploads under way, held against
-/// `limits.storage_quota_bytes` (0: no quota) so an upload that would pass it is refused
-/// (507) while it streams, before anything is acknowledged.
+/// Bytes of object files in `objects/`, of the index on disk (records, the log and
+/// small objects), and of uploads under way, held against `limits.storage_quota_bytes`
+/// (0: no quota) so an upload that would pass it is refused (507) while it streams,
+/// before anything is acknowledged. The index counts whole: tiny submissions cost it
+/// more than their ciphertext (records, log nodes, sled's own overhead), and a quota
+/// that counted only ciphertext would let them grow the disk many times past it.
 #[derive(Default)]
 pub struct Usage {
     stored: AtomicU64,
+    index: AtomicU64,
     in_flight: AtomicU64,
     quota: AtomicU64,
 }
@@ -164,10 +165,18 @@ impl Usage {
         self.quota.load(Ordering::Relaxed)
     }
 
-    /// Bytes of ciphertext stored now. Small objects stored before start-up are counted
-    /// only under a quota (`Store::sweep`).
+    /// Bytes of object files stored now.
     pub fn stored(&self) -> u64 {
         self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the index takes on disk, as last measured (after every commit).
+    pub fn index_bytes(&self) -> u64 {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_index_bytes(&self, bytes: u64) {
+        self.index.store(bytes, Ordering::Relaxed);
     }
 
     pub(super) fn set_stored(&self, bytes: u64) {
@@ -190,6 +199,7 @@ impl Usage {
         quota == 0
             || self
                 .stored()
+                .saturating_add(self.index_bytes())
                 .saturating_add(self.in_flight.load(Ordering::Relaxed))
                 .saturating_add(more)
                 <= quota
@@ -227,16 +237,14 @@ impl Drop for Reservation {
 /// An object file being written. Dropped without `persist`, its file is deleted.
 struct TempObject {
     path: PathBuf,
-    objects: PathBuf,
     persisted: bool,
 }
 
 impl TempObject {
-    fn create(tmp: &Path, objects: &Path, name: &str) -> io::Result<(TempObject, File)> {
+    fn create(tmp: &Path, name: &str) -> io::Result<(TempObject, File)> {
         let path = tmp.join(name);
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        let objects = objects.to_path_buf();
-        Ok((TempObject { path, objects, persisted: false }, file))
+        Ok((TempObject { path, persisted: false }, file))
     }
 
     /// Makes the object durable under its id and hands it to `pending` (the request it
@@ -246,8 +254,10 @@ impl TempObject {
         file: File,
         id: &ObjectId,
         pending: &PendingObjects,
-        usage: &Arc<Usage>,
+        refs: &Arc<ObjectRefs>,
     ) -> io::Result<()> {
+        // Before the fsync, so the coarse times are as durable as the bytes.
+        set_file_hour(&file)?;
         file.sync_all()?;
         let len = file.metadata()?.len();
         drop(file);
@@ -255,18 +265,28 @@ impl TempObject {
         if state.status != Status::Open {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
         }
-        let target = self.objects.join(id.as_str());
-        if target.exists() {
-            // The same bytes (the name is their hash) are already stored, perhaps for
-            // another record: never replace them, and never let this request's clean-up
-            // delete them. Our copy goes when `self` drops.
-            return Ok(());
+        let mut held = refs.lock();
+        let target = refs.objects.join(id.as_str());
+        match held.get_mut(id) {
+            // Another request under way holds the same bytes (the name is their hash).
+            Some(entry) => entry.pending += 1,
+            // Stored before, so a committed record names it: never replaced, and never
+            // deleted by this request. Our copy goes when `self` drops.
+            None if target.exists() => {
+                held.insert(id.clone(), Held { pending: 1, committed: true, len });
+            }
+            None => {
+                fs::rename(&self.path, &target)?;
+                self.persisted = true;
+                refs.usage.add_stored(len);
+                held.insert(id.clone(), Held { pending: 1, committed: false, len });
+                sync_objects_dir(&refs.objects)?;
+            }
         }
-        fs::rename(&self.path, &target)?;
-        self.persisted = true;
-        usage.add_stored(len);
-        state.paths.push((target, len, usage.clone()));
-        sync_dir(&self.objects)
+        drop(held);
+        state.held.push(id.clone());
+        state.refs = Some(refs.clone());
+        Ok(())
     }
 }
 
@@ -278,6 +298,98 @@ impl Drop for TempObject {
     }
 }
 
+/// The object files requests under way hold, shared by every request of one store.
+/// Two requests may carry the same bytes (a sealed file can carry any stored object),
+/// so a file is deleted only when the last request holding it is abandoned and no
+/// committed record names it, decided under this one lock; a purge consults it too.
+pub(super) struct ObjectRefs {
+    objects: PathBuf,
+    usage: Arc<Usage>,
+    held: Mutex<HashMap<ObjectId, Held>>,
+}
+
+struct Held {
+    /// Requests under way that persisted (or found) this file.
+    pending: usize,
+    /// Whether a committed record names it.
+    committed: bool,
+    len: u64,
+}
+
+impl ObjectRefs {
+    pub(super) fn new(objects: &Path, usage: &Arc<Usage>) -> ObjectRefs {
+        ObjectRefs { objects: objects.to_path_buf(), usage: usage.clone(), held: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Held>> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One holder of `ids` is done: committed (a record now names them) or abandoned
+    /// (the file goes if nobody else holds it and no record names it).
+    fn release(&self, ids: &[ObjectId], committed: bool) {
+        let mut held = self.lock();
+        let mut removed = false;
+        for id in ids {
+            let Some(entry) = held.get_mut(id) else { continue };
+            entry.pending -= 1;
+            entry.committed |= committed;
+            if entry.pending == 0 {
+                let entry = held.remove(id).expect("present");
+                if !entry.committed && fs::remove_file(self.objects.join(id.as_str())).is_ok() {
+                    self.usage.remove_stored(entry.len);
+                    removed = true;
+                }
+            }
+        }
+        if removed {
+            let _ = sync_objects_dir(&self.objects);
+        }
+    }
+
+    /// Deletes stored object files no record names any more (a purge, read replies),
+    /// except those a request under way holds: that request's commit will name them,
+    /// or its abandonment delete them. Durable on return.
+    pub(super) fn remove_unnamed(&self, ids: &[ObjectId]) -> io::Result<()> {
+        let mut held = self.lock();
+        let mut removed = false;
+        for id in ids {
+            if let Some(entry) = held.get_mut(id) {
+                entry.committed = false;
+                continue;
+            }
+            let path = self.objects.join(id.as_str());
+            if let Ok(meta) = fs::metadata(&path) {
+                fs::remove_file(&path)?;
+                self.usage.remove_stored(meta.len());
+                removed = true;
+            }
+        }
+        if removed {
+            sync_objects_dir(&self.objects)?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes a rename or unlink in `objects/` durable, and leaves the directory's own times
+/// at the hour: they change with every file stored or deleted.
+fn sync_objects_dir(dir: &Path) -> io::Result<()> {
+    let handle = File::open(dir)?;
+    set_file_hour(&handle)?;
+    handle.sync_all()
+}
+
+/// Sets a stored object's access and modification times to its hour of receipt (the
+/// hour now): the record says no more, and neither should the file. Its change and
+/// birth times stay exact: only the kernel sets those (SECURITY.md).
+pub(super) fn set_file_hour(file: &File) -> io::Result<()> {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let hour = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 3600);
+    file.set_times(fs::FileTimes::new().set_accessed(hour).set_modified(hour))
+}
+
 /// The objects one request has persisted but not yet committed. If the request ends
 /// any other way (error, disconnect, panic), dropping this deletes them, and objects
 /// whose writers finish later are refused and deleted too.
@@ -286,8 +398,9 @@ pub struct PendingObjects(Arc<Mutex<PendingState>>);
 
 #[derive(Default)]
 struct PendingState {
-    /// Each persisted object file, its size, and the usage it counts in.
-    paths: Vec<(PathBuf, u64, Arc<Usage>)>,
+    /// Each object file this request persisted or found stored, held in `refs`.
+    held: Vec<ObjectId>,
+    refs: Option<Arc<ObjectRefs>>,
     /// Small objects for the commit to write with the record.
     inline: Vec<InlineObject>,
     status: Status,
@@ -337,7 +450,9 @@ impl PendingObjects {
         };
         if applied {
             state.status = Status::Committed;
-            state.paths.clear();
+            if let Some(refs) = state.refs.take() {
+                refs.release(&std::mem::take(&mut state.held), true);
+            }
             state.inline.clear();
         }
         result
@@ -369,10 +484,8 @@ impl PendingState {
     fn abandon(&mut self) {
         if self.status == Status::Open {
             self.status = Status::Abandoned;
-            for (path, len, usage) in self.paths.drain(..) {
-                if fs::remove_file(path).is_ok() {
-                    usage.remove_stored(len);
-                }
+            if let Some(refs) = self.refs.take() {
+                refs.release(&std::mem::take(&mut self.held), false);
             }
             self.inline.clear();
         }

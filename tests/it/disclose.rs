@@ -2,7 +2,7 @@
 //! file is bit-identical to what the server received in a given hour.
 
 use crate::common::*;
-use crate::review::{export, open, submit};
+use crate::review::{export, open, submit, submit_with};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,14 +24,24 @@ struct Setup {
     lawyer_key: PathBuf,
     case: String,
     files: Vec<(String, Vec<u8>)>,
+    /// The key `amanat status` prints: what the coalition publishes.
+    server_key: String,
     _server: Server,
+}
+
+/// The server key as `amanat status` prints it (what the coalition publishes).
+fn published_key(server: &Server) -> String {
+    let out = amanat(&["status", "--json", "--data-dir", s(&server.data_dir)]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["server_key"].as_str().unwrap().to_string()
 }
 
 fn disclosed_case() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let coalition = Coalition::new(dir.path(), 1);
     let server = Server::start(dir.path(), &coalition, "");
-    let sent = submit(&server, 1, &[("injury-1.jpg", 400_000), ("certificate.jpg", 50_000)]);
+    let files = [("injury-1.jpg", 400_000), ("certificate.jpg", 50_000)];
+    let sent = submit_with(&server, 1, &files, &[("consent_readers", "lawyers")]);
     submit(&server, 2, &[("unrelated.jpg", 10_000)]);
     let bundle = dir.path().join("b.tar");
     export(&server, &bundle, false);
@@ -69,15 +79,26 @@ fn disclosed_case() -> Setup {
         coalition,
         package,
         lawyer_key,
+        server_key: published_key(&server),
         _server: server,
     }
 }
 
-fn verify(package: &Path, key: Option<&Path>, out: &Path) -> (bool, serde_json::Value) {
+/// `amanat verify --json` with the published server key, as VERIFY.txt says, and
+/// `extra` arguments.
+fn verify_with(
+    setup: &Setup,
+    package: &Path,
+    key: Option<&Path>,
+    out: &Path,
+    extra: &[&str],
+) -> (bool, serde_json::Value) {
     let mut args = vec!["verify", s(package), "--out", s(out), "--json"];
+    args.extend(["--server-key", &setup.server_key]);
     if let Some(key) = key {
         args.extend(["--identity", s(key)]);
     }
+    args.extend(extra);
     let output = amanat(&args);
     let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
     (output.status.success(), report)
@@ -99,7 +120,7 @@ fn failed_checks(report: &serde_json::Value) -> Vec<String> {
 fn a_lawyer_verifies_a_disclosed_case_and_gets_the_files_bit_for_bit() {
     let setup = disclosed_case();
     let out = setup.dir.path().join("lawyer/out");
-    let (ok, report) = verify(&setup.package, Some(&setup.lawyer_key), &out);
+    let (ok, report) = verify_with(&setup, &setup.package, Some(&setup.lawyer_key), &out, &[]);
     assert!(ok, "{report:#}");
     assert_eq!(report["verified"], true);
     assert!(failed_checks(&report).is_empty());
@@ -227,7 +248,7 @@ fn tampering_with_any_part_of_a_package_is_caught_and_named() {
         let tampered = setup.dir.path().join("tampered.tar");
         rewrite_tar(&setup.package, &tampered, edit);
         let out = setup.dir.path().join(format!("out-{}", what.replace(' ', "-")));
-        let (ok, report) = verify(&tampered, Some(&setup.lawyer_key), &out);
+        let (ok, report) = verify_with(&setup, &tampered, Some(&setup.lawyer_key), &out, &[]);
         assert!(!ok, "{what}: verify must fail");
         let failed = failed_checks(&report);
         assert!(failed.iter().any(|f| f.contains(expected)), "{what}: failed checks {failed:?}");
@@ -241,15 +262,9 @@ fn tampering_with_any_part_of_a_package_is_caught_and_named() {
 }
 
 #[test]
-fn the_verdict_names_the_server_key_and_fails_on_another_one() {
+fn without_the_published_server_key_there_is_no_pass_and_another_key_fails() {
     let setup = disclosed_case();
-    let published = serde_json::from_slice::<serde_json::Value>(
-        &amanat(&["verify", s(&setup.package), "--json"]).stdout,
-    )
-    .unwrap()["server_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let published = setup.server_key.clone();
     let run = |pin: &str, out: &str| {
         let out = setup.dir.path().join(out);
         let mut args = vec!["verify", s(&setup.package), "--identity", s(&setup.lawyer_key)];
@@ -260,22 +275,146 @@ fn the_verdict_names_the_server_key_and_fails_on_another_one() {
         let output = amanat(&args);
         (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), out)
     };
-    // Without the published key the checks pass, and the report says what is unproven.
+    // Without the published key: every other check runs and holds, but the verdict is
+    // no pass (exit 1), it says why and names the key to compare, and no decrypted file
+    // is left behind.
     let (ok, stdout, out) = run("", "unpinned");
-    assert!(ok, "{stdout}");
-    assert!(
-        stdout.contains("was not compared with a published one") && stdout.contains(&published)
-    );
-    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("id=\"caveat\""));
-    // With it, no caveat.
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("NOT VERIFIED") && stdout.contains(&published), "{stdout}");
+    assert!(!stdout.contains("EVERY CHECK PASSED"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("class=\"note\"") && html.contains(&published));
+    assert!(!out.join(&setup.case).exists(), "nothing decrypted is kept without a pass");
+    // With it: the pass, and each check says what it does not prove.
     let (ok, stdout, _) = run(&published, "pinned");
-    assert!(ok && !stdout.contains("not compared"), "{stdout}");
+    assert!(ok && stdout.contains("EVERY CHECK PASSED"), "{stdout}");
+    assert!(stdout.contains("does not prove: when it happened or who sent it"), "{stdout}");
     // Another key: nothing decrypted, nothing written but the report.
     let stranger = setup.dir.path().join("stranger.key");
     let other = keygen(&["keygen", "--signing", "--out", s(&stranger)]);
     let (ok, stdout, out) = run(&other, "other-key");
-    assert!(!ok && stdout.contains("server key is the one published"), "{stdout}");
+    assert!(!ok && stdout.contains("server key is the one the coalition published"), "{stdout}");
     assert!(!out.join(&setup.case).exists());
+    // A bundle is held to the same rule.
+    let bundle = setup.dir.path().join("b.tar");
+    let output = amanat(&["verify", s(&bundle)]);
+    assert!(!output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = amanat(&["verify", s(&bundle), "--server-key", &published]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn a_custody_record_unsigned_or_rewritten_and_rewritten_instructions_fail_by_name() {
+    let setup = disclosed_case();
+    let lawyer = Some(setup.lawyer_key.as_path());
+    // custody.sig removed, the recipient and the date forged: a failure that says why.
+    let unsigned = setup.dir.path().join("unsigned.tar");
+    rewrite_tar(&setup.package, &unsigned, |entries| {
+        entries.retain(|(name, _)| name != "custody.sig");
+        let (_, data) = entries.iter_mut().find(|(n, _)| n == "custody.json").unwrap();
+        let mut custody: serde_json::Value = serde_json::from_slice(data).unwrap();
+        custody["by"] = serde_json::Value::Null;
+        custody["to"] = "age1forgedforgedforgedforgedforgedforgedforgedforgedforgedfo".into();
+        custody["disclosed_at"] = "2022-01-05T03:00:00Z".into();
+        *data = serde_json::to_vec_pretty(&custody).unwrap();
+    });
+    let out = setup.dir.path().join("out-unsigned");
+    let (ok, report) = verify_with(&setup, &unsigned, lawyer, &out, &[]);
+    assert!(!ok && failed_checks(&report) == ["custody signature", "files"], "{report:#}");
+    assert!(!out.join(&setup.case).exists());
+    // Accepted only when the lawyer says so, and the report says it was.
+    let out = setup.dir.path().join("out-accepted");
+    let (ok, report) = verify_with(&setup, &unsigned, lawyer, &out, &["--accept-unsigned-custody"]);
+    assert!(ok, "{report:#}");
+    assert_eq!(report["accepted_unsigned_custody"], true);
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("--accept-unsigned-custody"), "{text}");
+
+    // A rewritten VERIFY.txt fails, signed or not.
+    let rewritten = setup.dir.path().join("rewritten.tar");
+    rewrite_tar(&setup.package, &rewritten, |entries| {
+        let (_, data) = entries.iter_mut().find(|(n, _)| n == "VERIFY.txt").unwrap();
+        *data = b"Trust us: no need to check anything.\n".to_vec();
+    });
+    let out = setup.dir.path().join("out-rewritten");
+    let (ok, report) = verify_with(&setup, &rewritten, lawyer, &out, &[]);
+    assert!(!ok && failed_checks(&report) == ["VERIFY.txt", "files"], "{report:#}");
+
+    // The reviewer's custody key, when the lawyer has it, is held to it.
+    let stranger = setup.dir.path().join("stranger-custody.key");
+    let other = keygen(&["keygen", "--signing", "--out", s(&stranger)]);
+    let out = setup.dir.path().join("out-custody-key");
+    let (ok, report) =
+        verify_with(&setup, &setup.package, lawyer, &out, &["--custody-key", &other]);
+    assert!(!ok && failed_checks(&report) == ["custody signature", "files"], "{report:#}");
+    let signer = report["signer"].as_str().unwrap().to_string();
+    let out = setup.dir.path().join("out-custody-key-right");
+    let (ok, report) =
+        verify_with(&setup, &setup.package, lawyer, &out, &["--custody-key", &signer]);
+    assert!(ok, "{report:#}");
+}
+
+#[test]
+fn a_case_whose_survivor_did_not_consent_to_lawyers_is_disclosed_only_with_a_signed_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let only_coalition =
+        submit_with(&server, 1, &[("injury.jpg", 20_000)], &[("consent_readers", "coalition")]);
+    let unstated = submit(&server, 2, &[("scar.jpg", 20_000)]);
+    let bundle = dir.path().join("b.tar");
+    export(&server, &bundle, false);
+    let cases = dir.path().join("cases");
+    assert!(open(&[&bundle], &coalition.identity_files[0], &cases).0);
+    let lawyer_key = dir.path().join("lawyer.txt");
+    let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
+    let signer = dir.path().join("offline/custody.key");
+    keygen(&["keygen", "--signing", "--out", s(&signer)]);
+    let disclose = |case: &str, out: &Path, reason: Option<&str>| {
+        let mut args = vec!["disclose", "--cases", s(&cases), "--case", case];
+        args.extend(["--bundle", s(&bundle), "--identity", s(&coalition.identity_files[0])]);
+        args.extend(["--to", &lawyer, "--signer", s(&signer), "--out", s(out)]);
+        if let Some(reason) = reason {
+            args.extend(["--override-consent", reason]);
+        }
+        amanat(&args)
+    };
+    for (case, said) in [(&only_coalition.id, "\"coalition\""), (&unstated.id, "did not say")] {
+        let package = dir.path().join(format!("{case}.tar"));
+        let refused = disclose(case, &package, None);
+        assert!(!refused.status.success());
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.contains(said) && why.contains("--override-consent"), "{why}");
+        assert!(!package.exists(), "nothing written");
+    }
+    let reason =
+        "Court hearing on 14 March; the survivor asked by phone, no way to reach them since.";
+    let package = dir.path().join("override.tar");
+    let done = disclose(&only_coalition.id, &package, Some(reason));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let out = dir.path().join("lawyer-out");
+    let key = published_key(&server);
+    let output = amanat(&[
+        "verify",
+        s(&package),
+        "--identity",
+        s(&lawyer_key),
+        "--server-key",
+        &key,
+        "--out",
+        s(&out),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["consent"].as_str(), report["consent_override"].as_str()),
+        (Some("coalition"), Some(reason))
+    );
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains(reason) && text.contains("does not include a lawyer"), "{text}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("disclosed against it"), "the lawyer's report names the override");
 }
 
 #[test]
@@ -283,7 +422,8 @@ fn a_package_opened_with_another_key_reveals_nothing() {
     let setup = disclosed_case();
     let out = setup.dir.path().join("stranger-out");
     // The coalition's own key is not the lawyer's: the file keys were sealed to the lawyer.
-    let (ok, report) = verify(&setup.package, Some(&setup.coalition.identity_files[0]), &out);
+    let key = Some(setup.coalition.identity_files[0].as_path());
+    let (ok, report) = verify_with(&setup, &setup.package, key, &out, &[]);
     assert!(!ok);
     let reasons: Vec<String> = report["checks"]
         .as_array()

@@ -13,14 +13,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-struct Sealed {
-    path: PathBuf,
-    id: String,
-    files: Vec<(String, Vec<u8>)>,
+pub(crate) struct Sealed {
+    pub path: PathBuf,
+    pub id: String,
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// `amanat seal` with two photos and two answers.
-fn seal(dir: &Path, coalition: &Coalition, name: &str) -> Sealed {
+pub(crate) fn seal(dir: &Path, coalition: &Coalition, name: &str) -> Sealed {
     let work = dir.join(format!("kit-{name}"));
     std::fs::create_dir_all(&work).unwrap();
     let testimony = work.join("testimony.txt");
@@ -56,7 +56,7 @@ fn seal(dir: &Path, coalition: &Coalition, name: &str) -> Sealed {
     Sealed { path: out, id: summary["submission"].as_str().unwrap().into(), files }
 }
 
-fn post_sealed(server: &Server, body: &[u8]) -> Response {
+pub(crate) fn post_sealed(server: &Server, body: &[u8]) -> Response {
     request(server.addr, "POST", "/api/v1/sealed", &[("Content-Type", "application/x-tar")], body)
 }
 
@@ -144,7 +144,7 @@ fn a_reviewer_opens_a_sealed_file_directly_and_age_opens_every_object() {
     }
     assert_eq!(plaintexts.len(), 3);
     for (_, data) in &sealed.files {
-        assert!(plaintexts.contains(data));
+        assert!(plaintexts.iter().any(|p| is_padded(p, data)));
     }
     assert!(plaintexts.iter().any(|p| contains(p, TESTIMONY.as_bytes())));
 }
@@ -182,7 +182,7 @@ fn a_sealed_file_reveals_no_plaintext() {
 }
 
 /// A tar written by hand, so that hostile names and entry types can be made.
-fn raw_tar(members: &[(&[u8], u8, &[u8])]) -> Vec<u8> {
+pub(crate) fn raw_tar(members: &[(&[u8], u8, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, kind, data) in members {
         let mut header = tar::Header::new_ustar();
@@ -203,7 +203,7 @@ fn raw_tar(members: &[(&[u8], u8, &[u8])]) -> Vec<u8> {
 }
 
 /// The members of a sealed file, to rebuild it altered.
-fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
     archive
         .entries()
@@ -217,7 +217,7 @@ fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let list: Vec<(&[u8], u8, &[u8])> =
         members.iter().map(|(n, d)| (n.as_bytes(), b'0', &d[..])).collect();
     raw_tar(&list)

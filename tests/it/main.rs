@@ -4,7 +4,9 @@
 mod common;
 
 mod browser;
+mod codename_keys;
 mod crash;
+mod demo;
 mod deploy;
 mod disclose;
 mod fieldkit;
@@ -18,4 +20,5 @@ mod limits;
 mod log;
 mod pages;
 mod review;
+mod seizure;
 mod startup;

@@ -50,9 +50,20 @@ pub struct Sent {
 }
 
 pub fn submit(server: &Server, n: u64, files: &[(&str, usize)]) -> Sent {
+    submit_with(server, n, files, &[])
+}
+
+/// `submit`, with more answers (such as the consent question).
+pub fn submit_with(
+    server: &Server,
+    n: u64,
+    files: &[(&str, usize)],
+    more: &[(&str, &str)],
+) -> Sent {
     let testimony = format!("Testimony {n}: held for three days, beaten, refused a doctor.");
-    let fields =
+    let mut fields =
         vec![("when".to_string(), format!("2022-01-0{n}")), ("where".to_string(), "Алматы".into())];
+    fields.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let files: Vec<(String, Vec<u8>)> = files
         .iter()
         .enumerate()

@@ -71,11 +71,22 @@ impl Server {
         coalition: &Coalition,
         limits: &str,
     ) -> Server {
+        Self::start_configured(dir, data_dir, coalition, "", limits)
+    }
+
+    /// `start_with_data`, with top-level settings `top` (such as `log_level = "debug"`).
+    pub fn start_configured(
+        dir: &Path,
+        data_dir: &Path,
+        coalition: &Coalition,
+        top: &str,
+        limits: &str,
+    ) -> Server {
         let config = dir.join("amanat.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n{ROOT_OK}[limits]\n{limits}\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nrecipients = {:?}\n{ROOT_OK}{top}\n[limits]\n{limits}\n",
                 data_dir, coalition.recipients_file
             ),
         )
@@ -494,6 +505,25 @@ pub fn decrypt_with_age_cli(object: &Path, identity_file: &Path) -> Vec<u8> {
         .expect("the stock `age` tool is installed (apt-get install age)");
     assert!(out.status.success(), "age -d failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
+}
+
+/// The file an object decrypts to, without its padding: `size` bytes, then zeros up to
+/// the PADMÉ bucket of `size` (so the stored size does not give `size` away).
+pub fn unpadded(plain: &[u8], size: usize) -> &[u8] {
+    assert_eq!(
+        plain.len() as u64,
+        amanat::envelope::padded_size(size as u64),
+        "a file of {size} bytes is padded to its bucket"
+    );
+    assert!(plain[size..].iter().all(|&b| b == 0), "the padding is zeros");
+    &plain[..size]
+}
+
+/// Whether `plain` is `original` padded as amanat pads files.
+pub fn is_padded(plain: &[u8], original: &[u8]) -> bool {
+    plain.len() as u64 == amanat::envelope::padded_size(original.len() as u64)
+        && plain.starts_with(original)
+        && plain[original.len()..].iter().all(|&b| b == 0)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
