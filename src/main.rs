@@ -170,13 +170,14 @@ enum Command {
         /// checks run, but only this comparison ties the package to the coalition's server.
         #[arg(long, value_name = "KEY")]
         server_key: Option<String>,
-        /// The disclosing reviewer's custody key, if you know it: compared with the key
-        /// that signed the custody record.
+        /// The disclosing reviewer's custody key (as the reviewer gave it to you): compared
+        /// with the key that signed the custody record. Required for a pass.
         #[arg(long, value_name = "KEY")]
         custody_key: Option<String>,
-        /// Accept a package whose custody record is not signed (the report says so).
+        /// Accept a custody record that is unsigned, or signed by a key you did not
+        /// compare (the report says so).
         #[arg(long)]
-        accept_unsigned_custody: bool,
+        accept_unverified_custody: bool,
         #[arg(long)]
         json: bool,
     },
@@ -348,13 +349,13 @@ fn main() -> ExitCode {
             out,
             server_key,
             custody_key,
-            accept_unsigned_custody,
+            accept_unverified_custody,
             json,
         } => {
             let trust = amanat::review::verify::Trust {
                 server_key: server_key.as_deref(),
                 custody_key: custody_key.as_deref(),
-                accept_unsigned_custody,
+                accept_unverified_custody,
             };
             return verify(
                 &file,
@@ -438,6 +439,12 @@ fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
         lanes.codename_checks_queued,
         lanes.busy_refusals_this_hour
     );
+    if status.index_rewrite_due {
+        println!(
+            "INDEX         deleted bytes (an old codename tag, a read reply) are still in the \
+             index's files: restart the server to rewrite it without them"
+        );
+    }
     if !status.submissions_missing_objects.is_empty() {
         println!(
             "MISSING       {} submission(s) lack an object in the store and cannot be \
@@ -449,9 +456,16 @@ fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
     if status.cases_on_v1_keys > 0 {
         println!(
             "OLD KEYS      {} case(s) still have the reply key of before v2; {} reply(ies) \
-             for them can be read by anyone with a copy of the index (shown once and deleted \
-             at each survivor's next sign-in)",
+             for them can be read by anyone with a copy of the index (resealed at each \
+             survivor's next sign-in)",
             status.cases_on_v1_keys, status.replies_exposed
+        );
+    }
+    if status.replies_exposed_before_upgrade > 0 {
+        println!(
+            "EXPOSED       {} reply(ies) were sealed to a key of before v2: any copy of the \
+             data directory made before their case's upgrade can read them",
+            status.replies_exposed_before_upgrade
         );
     }
     match &status.last_export {

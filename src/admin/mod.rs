@@ -277,8 +277,9 @@ fn export(
     writer: &mut UnixStream,
 ) -> io::Result<()> {
     // Reply-key changes since the last export become leaves now, before the bundle's
-    // checkpoint, which then proves them.
-    store.log_reply_key_changes()?;
+    // checkpoint, which then proves them; one not yet carried out is reason enough for
+    // a bundle, so that reviewers learn where to seal the survivor's replies.
+    let new_reply_keys = store.log_reply_key_changes()?;
     let mut submissions = store.submissions_to_export(all)?;
     // One lost object must not keep every other testimony on the server: its record is
     // named and left out, the rest go.
@@ -291,7 +292,7 @@ fn export(
     if !missing.is_empty() {
         tracing::error!(submissions = missing.len(), "export: objects missing from the store");
     }
-    if submissions.is_empty() {
+    if submissions.is_empty() && !new_reply_keys {
         return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0, missing });
     }
     let log = store.bundle_log(&submissions)?;
@@ -333,6 +334,7 @@ fn export(
                 submissions: ids.len(),
             };
             store.mark_exported(&last, &ids, checkpoint_size)?;
+            store.mark_reply_keys_exported()?;
             tracing::info!(submissions = ids.len(), "export confirmed");
             answer(writer, &last)
         }
@@ -380,7 +382,10 @@ fn import_reply(
         }
         Some(_) => {}
     }
-    let added = store.add_reply(&entry.case, &ciphertext)?;
+    let added = match store.add_reply(&entry.case, &ciphertext) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Err(e.to_string())),
+        other => other?,
+    };
     tracing::info!(added, "reply imported");
     Ok(Ok(added))
 }

@@ -149,15 +149,14 @@ impl FollowUp {
             for _ in 0..2 {
                 let Some(found) = store.find_case(&key, &normalized)? else { return Ok(None) };
                 let v1 = keys::v1_reply_identity(store.instance_secret(), &normalized);
-                let upgraded = found.needs_new_keys();
                 let Some(case) = store.upgrade_case_keys(&found, &key)? else { continue };
                 let salt = case.reply_salt.as_deref().and_then(|s| hex::decode(s).ok());
                 let Some(salt) = salt else {
                     return Err(std::io::Error::other("a case without a reply salt"));
                 };
-                if upgraded {
-                    reseal_replies(&store, &case, &v1, &recipients)?;
-                }
+                // Every time, not only at the upgrade: a crash between the two must not
+                // leave a reply sealed to the old key.
+                reseal_replies(&store, &case, &v1, &recipients)?;
                 return Ok(Some(OpenedCase {
                     identities: vec![key.reply_identity(&salt), v1],
                     case,

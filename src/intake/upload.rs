@@ -186,7 +186,7 @@ pub async fn receive_keeping(
     // turn: a survivor without files is never told the server is busy. Uploads with
     // files are refused before a byte is read when no slot is left.
     let text_only = content_length.is_some_and(|len| len <= text_lane_bytes(limits));
-    let _permit = if text_only {
+    let permit = if text_only {
         intake.activity.texts.clone().acquire_owned().await.map_err(|_| IntakeError::Internal)?
     } else {
         intake.activity.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)?
@@ -221,6 +221,9 @@ pub async fn receive_keeping(
         _ => {}
     }
 
+    // Read whole: the lane's slot goes back now, before a codename's derivation, which
+    // may wait its turn behind others.
+    drop(permit);
     let store = intake.store.clone();
     let id = store.random_hex(16);
     let received_at = received_hour();

@@ -116,23 +116,48 @@ pub struct DiscloseRequest<'a> {
 /// "lawyers" or "investigators" (which includes lawyers).
 const CONSENT_FOR_LAWYERS: [&str; 2] = ["lawyers", "investigators"];
 
-/// The case's latest stated consent, from its opened submissions (newest last in the
-/// case's log order, as `open` wrote them).
-fn stated_consent(cases: &Path, submissions: &[&SubmissionRecord]) -> Option<String> {
-    let mut latest: Option<(u64, String)> = None;
-    for record in submissions {
-        let path = cases.join(&record.id).join("testimony.json");
-        let Ok(bytes) = fs::read(&path) else { continue };
+/// One opened submission of a case, as its folder's testimony.json says.
+struct OpenedSubmission {
+    id: String,
+    /// Its place in the log (folders opened before it was recorded have none).
+    log_index: Option<u64>,
+    received_at: String,
+    consent: Option<String>,
+}
+
+/// Every submission of `case` opened into `cases`.
+fn opened_submissions(cases: &Path, case: &str) -> Result<Vec<OpenedSubmission>, String> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(cases).map_err(|e| format!("{}: {e}", cases.display()))?;
+    for entry in entries.flatten() {
+        let Ok(bytes) = fs::read(entry.path().join("testimony.json")) else { continue };
         let Ok(opened) = serde_json::from_slice::<super::report::Case>(&bytes) else { continue };
-        let consent = opened.fields.iter().find(|f| f.name == crate::intake::upload::CONSENT_FIELD);
-        if let Some(consent) = consent {
-            let at = record.log_index.unwrap_or(0);
-            if latest.as_ref().is_none_or(|(seen, _)| at >= *seen) {
-                latest = Some((at, consent.value.clone()));
-            }
+        if opened.case != case {
+            continue;
         }
+        let consent = opened
+            .fields
+            .iter()
+            .find(|f| f.name == crate::intake::upload::CONSENT_FIELD)
+            .map(|f| f.value.clone());
+        out.push(OpenedSubmission {
+            id: opened.submission,
+            log_index: opened.log_index,
+            received_at: opened.received_at,
+            consent,
+        });
     }
-    latest.map(|(_, consent)| consent)
+    Ok(out)
+}
+
+/// The survivor's latest consent answer among the opened submissions (by their place
+/// in the log, else their hour).
+fn latest_consent(opened: &[OpenedSubmission]) -> Option<String> {
+    opened
+        .iter()
+        .filter(|o| o.consent.is_some())
+        .max_by(|a, b| (a.log_index, &a.received_at).cmp(&(b.log_index, &b.received_at)))
+        .and_then(|o| o.consent.clone())
 }
 
 pub fn disclose(
@@ -207,8 +232,21 @@ pub fn disclose(
     }
     let server_key =
         server_key.ok_or_else(|| format!("case {} is in none of the bundles", req.case))?;
-    let records: Vec<&SubmissionRecord> = submissions.iter().map(|(_, s)| &s.record).collect();
-    let consent = stated_consent(req.cases, &records);
+    // Every submission of the case opened here goes into the package: a bundle left
+    // out must not leave out the survivor's latest word on who may read it.
+    let opened = opened_submissions(req.cases, req.case)?;
+    for OpenedSubmission { id, .. } in &opened {
+        if !submissions.iter().any(|(_, s)| s.record.id == *id) {
+            return Err(format!(
+                "submission {id} of case {} was opened in {} but is in none of the bundles \
+                 given: pass its bundle too, so that the package holds the whole case and the \
+                 survivor's latest consent",
+                req.case,
+                req.cases.display()
+            ));
+        }
+    }
+    let consent = latest_consent(&opened);
     let allowed = consent.as_deref().is_some_and(|c| CONSENT_FOR_LAWYERS.contains(&c));
     let consent_override = match (allowed, req.override_consent.map(str::trim)) {
         (true, _) => None,
@@ -344,11 +382,12 @@ pub(super) fn verify_text(index: &DisclosureIndex) -> String {
 WITH AMANAT (offline)
   amanat verify THIS-FILE.tar --identity YOUR-KEY.txt --out DIR \\
       --server-key 'THE SERVER KEY THE COALITION PUBLISHED' \\
-      --custody-key 'KEY OF THE REVIEWER WHO DISCLOSED IT, IF YOU HAVE IT'
+      --custody-key 'THE CUSTODY KEY OF THE REVIEWER WHO DISCLOSED IT'
 Checks every hash, signature and proof, decrypts every file with its disclosed key,
 compares each with the sealed manifest, and writes the files and DIR/report.html.
-It passes (exit 0) only with --server-key: the key inside the package could be
-anyone's, and only the key the coalition published ties the files to its server.
+It passes (exit 0) only with both keys: the keys inside the package could be anyone's;
+only the key the coalition published ties the files to its server, and only the
+reviewer's own key ties the custody record (who, to whom, when, the consent) to them.
 The report says, for each check, what it proved and what it does not.
 
 WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)

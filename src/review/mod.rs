@@ -178,11 +178,18 @@ pub fn open_bundles(
 /// it before the key in the first submission's manifest).
 pub const REPLY_KEY_FILE: &str = "reply-key.json";
 
+/// Where a case's replies are refused since two different reply keys were claimed
+/// for it: `amanat reply` seals nothing until the coalition has checked with the
+/// survivor and removed it.
+pub const REPLY_KEY_REFUSED_FILE: &str = "reply-key.refused";
+
 /// Writes each logged reply-key change into its case folder, when the case is opened
 /// here and the change is one the server may make: the one upgrade of a case whose
-/// first manifest predates v2 keys, from the server that took the case, a leaf of the
-/// bundle's verified log. Anything else is refused and reported: a server (or whoever
-/// holds its signing key) must not be able to send a survivor's replies elsewhere.
+/// first manifest predates v2 keys and carries a reply key, logged by the very key whose
+/// log the case was opened from, a leaf of the bundle's verified log. Anything else is
+/// refused and reported; a second, different change withdraws the first and stops all
+/// replies to the case: a server (or whoever holds its signing key) must not quietly
+/// send a survivor's replies elsewhere.
 fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for change in &bundle.index.log.reply_keys {
@@ -192,7 +199,6 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
             .and_then(|b| serde_json::from_slice::<report::Case>(&b).ok());
         let Some(opened) = opened.filter(|_| is_submission_id(&change.case)) else { continue };
         let path = dir.join(REPLY_KEY_FILE);
-        let known = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ReplyKey>(&b).ok());
         let verdict = (|| {
             let proof = crate::log::decode_hashes(&change.inclusion_proof)?;
             let leaf = change.log_leaf();
@@ -207,15 +213,40 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
                 &proof,
             )
             .map_err(|e| format!("not in the server's signed log: {e}"))?;
-            if opened.reply_key_version.is_some() {
-                return Err("its reply key is of the kind that is never replaced".into());
+            if opened.reply_key_version.is_some() || opened.reply_recipient.is_none() {
+                return Err("the case has no reply key that may be replaced".to_string());
             }
-            if opened.server != bundle.index.server {
-                return Err(format!("the case came from server {}, not this one", opened.server));
+            // The log the case was opened from, by its key; a folder opened before keys
+            // were recorded, by the server's name, from a key this laptop knew already.
+            let same_log = match &opened.server_key {
+                Some(key) => *key == log.server_key,
+                None => {
+                    !log.new_server && log.checkpoint.origin == format!("amanat/{}", opened.server)
+                }
+            };
+            if !same_log {
+                return Err("it is not from the server log the case came from".into());
             }
-            match &known {
+            if dir.join(REPLY_KEY_REFUSED_FILE).exists() {
+                return Err("its replies are stopped after two different reply keys".into());
+            }
+            let known = match fs::read(&path) {
+                Ok(b) => Some(serde_json::from_slice::<ReplyKey>(&b).map_err(|e| e.to_string())?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.to_string()),
+            };
+            match known {
                 Some(k) if k.recipient == change.recipient => Ok(false),
-                Some(_) => Err("its reply key was replaced once already".into()),
+                Some(k) => {
+                    // Fail closed: neither key is trusted any more.
+                    let both = format!("{}\n{}\n", k.recipient, change.recipient);
+                    write_durably(&dir.join(REPLY_KEY_REFUSED_FILE), both.as_bytes())
+                        .and_then(|()| fs::remove_file(&path))
+                        .map_err(|e| e.to_string())?;
+                    Err("a second, different reply key was claimed: replies to this case are \
+                         stopped (reply-key.refused)"
+                        .into())
+                }
                 None => Ok(true),
             }
         })();
@@ -227,19 +258,17 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
                     recipient: change.recipient.clone(),
                     log_index: change.log_index,
                 };
-                let written =
-                    serde_json::to_vec_pretty(&key).map_err(io::Error::other).and_then(|json| {
-                        let partial = dir.join(format!("{REPLY_KEY_FILE}.partial"));
-                        fs::write(&partial, json)?;
-                        fs::rename(&partial, &path)
-                    });
+                let written = serde_json::to_vec_pretty(&key)
+                    .map_err(io::Error::other)
+                    .and_then(|json| write_durably(&path, &json));
                 outcomes.push(match written {
                     Ok(()) => Outcome {
                         submission: change.case.clone(),
                         status: Status::ReplyKeyChanged,
                         reason: Some(format!(
-                            "case {}: its reply key was replaced at its survivor's sign-in (the \
-                             upgrade from keys of before v2); replies are sealed to {} from now on",
+                            "case {}: the server replaced its reply key at its survivor's sign-in \
+                             (the upgrade from keys of before v2); replies are sealed to {} from \
+                             now on. If in doubt, check with the survivor",
                             change.case, change.recipient
                         )),
                         files: 0,
@@ -252,14 +281,25 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
             Err(why) => outcomes.push(failed(
                 &change.case,
                 format!(
-                    "the bundle claims a new reply key for case {}, refused ({why}): replies \
-                     stay sealed to the key the case had; tell the coalition's operator",
+                    "the bundle claims a new reply key for case {}, refused ({why}); tell the \
+                     coalition's operator",
                     change.case
                 ),
             )),
         }
     }
     outcomes
+}
+
+/// Writes a small file so that it survives power loss: beside it, fsynced, renamed
+/// into place, the folder fsynced.
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let partial = path.with_extension("partial");
+    let mut file = File::create(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&partial, path)?;
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// `reply-key.json` in a case folder.

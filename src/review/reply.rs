@@ -43,6 +43,15 @@ pub fn write_reply(
             opened.case
         ));
     }
+    // Two different reply keys were claimed for this case: none is trusted.
+    if cases.join(case).join(super::REPLY_KEY_REFUSED_FILE).exists() {
+        return Err(format!(
+            "replies to case {case} are stopped: the server claimed two different new reply \
+             keys for it (see {}). Check with the survivor before anything is sent; remove \
+             that file only once the right key is known",
+            super::REPLY_KEY_REFUSED_FILE
+        ));
+    }
     // A reply key logged after the first submission (the upgrade to v2 keys) replaces
     // the one its manifest carried: that one is exposed, and the server refuses it.
     let changed = cases.join(case).join(super::REPLY_KEY_FILE);

@@ -37,6 +37,13 @@ pub struct Case {
     /// Where it came from, so the reviewer can trace it back.
     pub bundle: String,
     pub server: String,
+    /// The key of the server log it was verified in (none for a sealed file opened
+    /// directly): a change of its reply key is taken only from that key's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<String>,
+    /// Its leaf in that log: orders a case's submissions (its latest consent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +99,9 @@ impl Case {
             files,
             bundle: bundle.index.bundle.clone(),
             server: bundle.index.server.clone(),
+            // `open` reaches this only for a bundle whose log verified with this key.
+            server_key: (!bundle.sealed).then(|| bundle.index.log.server_key.clone()),
+            log_index: record.log_index,
         }
     }
 

@@ -33,10 +33,13 @@ pub struct Check {
 pub struct Trust<'a> {
     /// The server key the coalition published: required for a pass.
     pub server_key: Option<&'a str>,
-    /// The disclosing reviewer's custody key, if known.
+    /// The disclosing reviewer's custody key: required for a pass, like the server key,
+    /// since a custody record anyone re-signed with a key of their own would otherwise
+    /// verify.
     pub custody_key: Option<&'a str>,
-    /// Accept an unsigned custody record (the report says so).
-    pub accept_unsigned_custody: bool,
+    /// Accept a custody record that is unsigned, or signed by a key not compared with
+    /// the reviewer's (the report says so).
+    pub accept_unverified_custody: bool,
 }
 
 /// One disclosed file.
@@ -72,8 +75,9 @@ pub struct VerifyReport {
     /// The reviewer's reason for disclosing against that consent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent_override: Option<String>,
-    /// The custody record is unsigned and was accepted by `--accept-unsigned-custody`.
-    pub accepted_unsigned_custody: bool,
+    /// The custody record is unsigned, or its signer was not compared with the
+    /// reviewer's key, and it was accepted by `--accept-unverified-custody`.
+    pub accepted_unverified_custody: bool,
     pub verified: bool,
 }
 
@@ -119,11 +123,11 @@ impl VerifyReport {
                 self.server_key
             ));
         }
-        if self.accepted_unsigned_custody {
+        if self.accepted_unverified_custody {
             notes.push(
-                "The custody record is not signed, and was accepted because \
-                 --accept-unsigned-custody was given: who disclosed this, to whom and when rests \
-                 on no one's signature."
+                "The custody record was accepted without a signature by the reviewer's known \
+                 key, because --accept-unverified-custody was given: who disclosed this, to whom \
+                 and when, and the survivor's consent, rest on no signature you checked."
                     .into(),
             );
         }
@@ -214,7 +218,7 @@ fn empty_report(case: &str, server_key: &str) -> VerifyReport {
         server_key_pinned: false,
         consent: None,
         consent_override: None,
-        accepted_unsigned_custody: false,
+        accepted_unverified_custody: false,
         verified: false,
     }
 }
@@ -495,21 +499,22 @@ fn check_custody(
     report.consent = (!custody.consent.is_empty()).then(|| custody.consent.clone());
     report.consent_override = custody.consent_override.clone();
     let signature = package.read_member(CUSTODY_SIGNATURE_NAME, 4096);
-    let unpinned = custody.by.as_deref().map(|by| {
-        format!(
-            "that {by} is the coalition reviewer's key: compare it with the key the reviewer \
-             gave you, or run again with --custody-key"
-        )
-    });
+    let accept = trust.accept_unverified_custody;
+    let mut accepted = || {
+        report.accepted_unverified_custody = true;
+    };
     let result = match (&custody.by, signature) {
-        (None, None) if trust.accept_unsigned_custody => {
-            report.accepted_unsigned_custody = true;
-            Ok("not signed; accepted because --accept-unsigned-custody was given".into())
+        (None, None) if trust.custody_key.is_some() => {
+            Err("not signed, though you gave the reviewer's custody key".into())
+        }
+        (None, None) if accept => {
+            accepted();
+            Ok("not signed; accepted because --accept-unverified-custody was given".into())
         }
         (None, None) => Err("not signed: anyone could have written this record (who disclosed \
                              the case, to whom, when, and the survivor's consent). Ask the \
                              reviewer for a signed package, or accept it as it is with \
-                             --accept-unsigned-custody (the report will say so)"
+                             --accept-unverified-custody (the report will say so)"
             .into()),
         (Some(by), Some(Ok(sig))) => {
             let key: Result<VerifierKey, String> = by.parse();
@@ -523,7 +528,18 @@ fn check_custody(
                         Err(format!("signed by {by}, not by the custody key you gave"))
                     }
                     Some(_) => Ok(format!("signed by {by}, the custody key you gave")),
-                    None => Ok(format!("signed by {by}")),
+                    None if accept => {
+                        accepted();
+                        Ok(format!(
+                            "signed by {by}, not compared with the reviewer's key; accepted \
+                             because --accept-unverified-custody was given"
+                        ))
+                    }
+                    None => Err(format!(
+                        "signed by {by}, a key not compared with the reviewer's: anyone can \
+                         re-sign an altered record with a key of their own. Run again with \
+                         --custody-key and the key the reviewer gave you"
+                    )),
                 },
                 _ => Err("the custody signature does not verify: the record was altered".into()),
             }
@@ -533,11 +549,7 @@ fn check_custody(
         }
         _ => Err("custody signature and signer do not match".into()),
     };
-    let not_proved = match (trust.custody_key, &unpinned) {
-        (None, Some(text)) => text.clone(),
-        _ => String::new(),
-    };
-    report.check_limited("custody signature", result, &not_proved);
+    report.check("custody signature", result);
 
     // VERIFY.txt: covered by the signed record's hash, or (a package from before that)
     // the text this package's index gives, word for word.

@@ -103,6 +103,10 @@ pub struct ReplyKeyChange {
     pub recipient: String,
     /// Its custody leaf in the intake log; None until the next export logs it.
     pub log_index: Option<u64>,
+    /// Whether a confirmed export carried it: until then, an export is made for it even
+    /// with no new submission.
+    #[serde(default)]
+    pub exported: bool,
 }
 
 /// A reply from the coalition, stored as the ciphertext the reviewer made.
@@ -654,6 +658,7 @@ impl Index {
             case: case.case.clone(),
             recipient: case.reply_recipient.clone(),
             log_index: None,
+            exported: false,
         };
         let change = serde_json::to_vec(&change).map_err(io::Error::other)?;
         let replaced = (&self.cases, &self.case_records, &self.reply_keys, &self.meta)
@@ -729,6 +734,21 @@ impl Index {
         Ok(out)
     }
 
+    /// Marks every logged reply-key change as carried out by a confirmed export.
+    pub(super) fn mark_reply_keys_exported(&self) -> io::Result<()> {
+        for item in self.reply_keys.iter() {
+            let (key, bytes) = item.map_err(sled_io)?;
+            let change: ReplyKeyChange =
+                serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+            if change.log_index.is_some() && !change.exported {
+                let done = ReplyKeyChange { exported: true, ..change };
+                let bytes = serde_json::to_vec(&done).map_err(io::Error::other)?;
+                self.reply_keys.insert(key, bytes).map_err(sled_io)?;
+            }
+        }
+        self.make_durable()
+    }
+
     /// Whether the index should be rewritten at the next start (`compact_into`).
     pub(super) fn compaction_due(&self) -> io::Result<bool> {
         Ok(self.meta.get(COMPACT_DUE).map_err(sled_io)?.is_some())
@@ -747,8 +767,22 @@ impl Index {
             .map_err(|_| io::Error::other("copying the index into a fresh one failed"))?;
         fresh.open_tree("meta").and_then(|meta| meta.remove(COMPACT_DUE)).map_err(sled_io)?;
         fresh.flush().map_err(sled_io)?;
-        File::open(to.join("db"))?.sync_all()?;
-        super::sync_dir(to)
+        drop(fresh);
+        // Every file of the copy, blobs included, and its folders: durable before the
+        // copy replaces the index.
+        let mut folders = vec![to.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    folders.push(entry.path());
+                } else {
+                    File::open(entry.path())?.sync_all()?;
+                }
+            }
+            super::sync_dir(&folder)?;
+        }
+        Ok(())
     }
 
     /// Replaces a reply by another of the same case (the old one resealed): the new one
@@ -778,6 +812,7 @@ impl Index {
                 let log_index = append_leaf(log, leaf)?;
                 let trees = InlineTrees { objects, ids };
                 trees.remove(&old_inline)?;
+                meta.insert(COMPACT_DUE, &b"1"[..])?;
                 trees.insert(log_index, inline)?;
                 let record =
                     ReplyRecord { object: new.clone(), imported_at: imported_at.into(), log_index };
@@ -824,10 +859,15 @@ impl Index {
     ) -> io::Result<()> {
         let keys: Vec<String> =
             replies.iter().map(|(case, object)| member_key(case, object.as_str())).collect();
-        (&self.replies, &self.inline_objects, &self.inline_ids)
-            .transaction(|(replies, objects, ids)| {
+        (&self.replies, &self.inline_objects, &self.inline_ids, &self.meta)
+            .transaction(|(replies, objects, ids, meta)| {
                 for key in &keys {
                     replies.remove(key.as_bytes())?;
+                }
+                // A reply kept in the index (before replies were files) leaves its
+                // bytes in sled's log: the next start rewrites the index without them.
+                if !inline.is_empty() {
+                    meta.insert(COMPACT_DUE, &b"1"[..])?;
                 }
                 InlineTrees { objects, ids }.remove(inline)
             })

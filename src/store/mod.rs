@@ -101,6 +101,10 @@ pub struct StoreStatus {
     /// store): they cannot be exported until it is restored from a backup.
     #[serde(default)]
     pub submissions_missing_objects: Vec<String>,
+    /// Deleted bytes (an old codename tag, a reply kept in the index) are still in the
+    /// index's files: the next start rewrites the index without them.
+    #[serde(default)]
+    pub index_rewrite_due: bool,
 }
 
 /// A case a codename opened.
@@ -195,7 +199,14 @@ impl Store {
 
     /// A new object for the request `pending`, deleted unless persisted and committed.
     pub fn create_object(&self, pending: &PendingObjects) -> ObjectWriter {
-        ObjectWriter::new(&self.tmp, &self.refs, self.random_hex(16), pending)
+        ObjectWriter::new(&self.tmp, &self.refs, self.random_hex(16), pending, true)
+    }
+
+    /// A new object that is always a file, however small (a reply: deleted once read,
+    /// and a file can be overwritten before it goes, where sled keeps a deleted value's
+    /// bytes in its log until it reuses their space).
+    fn create_file_object(&self, pending: &PendingObjects) -> ObjectWriter {
+        ObjectWriter::new(&self.tmp, &self.refs, self.random_hex(16), pending, false)
     }
 
     /// Records a submission, its case, its log leaf and its small objects in one
@@ -291,9 +302,16 @@ impl Store {
         Ok(self.index.replace_case_keys(&old_tag, &tag, &record)?.then_some(record))
     }
 
-    /// Logs the reply-key changes not logged yet (at the start of an export).
-    pub fn log_reply_key_changes(&self) -> io::Result<()> {
-        self.index.log_reply_key_changes()
+    /// Logs the reply-key changes not logged yet (at the start of an export); true when
+    /// some logged change has not been carried out by an export yet.
+    pub fn log_reply_key_changes(&self) -> io::Result<bool> {
+        self.index.log_reply_key_changes()?;
+        Ok(self.index.reply_key_changes()?.iter().any(|c| !c.exported))
+    }
+
+    /// Marks the logged reply-key changes as carried out (an export was confirmed).
+    pub fn mark_reply_keys_exported(&self) -> io::Result<()> {
+        self.index.mark_reply_keys_exported()
     }
 
     /// Replaces a stored reply by `ciphertext`, the same reply resealed to its case's
@@ -305,7 +323,7 @@ impl Store {
         let file = self.index.inline_len(old)?.is_none();
         let pending = PendingObjects::default();
         let result = (|| {
-            let mut object = self.create_object(&pending);
+            let mut object = self.create_file_object(&pending);
             object.write_all(ciphertext)?;
             object.persist(&id, &pending)?;
             self.commit_index(&pending, |inline| {
@@ -317,7 +335,7 @@ impl Store {
         }
         result?;
         if file {
-            self.remove_object_files(std::slice::from_ref(old))?;
+            self.refs.remove_unnamed(std::slice::from_ref(old), true)?;
         }
         Ok(())
     }
@@ -365,7 +383,7 @@ impl Store {
         }
         let inline_ids: Vec<ObjectId> = inline.iter().map(|(id, _)| id.clone()).collect();
         self.index.remove_replies(replies, &inline_ids)?;
-        self.remove_object_files(&files)
+        self.refs.remove_unnamed(&files, true)
     }
 
     pub fn case_record(&self, case: &str) -> io::Result<Option<CaseRecord>> {
@@ -391,9 +409,17 @@ impl Store {
         if self.index.has_reply(case, &id)? {
             return Ok(false);
         }
+        // A reply is new ciphertext: bytes some record already names would be deleted
+        // with the reply once it is read.
+        if self.object_len(&id).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "these bytes are already stored as another object: not a new reply",
+            ));
+        }
         let pending = PendingObjects::default();
         let result = (|| {
-            let mut object = self.create_object(&pending);
+            let mut object = self.create_file_object(&pending);
             object.write_all(ciphertext)?;
             object.persist(&id, &pending)?;
             let hour = crate::intake::upload::received_hour();
@@ -625,7 +651,7 @@ impl Store {
     /// Deletes object files no record names any more (but not one a request under way
     /// holds), then makes that durable.
     fn remove_object_files(&self, files: &[ObjectId]) -> io::Result<()> {
-        self.refs.remove_unnamed(files)
+        self.refs.remove_unnamed(files, false)
     }
 
     /// Counts for `amanat status`.
@@ -648,6 +674,7 @@ impl Store {
             .collect();
         submissions_missing_objects.dedup();
         Ok(StoreStatus {
+            index_rewrite_due: self.index.compaction_due()?,
             replies_exposed_before_upgrade: self.index.resealed_count()?,
             submissions_missing_objects,
             index_bytes: self.index.disk_bytes()?,
@@ -725,6 +752,16 @@ fn open_index(path: &Path) -> io::Result<index::Index> {
     }
     let index = index::Index::open(path)?;
     if !index.compaction_due()? {
+        return Ok(index);
+    }
+    // The copy needs room of its own: without it, start on the old index and try at the
+    // next start (`amanat status` says it is still due).
+    let room =
+        rustix::fs::statvfs(path).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
+    if room < index.disk_bytes()?.saturating_mul(2).saturating_add(64 << 20) {
+        tracing::warn!(
+            "the index could not be rewritten without deleted bytes: too little free space"
+        );
         return Ok(index);
     }
     index.compact_into(&fresh)?;

@@ -55,16 +55,20 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
+    /// `inline`: whether it may stay in the index while small (a reply may not: see
+    /// `Store::add_reply`).
     pub(super) fn new(
         tmp: &Path,
         refs: &Arc<ObjectRefs>,
         name: String,
         pending: &PendingObjects,
+        inline: bool,
     ) -> Self {
         let kept = pending.lock().inline.iter().map(|(_, bytes)| bytes.len()).sum::<usize>();
+        let limit = INLINE_MAX.min(REQUEST_INLINE_MAX.saturating_sub(kept));
         ObjectWriter {
             inline: Vec::new(),
-            inline_limit: INLINE_MAX.min(REQUEST_INLINE_MAX.saturating_sub(kept)),
+            inline_limit: if inline { limit } else { 0 },
             file: None,
             unchecked: 0,
             tmp: tmp.to_path_buf(),
@@ -349,8 +353,10 @@ impl ObjectRefs {
 
     /// Deletes stored object files no record names any more (a purge, read replies),
     /// except those a request under way holds: that request's commit will name them,
-    /// or its abandonment delete them. Durable on return.
-    pub(super) fn remove_unnamed(&self, ids: &[ObjectId]) -> io::Result<()> {
+    /// or its abandonment delete them. With `shred`, each file is overwritten with zeros
+    /// (and that made durable) before it goes: a reply read and deleted must not be
+    /// read again from the disk's free blocks. Durable on return.
+    pub(super) fn remove_unnamed(&self, ids: &[ObjectId], shred: bool) -> io::Result<()> {
         let mut held = self.lock();
         let mut removed = false;
         for id in ids {
@@ -360,6 +366,11 @@ impl ObjectRefs {
             }
             let path = self.objects.join(id.as_str());
             if let Ok(meta) = fs::metadata(&path) {
+                if shred {
+                    let mut file = OpenOptions::new().write(true).open(&path)?;
+                    write_zeros(&mut file, meta.len())?;
+                    file.sync_all()?;
+                }
                 fs::remove_file(&path)?;
                 self.usage.remove_stored(meta.len());
                 removed = true;
@@ -370,6 +381,18 @@ impl ObjectRefs {
         }
         Ok(())
     }
+}
+
+/// Overwrites a file's first `len` bytes with zeros, in place.
+pub(super) fn write_zeros(file: &mut File, len: u64) -> io::Result<()> {
+    let zeros = [0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Makes a rename or unlink in `objects/` durable, and leaves the directory's own times

@@ -4,7 +4,7 @@
 //! upgraded at its survivor's next sign-in.
 
 use crate::common::*;
-use crate::followup::{first_submission, followup, reply, write_reply};
+use crate::followup::{first_submission, followup, reply, reply_command, write_reply};
 use crate::review::{export, open};
 use ring::{hkdf, hmac};
 use serde_json::json;
@@ -289,21 +289,36 @@ fn a_store_from_before_v2_keys_is_upgraded_at_the_survivors_next_sign_in() {
     server.restart();
     assert!(!contains(&raw_index(&data), v1_tag.as_bytes()), "the v1 tag is still on the disk");
 
-    // The next export carries the new key in the signed log; open records it, and the
-    // reviewer's next reply is sealed to it and accepted.
+    // Another server the reviewers also take bundles from claims a key for this case:
+    // refused, its log is not the one the case came from.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let mut other = Server::start(&other_dir, &coalition, "");
+    first_submission(&other);
+    other.kill();
+    inject_reply_key(
+        &other.data_dir,
+        case,
+        &age::x25519::Identity::generate().to_public().to_string(),
+    );
+    other.restart();
+    let foreign = dir.path().join("foreign.tar");
+    export(&other, &foreign, false);
+    let opened = open_in(&foreign, &identity_file, &cases, &state);
+    let stdout = String::from_utf8_lossy(&opened.stdout);
+    assert!(
+        !opened.status.success() && stdout.contains("not from the server log the case came from"),
+        "{stdout}"
+    );
+    assert!(!cases.join(case).join("reply-key.json").exists());
+
+    // The next export carries the new key in the signed log, though no new submission
+    // came (the survivor only read): open records it, and the reviewer's next reply is
+    // sealed to it and accepted.
     let b2 = dir.path().join("b2.tar");
-    export(&server, &b2, true);
-    let opened = amanat(&[
-        "open",
-        s(&b2),
-        "--identity",
-        s(&identity_file),
-        "--out",
-        s(&cases),
-        "--state",
-        s(&state),
-        "--json",
-    ]);
+    let summary = export(&server, &b2, false);
+    assert_eq!(summary["submissions"], 0, "{summary}");
+    let opened = open_in(&b2, &identity_file, &cases, &state);
     assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stdout));
     assert!(String::from_utf8_lossy(&opened.stdout).contains("\"reply_key_changed\""));
     let key: serde_json::Value =
@@ -327,6 +342,32 @@ fn a_store_from_before_v2_keys_is_upgraded_at_the_survivors_next_sign_in() {
     }
     server.restart();
     assert_eq!(followup(&server, codename).json()["replies"][0]["text"], "Second try.");
+
+    // A second, different change for the same case (only a server's key holder could
+    // log one): replies to the case stop until the coalition has checked.
+    server.kill();
+    inject_reply_key(&data, case, &age::x25519::Identity::generate().to_public().to_string());
+    server.restart();
+    let b3 = dir.path().join("b3.tar");
+    export(&server, &b3, false);
+    let opened = open_in(&b3, &identity_file, &cases, &state);
+    assert!(!opened.status.success());
+    assert!(cases.join(case).join("reply-key.refused").exists());
+    assert!(!cases.join(case).join("reply-key.json").exists(), "the first change withdrawn too");
+    let out = reply_command(dir.path(), &coalition, &cases, case, "Are you safe?");
+    assert!(!out.status.success(), "no reply is sealed to either key");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
+}
+
+/// What only someone writing the index directly (a server's operator, or whoever holds
+/// its data directory and signing key) can do: claim a new reply key for `case`, which
+/// the server then logs at its next export.
+fn inject_reply_key(data: &Path, case: &str, recipient: &str) {
+    let db = sled::open(data.join("index")).unwrap();
+    let change = json!({ "case": case, "recipient": recipient, "log_index": null });
+    let tree = db.open_tree("reply_keys").unwrap();
+    tree.insert(case.as_bytes(), serde_json::to_vec(&change).unwrap()).unwrap();
+    db.flush().unwrap();
 }
 
 /// A server (or whoever holds its signing key) claims a new reply key for a case whose
@@ -349,15 +390,7 @@ fn a_reviewer_refuses_a_reply_key_change_the_server_may_not_make() {
     // The operator writes a change of their own into the index; the server logs it.
     server.kill();
     let attacker = age::x25519::Identity::generate().to_public().to_string();
-    {
-        let db = sled::open(server.data_dir.join("index")).unwrap();
-        let change = json!({ "case": case, "recipient": attacker, "log_index": null });
-        db.open_tree("reply_keys")
-            .unwrap()
-            .insert(case.as_bytes(), serde_json::to_vec(&change).unwrap())
-            .unwrap();
-        db.flush().unwrap();
-    }
+    inject_reply_key(&server.data_dir, &case, &attacker);
     server.restart();
     let b2 = dir.path().join("b2.tar");
     export(&server, &b2, true);
@@ -393,9 +426,10 @@ fn write_and_import_reply(
     }
 }
 
-/// `amanat open` of one bundle with the fixture's key and a state file of its own.
-fn open_with_state(bundle: &Path, identity: &Path, cases: &Path, state: &Path) {
-    let opened = amanat(&[
+/// `amanat open --json` of one bundle with a state file of its own.
+fn open_in(bundle: &Path, identity: &Path, cases: &Path, state: &Path) -> std::process::Output {
+    let state = s(state);
+    amanat(&[
         "open",
         s(bundle),
         "--identity",
@@ -403,8 +437,13 @@ fn open_with_state(bundle: &Path, identity: &Path, cases: &Path, state: &Path) {
         "--out",
         s(cases),
         "--state",
-        s(state),
+        state,
         "--json",
-    ]);
+    ])
+}
+
+/// `open_in`, which must verify everything.
+fn open_with_state(bundle: &Path, identity: &Path, cases: &Path, state: &Path) {
+    let opened = open_in(bundle, identity, cases, state);
     assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stdout));
 }

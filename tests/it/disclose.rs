@@ -26,6 +26,8 @@ struct Setup {
     files: Vec<(String, Vec<u8>)>,
     /// The key `amanat status` prints: what the coalition publishes.
     server_key: String,
+    /// The reviewer's custody key, as `amanat keygen --signing` printed it.
+    custody_key: String,
     _server: Server,
 }
 
@@ -52,7 +54,7 @@ fn disclosed_case() -> Setup {
     let lawyer_key = dir.path().join("lawyer/key.txt");
     let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
     let signer = dir.path().join("offline/custody.key");
-    keygen(&["keygen", "--signing", "--out", s(&signer)]);
+    let custody_key = keygen(&["keygen", "--signing", "--out", s(&signer)]);
     let package = dir.path().join("case.tar");
     let out = amanat(&[
         "disclose",
@@ -80,12 +82,13 @@ fn disclosed_case() -> Setup {
         package,
         lawyer_key,
         server_key: published_key(&server),
+        custody_key,
         _server: server,
     }
 }
 
-/// `amanat verify --json` with the published server key, as VERIFY.txt says, and
-/// `extra` arguments.
+/// `amanat verify --json` with the published server key and the reviewer's custody key,
+/// as VERIFY.txt says, and `extra` arguments (a later `--custody-key` wins).
 fn verify_with(
     setup: &Setup,
     package: &Path,
@@ -95,6 +98,9 @@ fn verify_with(
 ) -> (bool, serde_json::Value) {
     let mut args = vec!["verify", s(package), "--out", s(out), "--json"];
     args.extend(["--server-key", &setup.server_key]);
+    if !extra.contains(&"--custody-key") && !extra.contains(&"--accept-unverified-custody") {
+        args.extend(["--custody-key", &setup.custody_key]);
+    }
     if let Some(key) = key {
         args.extend(["--identity", s(key)]);
     }
@@ -268,7 +274,7 @@ fn without_the_published_server_key_there_is_no_pass_and_another_key_fails() {
     let run = |pin: &str, out: &str| {
         let out = setup.dir.path().join(out);
         let mut args = vec!["verify", s(&setup.package), "--identity", s(&setup.lawyer_key)];
-        args.extend(["--out", s(&out)]);
+        args.extend(["--out", s(&out), "--custody-key", &setup.custody_key]);
         if !pin.is_empty() {
             args.extend(["--server-key", pin]);
         }
@@ -324,11 +330,47 @@ fn a_custody_record_unsigned_or_rewritten_and_rewritten_instructions_fail_by_nam
     assert!(!out.join(&setup.case).exists());
     // Accepted only when the lawyer says so, and the report says it was.
     let out = setup.dir.path().join("out-accepted");
-    let (ok, report) = verify_with(&setup, &unsigned, lawyer, &out, &["--accept-unsigned-custody"]);
+    let (ok, report) =
+        verify_with(&setup, &unsigned, lawyer, &out, &["--accept-unverified-custody"]);
     assert!(ok, "{report:#}");
-    assert_eq!(report["accepted_unsigned_custody"], true);
+    assert_eq!(report["accepted_unverified_custody"], true);
     let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
-    assert!(text.contains("--accept-unsigned-custody"), "{text}");
+    assert!(text.contains("--accept-unverified-custody"), "{text}");
+    // Given the reviewer's key, an unsigned record fails whatever else is said.
+    let out = setup.dir.path().join("out-unsigned-pinned");
+    let extra = ["--accept-unverified-custody", "--custody-key", &setup.custody_key];
+    let (ok, report) = verify_with(&setup, &unsigned, lawyer, &out, &extra);
+    assert!(!ok && failed_checks(&report) == ["custody signature", "files"], "{report:#}");
+
+    // Re-signed with a key of the forger's own: without the reviewer's key to compare,
+    // no pass.
+    let forger_key = setup.dir.path().join("forger.key");
+    let forger = keygen(&["keygen", "--signing", "--out", s(&forger_key)]);
+    let resigned = setup.dir.path().join("resigned.tar");
+    let forger_signing =
+        amanat::keys::SigningKey::load_or_create(&forger_key, "amanat-custody").unwrap();
+    rewrite_tar(&setup.package, &resigned, |entries| {
+        let (_, data) = entries.iter_mut().find(|(n, _)| n == "custody.json").unwrap();
+        let mut custody: serde_json::Value = serde_json::from_slice(data).unwrap();
+        custody["by"] = forger.clone().into();
+        custody["consent"] = "lawyers".into();
+        *data = serde_json::to_vec_pretty(&custody).unwrap();
+        let signature = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            forger_signing.sign(data),
+        );
+        let (_, sig) = entries.iter_mut().find(|(n, _)| n == "custody.sig").unwrap();
+        *sig = signature.into_bytes();
+    });
+    let out = setup.dir.path().join("out-resigned");
+    let (ok, report) = verify_with(&setup, &resigned, lawyer, &out, &["--custody-key", &forger]);
+    assert!(ok, "signed by the key given: {report:#}");
+    let no_key = amanat(&["verify", s(&resigned), "--server-key", &setup.server_key, "--json"]);
+    assert!(!no_key.status.success(), "{}", String::from_utf8_lossy(&no_key.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&no_key.stdout).unwrap();
+    assert!(failed_checks(&report).contains(&"custody signature".to_string()), "{report:#}");
+    let (ok, _) = verify_with(&setup, &resigned, lawyer, &setup.dir.path().join("o2"), &[]);
+    assert!(!ok, "not the reviewer's key");
 
     // A rewritten VERIFY.txt fails, signed or not.
     let rewritten = setup.dir.path().join("rewritten.tar");
@@ -369,7 +411,7 @@ fn a_case_whose_survivor_did_not_consent_to_lawyers_is_disclosed_only_with_a_sig
     let lawyer_key = dir.path().join("lawyer.txt");
     let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
     let signer = dir.path().join("offline/custody.key");
-    keygen(&["keygen", "--signing", "--out", s(&signer)]);
+    let custody_key = keygen(&["keygen", "--signing", "--out", s(&signer)]);
     let disclose = |case: &str, out: &Path, reason: Option<&str>| {
         let mut args = vec!["disclose", "--cases", s(&cases), "--case", case];
         args.extend(["--bundle", s(&bundle), "--identity", s(&coalition.identity_files[0])]);
@@ -401,6 +443,8 @@ fn a_case_whose_survivor_did_not_consent_to_lawyers_is_disclosed_only_with_a_sig
         s(&lawyer_key),
         "--server-key",
         &key,
+        "--custody-key",
+        &custody_key,
         "--out",
         s(&out),
         "--json",
@@ -415,6 +459,46 @@ fn a_case_whose_survivor_did_not_consent_to_lawyers_is_disclosed_only_with_a_sig
     assert!(text.contains(reason) && text.contains("does not include a lawyer"), "{text}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("disclosed against it"), "the lawyer's report names the override");
+
+    // A survivor who said "lawyers" at first and "only the coalition" later: leaving the
+    // later submission's bundle out does not bring back the first answer.
+    let first = submit_with(&server, 3, &[("a.jpg", 5_000)], &[("consent_readers", "lawyers")]);
+    let early = dir.path().join("early.tar");
+    export(&server, &early, false);
+    let codename = first.codename.clone();
+    let later = post_multipart(
+        server.addr,
+        "/api/v1/followup/submissions",
+        &[
+            crate::common::text("codename", &codename),
+            crate::common::text("testimony", "I changed my mind: only the coalition."),
+            crate::common::text("consent_readers", "coalition"),
+        ],
+    );
+    assert_eq!(later.status, 201, "{}", later.text());
+    let late = dir.path().join("late.tar");
+    export(&server, &late, false);
+    assert!(open(&[&early, &late], &coalition.identity_files[0], &cases).0);
+    let only_early = {
+        let mut args = vec!["disclose", "--cases", s(&cases), "--case", &first.id];
+        args.extend(["--bundle", s(&early), "--identity", s(&coalition.identity_files[0])]);
+        let out = dir.path().join("early-only.tar");
+        args.extend(["--to", &lawyer, "--signer", s(&signer), "--out", s(&out)]);
+        amanat(&args)
+    };
+    assert!(!only_early.status.success());
+    let why = String::from_utf8_lossy(&only_early.stderr);
+    assert!(why.contains("is in none of the bundles"), "{why}");
+    let both = {
+        let mut args = vec!["disclose", "--cases", s(&cases), "--case", &first.id];
+        args.extend(["--bundle", s(&early), "--bundle", s(&late)]);
+        args.extend(["--identity", s(&coalition.identity_files[0])]);
+        let out = dir.path().join("both.tar");
+        args.extend(["--to", &lawyer, "--signer", s(&signer), "--out", s(&out)]);
+        amanat(&args)
+    };
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("\"coalition\""));
 }
 
 #[test]

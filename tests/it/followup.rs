@@ -76,19 +76,19 @@ pub(crate) fn urlencode(text: &str) -> String {
         .collect()
 }
 
-/// `amanat reply` into a reply bundle for `case`; returns the bundle.
-pub(crate) fn write_reply(
+/// `amanat reply` into `dir/reply-<length>.tar` for `case`, as it went.
+pub(crate) fn reply_command(
     dir: &Path,
     coalition: &Coalition,
     cases: &Path,
     case: &str,
     text: &str,
-) -> std::path::PathBuf {
+) -> std::process::Output {
     let text_file = dir.join("reply.txt");
     std::fs::write(&text_file, text).unwrap();
     let bundle = dir.join(format!("reply-{}.tar", text.len()));
     let _ = std::fs::remove_file(&bundle);
-    let out = amanat(&[
+    amanat(&[
         "reply",
         "--cases",
         s(cases),
@@ -100,9 +100,20 @@ pub(crate) fn write_reply(
         s(&coalition.recipients_file),
         "--out",
         s(&bundle),
-    ]);
+    ])
+}
+
+/// `amanat reply` into a reply bundle for `case`; returns the bundle.
+pub(crate) fn write_reply(
+    dir: &Path,
+    coalition: &Coalition,
+    cases: &Path,
+    case: &str,
+    text: &str,
+) -> std::path::PathBuf {
+    let out = reply_command(dir, coalition, cases, case, text);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    bundle
+    dir.join(format!("reply-{}.tar", text.len()))
 }
 
 /// Writes a reply offline and imports it into the running server.

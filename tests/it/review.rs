@@ -44,6 +44,7 @@ pub fn open(
 
 pub struct Sent {
     pub id: String,
+    pub codename: String,
     testimony: String,
     fields: Vec<(String, String)>,
     pub files: Vec<(String, Vec<u8>)>,
@@ -74,7 +75,14 @@ pub fn submit_with(
     parts.extend(files.iter().map(|(name, data)| file("evidence", name, "image/jpeg", data)));
     let response = post_multipart(server.addr, "/api/v1/submissions", &parts);
     assert_eq!(response.status, 201, "{}", response.text());
-    Sent { id: response.json()["id"].as_str().unwrap().to_string(), testimony, fields, files }
+    let body = response.json();
+    Sent {
+        id: body["id"].as_str().unwrap().to_string(),
+        codename: body["codename"].as_str().unwrap_or("").to_string(),
+        testimony,
+        fields,
+        files,
+    }
 }
 
 fn case_dirs(out: &Path) -> Vec<String> {
