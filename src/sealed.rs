@@ -464,17 +464,8 @@ fn store_object(
     pending: &PendingObjects,
 ) -> Result<(), StoreError> {
     let object = store.create_object(pending);
-    let mut writer = envelope::HashingWriter::new(BufWriter::with_capacity(256 * 1024, object));
-    io::copy(entry, &mut writer).map_err(StoreError::Io)?;
-    let (buffered, hash, len) = writer.finish();
-    // The tar reader ends a member quietly where the input ends: a cut-off file.
-    if len != size {
-        return Err(StoreError::Refused(IntakeError::IncompleteUpload));
-    }
+    let buffered = copy_checked(entry, size, id, BufWriter::with_capacity(256 * 1024, object))?;
     let object = buffered.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
-    if hex::encode(hash) != id.as_str() {
-        return Err(StoreError::Refused(IntakeError::SealedObjectMismatch));
-    }
     if envelope::check_header(object.written().map_err(StoreError::Io)?).is_err() {
         return Err(StoreError::Refused(IntakeError::SealedObjectNotAge));
     }
@@ -484,16 +475,28 @@ fn store_object(
 /// Reads one object of a file already stored, checking its bytes against `id` without
 /// keeping them.
 fn check_object(entry: &mut impl Read, size: u64, id: &ObjectId) -> Result<(), StoreError> {
-    let mut sink = envelope::HashingWriter::new(io::sink());
-    io::copy(entry, &mut sink).map_err(StoreError::Io)?;
-    let (_, hash, len) = sink.finish();
+    copy_checked(entry, size, id, io::sink()).map(drop)
+}
+
+/// Copies one tar member into `out`, refusing it unless it is whole (`size` bytes) and
+/// its bytes hash to `id`.
+fn copy_checked<W: io::Write>(
+    entry: &mut impl Read,
+    size: u64,
+    id: &ObjectId,
+    out: W,
+) -> Result<W, StoreError> {
+    let mut writer = envelope::HashingWriter::new(out);
+    io::copy(entry, &mut writer).map_err(StoreError::Io)?;
+    let (out, hash, len) = writer.finish();
+    // The tar reader ends a member quietly where the input ends: a cut-off file.
     if len != size {
         return Err(StoreError::Refused(IntakeError::IncompleteUpload));
     }
     if hex::encode(hash) != id.as_str() {
         return Err(StoreError::Refused(IntakeError::SealedObjectMismatch));
     }
-    Ok(())
+    Ok(out)
 }
 
 fn internal(e: io::Error) -> IntakeError {

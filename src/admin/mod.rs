@@ -283,8 +283,8 @@ fn export(
     let mut submissions = store.submissions_to_export(all)?;
     // One lost object must not keep every other testimony on the server: its record is
     // named and left out, the rest go.
-    let missing: Vec<MissingObject> = store
-        .missing_objects(&submissions)?
+    let (lens, missing) = store.object_lens(&submissions)?;
+    let missing: Vec<MissingObject> = missing
         .into_iter()
         .map(|(submission, object)| MissingObject { submission, object: object.to_string() })
         .collect();
@@ -308,10 +308,8 @@ fn export(
         log,
     };
     let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
-    let mut sizes = Vec::new();
-    for id in index.objects() {
-        sizes.push(store.object_len(&id)?);
-    }
+    let sizes = index.objects().iter().map(|id| lens.get(id).copied()).collect::<Option<Vec<_>>>();
+    let sizes = sizes.ok_or_else(|| io::Error::other("an object of the bundle has no length"))?;
     let bytes = bundle::bundle_len(index_len, sizes);
     let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();
     answer(

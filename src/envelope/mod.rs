@@ -87,8 +87,9 @@ pub fn padded_size(len: u64) -> u64 {
 /// `age -d` gives back a valid document.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// Writes `count` bytes of `fill` to `out`, a block at a time.
-fn write_padding(out: &mut impl Write, fill: u8, mut count: u64) -> io::Result<()> {
+/// Writes `count` bytes of `fill` (0 or b' ') to `out`, a block at a time: padding,
+/// and the zeros a file is overwritten with before it is deleted.
+pub(crate) fn write_padding(out: &mut impl Write, fill: u8, mut count: u64) -> io::Result<()> {
     let spaces = [b' '; 4096];
     let block: &[u8] = if fill == 0 { &ZEROS } else { &spaces };
     debug_assert!(fill == 0 || fill == b' ');

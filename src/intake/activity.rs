@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
@@ -23,6 +23,14 @@ pub struct Activity {
     /// Codename derivations waiting or running.
     pub codename_checks: AtomicUsize,
     hour: Mutex<HourTotals>,
+    /// The hour (since the epoch) the last request was counted in.
+    counted_hour: AtomicU64,
+}
+
+/// Hours since the epoch, now.
+fn hour_number() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_secs() / 3600)
 }
 
 /// How full the intake is, for `/healthz` and `amanat status`.
@@ -62,6 +70,7 @@ impl Activity {
                 hour: super::upload::received_hour(),
                 ..Default::default()
             }),
+            counted_hour: AtomicU64::new(hour_number()),
         })
     }
 
@@ -83,9 +92,13 @@ impl Activity {
         self.hour.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one answered request; a new hour first writes the last one's line.
+    /// Counts one answered request; a new hour first writes the last one's line. The
+    /// clock is read as a number here: formatting it is for the once-an-hour line.
     pub fn count(&self, refused: Option<&'static str>, bytes_in: u64, bytes_out: u64) {
-        self.roll_hour();
+        let hour = hour_number();
+        if self.counted_hour.swap(hour, Ordering::Relaxed) != hour {
+            self.roll_hour();
+        }
         let mut totals = self.lock();
         totals.requests += 1;
         totals.bytes_in += bytes_in;
@@ -95,8 +108,8 @@ impl Activity {
         }
     }
 
-    /// Writes the finished hour's line, once the clock has passed it (called on every
-    /// request and once a minute).
+    /// Writes the finished hour's line, once the clock has passed it (called at a
+    /// request's first count in a new hour, and once a minute).
     pub fn roll_hour(&self) {
         if let Some(line) = self.finish_hour(&super::upload::received_hour()) {
             tracing::info!("{line}");

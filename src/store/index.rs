@@ -337,10 +337,7 @@ impl Index {
                 append_leaf(log, leaf)?;
                 Ok(())
             })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_io(e),
-            })?;
+            .map_err(tx_io)?;
         self.make_durable()
     }
 
@@ -379,10 +376,7 @@ impl Index {
                 append_leaf(log, leaf)
             })
             .map(|_| ())
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_io(e),
-            })
+            .map_err(tx_io)
     }
 
     /// Bytes the index takes on disk: sled's one file (values are kept small enough
@@ -422,7 +416,7 @@ impl Index {
         record: &SubmissionRecord,
         case: CaseChoice<'_>,
         inline: &[InlineObject],
-    ) -> Result<(u64, u64), CommitError> {
+    ) -> Result<u64, CommitError> {
         let encode = |e| CommitError::NotRecorded(io::Error::other(e));
         let new_case = match case {
             CaseChoice::New { tag, case } => {
@@ -470,20 +464,15 @@ impl Index {
                 }
                 case_members.insert(member.as_bytes(), &[][..])?;
                 let index = append_leaf(log, leaf)?;
-                let added = InlineTrees { objects, ids }.insert(index, inline)?;
+                InlineTrees { objects, ids }.insert(index, inline)?;
                 let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
                 if submissions.insert(record.id.as_bytes(), bytes)?.is_some() {
                     return Err(abort("submission id already recorded"));
                 }
-                Ok((index, added))
+                Ok(index)
             })
-            .map_err(|e| {
-                CommitError::NotRecorded(match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => sled_io(e),
-                })
-            })?;
+            .map_err(|e| CommitError::NotRecorded(tx_io(e)))?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(index)
     }
@@ -588,14 +577,14 @@ impl Index {
 
     /// Records a reply and its custody leaf in one transaction, then makes it durable.
     /// A reply already recorded is left as it is (importing twice adds nothing).
-    /// Returns whether it was new and the bytes its small object added.
+    /// Returns whether it was new.
     pub(super) fn insert_reply(
         &self,
         case: &str,
         object: &ObjectId,
         imported_at: &str,
         inline: &[InlineObject],
-    ) -> Result<(bool, u64), CommitError> {
+    ) -> Result<bool, CommitError> {
         let key = member_key(case, object.as_str());
         let leaf = checked_leaf(&LogLeaf::Reply {
             case: case.into(),
@@ -610,10 +599,10 @@ impl Index {
                     return Err(abort("no such case"));
                 }
                 if replies.get(key.as_bytes())?.is_some() {
-                    return Ok((false, 0));
+                    return Ok(false);
                 }
                 let log_index = append_leaf(log, leaf)?;
-                let added = InlineTrees { objects, ids }.insert(log_index, inline)?;
+                InlineTrees { objects, ids }.insert(log_index, inline)?;
                 let record = ReplyRecord {
                     object: object.clone(),
                     imported_at: imported_at.into(),
@@ -621,14 +610,9 @@ impl Index {
                 };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
                 replies.insert(key.as_bytes(), bytes)?;
-                Ok((true, added))
+                Ok(true)
             })
-            .map_err(|e| {
-                CommitError::NotRecorded(match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => sled_io(e),
-                })
-            })?;
+            .map_err(|e| CommitError::NotRecorded(tx_io(e)))?;
         self.make_durable().map_err(CommitError::NotDurable)?;
         Ok(added)
     }
@@ -674,10 +658,7 @@ impl Index {
                 meta.insert(COMPACT_DUE, &b"1"[..])?;
                 Ok(true)
             })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_io(e),
-            })?;
+            .map_err(tx_io)?;
         self.make_durable()?;
         Ok(replaced)
     }
@@ -713,10 +694,7 @@ impl Index {
                 }
                 Ok(())
             })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_io(e),
-            })?;
+            .map_err(tx_io)?;
         self.make_durable()
     }
 
@@ -787,7 +765,7 @@ impl Index {
 
     /// Replaces a reply by another of the same case (the old one resealed): the new one
     /// and its custody leaf in, the old record and its small object out, in one
-    /// transaction; durable on return. Returns the small object's bytes added.
+    /// transaction; durable on return.
     pub(super) fn replace_reply(
         &self,
         case: &str,
@@ -823,12 +801,7 @@ impl Index {
                 meta.insert(RESEALED, &count.to_be_bytes()[..])?;
                 Ok(())
             })
-            .map_err(|e| {
-                CommitError::NotRecorded(match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => sled_io(e),
-                })
-            })?;
+            .map_err(|e| CommitError::NotRecorded(tx_io(e)))?;
         self.make_durable().map_err(CommitError::NotDurable)
     }
 
@@ -871,16 +844,14 @@ impl Index {
                 }
                 InlineTrees { objects, ids }.remove(inline)
             })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_io(e),
-            })?;
+            .map_err(tx_io)?;
         self.make_durable()
     }
 
-    /// Cases whose survivor has not signed in since the upgrade to v2 keys, and the
-    /// replies stored for them (readable by anyone holding a copy of the index).
-    pub(super) fn v1_key_counts(&self) -> io::Result<(usize, usize)> {
+    /// Cases whose survivor has not signed in since the upgrade to v2 keys, the replies
+    /// stored for them (readable by anyone holding a copy of the index), and all
+    /// replies stored.
+    pub(super) fn reply_key_counts(&self) -> io::Result<(usize, usize, usize)> {
         let mut old = HashSet::new();
         for item in self.case_records.iter() {
             let (_, bytes) = item.map_err(sled_io)?;
@@ -889,8 +860,9 @@ impl Index {
                 old.insert(record.case);
             }
         }
-        let exposed = self.all_replies()?.iter().filter(|(case, _)| old.contains(case)).count();
-        Ok((old.len(), exposed))
+        let replies = self.all_replies()?;
+        let exposed = replies.iter().filter(|(case, _)| old.contains(case)).count();
+        Ok((old.len(), exposed, replies.len()))
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -1040,9 +1012,8 @@ struct InlineTrees<'a> {
 
 impl InlineTrees<'_> {
     /// Writes small objects in chunks under `seq`; one already stored (the same bytes)
-    /// is left as it is. Returns the bytes added.
-    fn insert(&self, seq: u64, inline: &[InlineObject]) -> TxResult<u64> {
-        let mut added = 0;
+    /// is left as it is.
+    fn insert(&self, seq: u64, inline: &[InlineObject]) -> TxResult<()> {
         for (id, bytes) in inline {
             if bytes.is_empty() || bytes.len() > CHUNK * usize::from(u16::MAX) {
                 return Err(abort("a small object must have between 1 byte and 256 MiB"));
@@ -1057,9 +1028,8 @@ impl InlineTrees<'_> {
             for (n, chunk) in bytes.chunks(CHUNK).enumerate() {
                 self.objects.insert(chunk_key(seq, id, n), chunk)?;
             }
-            added += bytes.len() as u64;
         }
-        Ok(added)
+        Ok(())
     }
 
     /// Deletes small objects; ids not stored here are skipped.
@@ -1081,6 +1051,14 @@ fn member_key(case: &str, member: &str) -> String {
 
 fn abort(why: &str) -> ConflictableTransactionError<io::Error> {
     ConflictableTransactionError::Abort(io::Error::other(why.to_string()))
+}
+
+/// A failed transaction's error: our own abort, or sled's.
+fn tx_io(e: TransactionError<io::Error>) -> io::Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => sled_io(e),
+    }
 }
 
 fn sled_io(e: sled::Error) -> io::Error {

@@ -107,6 +107,9 @@ pub struct StoreStatus {
     pub index_rewrite_due: bool,
 }
 
+/// Lengths of stored objects by id, and the (submission, object) pairs not stored.
+pub type ObjectLens = (std::collections::HashMap<ObjectId, u64>, Vec<(String, ObjectId)>);
+
 /// A case a codename opened.
 pub struct FoundCase {
     pub record: CaseRecord,
@@ -225,20 +228,18 @@ impl Store {
     }
 
     /// Runs one index commit for the request `pending`, handing it the request's small
-    /// objects, and counts the bytes they added. `write` returns its result and those
-    /// bytes.
+    /// objects, then measures the index for the quota.
     fn commit_index<T>(
         &self,
         pending: &PendingObjects,
-        write: impl FnOnce(&[objects::InlineObject]) -> Result<(T, u64), CommitError>,
+        write: impl FnOnce(&[objects::InlineObject]) -> Result<T, CommitError>,
     ) -> io::Result<T> {
         let _shared = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
-        let (result, added) = pending.commit_with(|inline| {
+        let result = pending.commit_with(|inline| {
             // sled fails for good after one full-disk write: it must never meet one.
             objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
             write(inline).map_err(CommitError::kept)
         })?;
-        let _ = added;
         self.usage.set_index_bytes(self.index.disk_bytes()?);
         Ok(result)
     }
@@ -327,7 +328,7 @@ impl Store {
             object.write_all(ciphertext)?;
             object.persist(&id, &pending)?;
             self.commit_index(&pending, |inline| {
-                self.index.replace_reply(case, old, &id, hour, inline).map(|()| ((), 0))
+                self.index.replace_reply(case, old, &id, hour, inline)
             })
         })();
         if result.is_err() {
@@ -541,17 +542,16 @@ impl Store {
         Ok((StoredObject::File(file), len))
     }
 
-    /// The objects of `records` that are not stored: (submission, object). Such a
-    /// record cannot be exported whole; the others still can.
-    pub fn missing_objects(
-        &self,
-        records: &[SubmissionRecord],
-    ) -> io::Result<Vec<(String, ObjectId)>> {
+    /// The length of every stored object of `records`, and those that are not stored:
+    /// (submission, object). A record with a missing object cannot be exported whole;
+    /// the others still can.
+    pub fn object_lens(&self, records: &[SubmissionRecord]) -> io::Result<ObjectLens> {
+        let mut lens = std::collections::HashMap::new();
         let mut missing = Vec::new();
         for record in records {
             for id in record.object_ids() {
                 match self.object_len(&id) {
-                    Ok(_) => {}
+                    Ok(len) => drop(lens.insert(id, len)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         missing.push((record.id.clone(), id))
                     }
@@ -559,7 +559,7 @@ impl Store {
                 }
             }
         }
-        Ok(missing)
+        Ok((lens, missing))
     }
 
     /// An object's length, without reading it.
@@ -666,9 +666,10 @@ impl Store {
                 store_bytes += meta.len();
             }
         }
-        let (cases_on_v1_keys, replies_exposed) = self.index.v1_key_counts()?;
+        let (cases_on_v1_keys, replies_exposed, replies_waiting) = self.index.reply_key_counts()?;
         let mut submissions_missing_objects: Vec<String> = self
-            .missing_objects(&self.index.submissions(false)?)?
+            .object_lens(&self.index.submissions(false)?)?
+            .1
             .into_iter()
             .map(|(submission, _)| submission)
             .collect();
@@ -680,7 +681,7 @@ impl Store {
             index_bytes: self.index.disk_bytes()?,
             cases_on_v1_keys,
             replies_exposed,
-            replies_waiting: self.index.all_replies()?.len(),
+            replies_waiting,
             server: self.server_id()?,
             server_key: self.key.verifier().to_string(),
             log_size: self.index.log_size()?,

@@ -368,7 +368,7 @@ impl ObjectRefs {
             if let Ok(meta) = fs::metadata(&path) {
                 if shred {
                     let mut file = OpenOptions::new().write(true).open(&path)?;
-                    write_zeros(&mut file, meta.len())?;
+                    crate::envelope::write_padding(&mut file, 0, meta.len())?;
                     file.sync_all()?;
                 }
                 fs::remove_file(&path)?;
@@ -381,18 +381,6 @@ impl ObjectRefs {
         }
         Ok(())
     }
-}
-
-/// Overwrites a file's first `len` bytes with zeros, in place.
-pub(super) fn write_zeros(file: &mut File, len: u64) -> io::Result<()> {
-    let zeros = [0u8; 64 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
-    }
-    Ok(())
 }
 
 /// Makes a rename or unlink in `objects/` durable, and leaves the directory's own times
