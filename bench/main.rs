@@ -636,7 +636,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 fn amanat(args: &[&str]) -> std::process::Output {
@@ -715,7 +715,7 @@ fn machine() -> String {
             m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
         })
         .and_then(|kib| kib.parse::<u64>().ok())
-        .map_or(String::new(), |kib| format!("{:.0} GiB", kib as f64 / (1 << 20) as f64));
+        .map_or(String::new(), |kib| format!("{:.0} GiB", kib as f64 / f64::from(1 << 20)));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let age = Command::new("age")
         .arg("--version")

@@ -18,7 +18,7 @@ pub struct Config {
     pub log_level: String,
     /// Delete the ciphertext of submissions exported this many days ago (0: never).
     pub retention_days: u64,
-    /// The onion service's address (http://....onion), sent as `Onion-Location` so Tor
+    /// The onion service's address (<http://....onion>), sent as `Onion-Location` so Tor
     /// Browser offers to switch to it; unset on the onion service itself.
     pub onion_location: Option<String>,
     /// Run even as root (throwaway demos and test machines only).
@@ -107,13 +107,39 @@ impl Default for Limits {
     }
 }
 
+/// Why the configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    Unreadable(PathBuf, std::io::Error),
+    /// Not TOML of ours: a typo in a key, a wrong type (the parser's words).
+    Invalid(PathBuf, String),
+    /// A setting out of its range.
+    Setting(&'static str),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Unreadable(path, e) => {
+                write!(f, "cannot read configuration {}: {e}", path.display())
+            }
+            ConfigError::Invalid(path, why) => {
+                write!(f, "configuration {} is not valid: {why}", path.display())
+            }
+            ConfigError::Setting(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Where `load` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/amanat.toml";
 
 impl Config {
     /// Loads the configuration: `path` if given (it must exist), else `config/amanat.toml`
     /// if present, else the defaults; then applies `AMANAT_*` overrides.
-    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
             Some(path) => Self::from_file(path)?,
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
@@ -126,11 +152,10 @@ impl Config {
         Ok(config)
     }
 
-    fn from_file(path: &Path) -> Result<Config, String> {
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read configuration {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| format!("configuration {} is not valid: {e}", path.display()))
+            .map_err(|e| ConfigError::Unreadable(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid(path.to_path_buf(), e.to_string()))
     }
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
@@ -151,27 +176,29 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |why: &'static str| Err(ConfigError::Setting(why));
         let l = &self.limits;
         if l.max_files == 0 || l.max_text_bytes == 0 || l.max_fields == 0 {
-            return Err("limits.max_files, max_text_bytes and max_fields must be above 0".into());
+            return refuse("limits.max_files, max_text_bytes and max_fields must be above 0");
         }
         if let Some(onion) = &self.onion_location {
             let visible = onion.bytes().all(|b| b.is_ascii_graphic());
             if !(onion.starts_with("http://") || onion.starts_with("https://")) || !visible {
-                return Err("onion_location must be an http:// or https:// address".into());
+                return refuse("onion_location must be an http:// or https:// address");
             }
         }
         if l.idle_timeout_secs == 0 {
-            return Err("limits.idle_timeout_secs must be at least 1".into());
+            return refuse("limits.idle_timeout_secs must be at least 1");
         }
         if l.upload_deadline_secs < l.idle_timeout_secs {
-            return Err("limits.upload_deadline_secs must be at least idle_timeout_secs".into());
+            return refuse("limits.upload_deadline_secs must be at least idle_timeout_secs");
         }
         if l.max_concurrent_uploads == 0 || l.max_concurrent_texts == 0 || l.max_connections == 0 {
-            return Err("limits.max_concurrent_uploads, max_concurrent_texts and max_connections \
-                        must be above 0"
-                .into());
+            return refuse(
+                "limits.max_concurrent_uploads, max_concurrent_texts and max_connections must be \
+                 above 0",
+            );
         }
         Ok(())
     }

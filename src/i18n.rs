@@ -47,7 +47,7 @@ impl Lang {
                 }
             }
         }
-        best.map(|(_, l)| l).unwrap_or(Lang::Ru)
+        best.map_or(Lang::Ru, |(_, l)| l)
     }
 
     fn source(self) -> &'static str {

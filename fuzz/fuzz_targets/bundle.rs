@@ -7,10 +7,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), data).unwrap();
-    if let Ok(bundle) = amanat::bundle::Bundle::open(file.path()) {
-        for record in &bundle.index.submissions {
+    if let Ok(opened) = amanat::bundle::Opened::open(file.path()) {
+        for record in opened.submissions() {
             for id in record.object_ids() {
-                if let Some(Ok(mut object)) = bundle.object(&id) {
+                if let Some(Ok(mut object)) = opened.package().object(&id) {
                     let _ = amanat::envelope::check_header(&mut object);
                 }
             }

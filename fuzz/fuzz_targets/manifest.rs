@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(manifest) = serde_json::from_slice::<amanat::envelope::Manifest>(data) else {
         return;
     };
-    let record = amanat::store::SubmissionRecord {
+    let record = amanat::record::SubmissionRecord {
         id: manifest.submission.clone(),
         received_at: manifest.received_at.clone(),
         manifest: amanat::envelope::ObjectId::of(data),

@@ -23,5 +23,5 @@ fn target() -> &'static Target {
 
 fuzz_target!(|data: &[u8]| {
     let target = target();
-    let _ = amanat::sealed::ingest(&target.store, &target.limits, data);
+    let _ = amanat::intake::sealed::ingest(&target.store, &target.limits, data);
 });

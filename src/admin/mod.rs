@@ -9,11 +9,12 @@
 
 pub mod client;
 
+use crate::bundle::reply;
 use crate::bundle::{self, BundleIndex, BUNDLE_SCHEMA};
 use crate::config::Limits;
 use crate::intake::activity::{Activity, Saturation};
+use crate::intake::error::AdminRefusal;
 use crate::keys::LiveRecipients;
-use crate::reply;
 use crate::store::{LastExport, Store};
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -194,7 +195,7 @@ fn serve_connection(
     let request = match read_line::<Request>(&mut reader) {
         Ok(r) => r,
         Err(e) => {
-            let _ = answer_error(&mut writer, "bad_request", &e.to_string());
+            let _ = answer_error(&mut writer, AdminRefusal::BadRequest.code(), &e.to_string());
             return;
         }
     };
@@ -203,9 +204,11 @@ fn serve_connection(
             answer(&mut writer, &ServerStatus { store, intake: activity.saturation() })
         }),
         Request::Export { all } => export(store, all, &mut reader, &mut writer),
-        Request::Confirm { .. } => {
-            answer_error(&mut writer, "bad_request", "confirm only follows an export")
-        }
+        Request::Confirm { .. } => answer_error(
+            &mut writer,
+            AdminRefusal::BadRequest.code(),
+            "confirm only follows an export",
+        ),
         Request::Purge { exported_before_days } => {
             purge(store, exported_before_days).and_then(|report| answer(&mut writer, &report))
         }
@@ -214,7 +217,7 @@ fn serve_connection(
             // refusal leaves unread is drained, so the client reads the answer instead
             // of a reset connection.
             let mut body = (&mut reader).take(bytes);
-            let result = crate::sealed::ingest(store, limits, &mut body);
+            let result = crate::intake::sealed::ingest(store, limits, &mut body);
             let _ = io::copy(&mut body, &mut io::sink());
             match result {
                 Ok(done) => {
@@ -235,12 +238,18 @@ fn serve_connection(
             Some(id) => match store.open_object(&id) {
                 Ok((object, bytes)) => answer(&mut writer, &ObjectOffer { bytes })
                     .and_then(|()| io::copy(&mut object.take(bytes), &mut writer).map(drop)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    answer_error(&mut writer, "no_such_object", "no object with that id is stored")
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => answer_error(
+                    &mut writer,
+                    AdminRefusal::NoSuchObject.code(),
+                    "no object with that id is stored",
+                ),
                 Err(e) => Err(e),
             },
-            None => answer_error(&mut writer, "bad_request", "an object id is 64 hex digits"),
+            None => answer_error(
+                &mut writer,
+                AdminRefusal::BadRequest.code(),
+                "an object id is 64 hex digits",
+            ),
         },
         Request::ListObjects => store.list_objects().and_then(|objects| {
             let objects = objects
@@ -254,19 +263,25 @@ fn serve_connection(
                 &mut writer,
                 &Reloaded { recipients: set.len(), fingerprint: set.fingerprint().into() },
             ),
-            Err(e) => answer_error(&mut writer, "recipients_refused", &e.to_string()),
+            Err(e) => {
+                answer_error(&mut writer, AdminRefusal::RecipientsRefused.code(), &e.to_string())
+            }
         },
         Request::ImportReply { case, reply_recipient, object } => {
             match import_reply(store, case, reply_recipient, &object) {
                 Ok(Ok(added)) => answer(&mut writer, &ImportedReply { added }),
-                Ok(Err(refusal)) => answer_error(&mut writer, "reply_refused", &refusal),
+                Ok(Err(refusal)) => answer_error(
+                    &mut writer,
+                    AdminRefusal::ReplyRefused.code(),
+                    &refusal.to_string(),
+                ),
                 Err(e) => Err(e),
             }
         }
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "admin request failed");
-        let _ = answer_error(&mut writer, "failed", &e.to_string());
+        let _ = answer_error(&mut writer, AdminRefusal::Failed.code(), &e.to_string());
     }
 }
 
@@ -295,29 +310,27 @@ fn export(
     if submissions.is_empty() && !new_reply_keys {
         return answer(writer, &ExportOffer { bundle: None, submissions: 0, bytes: 0, missing });
     }
-    let log = store.bundle_log(&submissions)?;
-    let checkpoint_size = crate::log::Checkpoint::verify(&log.checkpoint, &store.verifier_key())
-        .map_err(io::Error::other)?
-        .size;
+    let (log, head) = store.bundle_log(&submissions)?;
+    let checkpoint_size = head.size;
     let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
-        bundle: store.random_hex(16),
+        bundle: crate::record::random_hex(16),
         server: store.server_id()?,
-        created_at: crate::intake::upload::received_hour(),
+        created_at: crate::record::Hour::now(),
         submissions,
         log,
     };
     let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
     let sizes = index.objects().iter().map(|id| lens.get(id).copied()).collect::<Option<Vec<_>>>();
     let sizes = sizes.ok_or_else(|| io::Error::other("an object of the bundle has no length"))?;
-    let bytes = bundle::bundle_len(index_len, sizes);
+    let bytes = bundle::export::bundle_len(index_len, sizes);
     let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();
     answer(
         writer,
         &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes, missing },
     )?;
     let mut counted = CountingWriter { inner: io::BufWriter::new(&mut *writer), count: 0 };
-    counted = bundle::write(counted, &index, |id| store.open_object(id))?;
+    counted = bundle::export::write(counted, &index, |id| store.open_object(id))?;
     counted.flush()?;
     if counted.count != bytes {
         return Err(io::Error::other("bundle size differs from the announced size"));
@@ -328,7 +341,7 @@ fn export(
         Request::Confirm { bundle } if bundle == index.bundle => {
             let last = LastExport {
                 bundle: index.bundle.clone(),
-                exported_at: crate::intake::upload::received_hour(),
+                exported_at: crate::record::Hour::now(),
                 submissions: ids.len(),
             };
             store.mark_exported(&last, &ids, checkpoint_size)?;
@@ -336,7 +349,46 @@ fn export(
             tracing::info!(submissions = ids.len(), "export confirmed");
             answer(writer, &last)
         }
-        _ => answer_error(writer, "not_confirmed", "the export was not confirmed; nothing marked"),
+        _ => answer_error(
+            writer,
+            AdminRefusal::NotConfirmed.code(),
+            "the export was not confirmed; nothing marked",
+        ),
+    }
+}
+
+/// Why the server refused a reply (the admin answer `reply_refused`).
+#[derive(Debug)]
+enum ReplyRefusal {
+    NotBase64,
+    Object(reply::ReplyError),
+    NoSuchCase(String),
+    /// The case's reply key is still one of before v2, derivable from the index.
+    OldKeys(String),
+    OtherRecipient(String),
+    /// Another reply with the same bytes under another case.
+    Conflict(io::Error),
+}
+
+impl std::fmt::Display for ReplyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyRefusal::NotBase64 => f.write_str("the reply is not base64"),
+            ReplyRefusal::Object(e) => e.fmt(f),
+            ReplyRefusal::NoSuchCase(case) => write!(f, "this server holds no case {case}"),
+            ReplyRefusal::OldKeys(case) => write!(
+                f,
+                "case {case} still has the reply key it was given before v2, which anyone \
+                 holding a copy of this server's index can derive, so the reply was not stored. \
+                 The case gets a new key when its survivor next signs in; export after that, \
+                 open the bundle, and write the reply again (amanat reply then uses the new key)"
+            ),
+            ReplyRefusal::OtherRecipient(case) => write!(
+                f,
+                "the reply for case {case} was sealed to another recipient than the case's"
+            ),
+            ReplyRefusal::Conflict(e) => e.fmt(f),
+        }
     }
 }
 
@@ -348,10 +400,10 @@ fn import_reply(
     case: String,
     reply_recipient: String,
     object: &str,
-) -> io::Result<Result<bool, String>> {
+) -> io::Result<Result<bool, ReplyRefusal>> {
     use base64::Engine;
     let Ok(ciphertext) = base64::engine::general_purpose::STANDARD.decode(object) else {
-        return Ok(Err("the reply is not base64".into()));
+        return Ok(Err(ReplyRefusal::NotBase64));
     };
     let entry = reply::ReplyEntry {
         case,
@@ -359,29 +411,22 @@ fn import_reply(
         object: crate::envelope::ObjectId::of(&ciphertext),
     };
     if let Err(refusal) = reply::check_reply_object(&entry, &ciphertext) {
-        return Ok(Err(refusal));
+        return Ok(Err(ReplyRefusal::Object(refusal)));
     }
     match store.case_record(&entry.case)? {
-        None => return Ok(Err(format!("this server holds no case {}", entry.case))),
+        None => return Ok(Err(ReplyRefusal::NoSuchCase(entry.case.clone()))),
         Some(record) if record.on_v1_keys() => {
-            return Ok(Err(format!(
-                "case {} still has the reply key it was given before v2, which anyone holding \
-                 a copy of this server's index can derive, so the reply was not stored. The \
-                 case gets a new key when its survivor next signs in; export after that, open \
-                 the bundle, and write the reply again (amanat reply then uses the new key)",
-                entry.case
-            )))
+            return Ok(Err(ReplyRefusal::OldKeys(entry.case.clone())))
         }
         Some(record) if record.reply_recipient != entry.reply_recipient => {
-            return Ok(Err(format!(
-                "the reply for case {} was sealed to another recipient than the case's",
-                entry.case
-            )))
+            return Ok(Err(ReplyRefusal::OtherRecipient(entry.case.clone())))
         }
         Some(_) => {}
     }
     let added = match store.add_reply(&entry.case, &ciphertext) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Err(e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Ok(Err(ReplyRefusal::Conflict(e)))
+        }
         other => other?,
     };
     tracing::info!(added, "reply imported");
@@ -389,7 +434,7 @@ fn import_reply(
 }
 
 fn purge(store: &Store, days: u64) -> io::Result<PurgeReport> {
-    let cutoff = days_ago(days)?;
+    let cutoff = crate::record::Hour::cutoff_days_ago(days);
     let (purged_submissions, freed_bytes) = store.purge_exported_before(&cutoff)?;
     tracing::info!(
         submissions = purged_submissions,
@@ -410,7 +455,7 @@ pub fn start_retention(store: Arc<Store>, days: u64, reply_days: u64) -> io::Res
             }
         }
         if reply_days > 0 {
-            match days_ago(reply_days).and_then(|cutoff| store.expire_replies(&cutoff)) {
+            match store.expire_replies(&crate::record::Hour::cutoff_days_ago(reply_days)) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(replies = n, "deleted replies past their retention"),
                 Err(e) => tracing::error!(error = %e, "reply retention failed"),
@@ -419,12 +464,6 @@ pub fn start_retention(store: Arc<Store>, days: u64, reply_days: u64) -> io::Res
         std::thread::sleep(std::time::Duration::from_secs(3600));
     })?;
     Ok(())
-}
-
-/// The UTC time `days` ago, RFC 3339.
-fn days_ago(days: u64) -> io::Result<String> {
-    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
-    cutoff.format(&time::format_description::well_known::Rfc3339).map_err(io::Error::other)
 }
 
 fn read_line<T: for<'de> Deserialize<'de>>(reader: &mut impl BufRead) -> io::Result<T> {

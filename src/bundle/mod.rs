@@ -1,152 +1,204 @@
-//! Bundles: what an export carries from the server to an offline reviewer. A POSIX tar
-//! anyone can list, holding `bundle.json` (schema `amanat/bundle/v1`) first, then every
-//! object exactly as stored, as `objects/<id>.age`.
+//! Every file that travels, and the one place that knows their formats. Each is a POSIX
+//! tar anyone can list: one JSON index member first, then named regular members, each
+//! once, objects as `objects/<id>.age` exactly as stored.
 //!
-//! Writing needs only ciphertext and records; reading checks structure and indexes the
-//! objects without decrypting anything (decryption is `review`'s job).
+//! - `export`: what the server's export carries to the offline reviewers (`bundle.json`).
+//! - `sealed`: a field kit's sealed testimony (`sealed.json`).
+//! - `reply`: the coalition's replies to survivors (`replies.json`).
+//! - `disclosure`: one case for one lawyer (`disclosure.json`).
+//!
+//! Reading checks structure and indexes the members without decrypting anything;
+//! writing needs only ciphertext. Packages are written to disk through
+//! `durable::NewFile`, which never replaces a file.
 
-use crate::envelope::ObjectId;
-use crate::store::SubmissionRecord;
-use serde::{Deserialize, Serialize};
+pub mod disclosure;
+pub mod export;
+pub mod reply;
+pub mod sealed;
+
+pub use export::{Bundle, BundleIndex, BUNDLE_SCHEMA};
+pub use sealed::SealedFile;
+
+use crate::log::BundleLog;
+use crate::record::{ObjectId, SubmissionRecord};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub const BUNDLE_SCHEMA: &str = "amanat/bundle/v1";
-const INDEX_NAME: &str = "bundle.json";
 const BLOCK: u64 = 512;
-/// `bundle.json` is records only; anything larger is not a bundle we wrote.
-const MAX_INDEX_BYTES: u64 = 256 << 20;
 
-/// `bundle.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleIndex {
-    pub schema: String,
-    pub bundle: String,
-    /// The id of the server instance that exported it.
-    pub server: String,
-    /// UTC hour the bundle was made.
-    pub created_at: String,
-    pub submissions: Vec<SubmissionRecord>,
-    /// What ties the records to the server's signed log.
-    pub log: BundleLog,
+/// What a file is, from its first bytes: the one sniffer of package kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A receipt: JSON, not a tar.
+    Receipt,
+    Export,
+    Sealed,
+    Replies,
+    Disclosure,
+    Unknown,
 }
 
-/// The log evidence a bundle carries: the server key, a signed checkpoint, proofs that
-/// it extends every earlier export's checkpoint, and each record's inclusion proof.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleLog {
-    /// Signed-note verifier key (`name+keyid+key`).
-    pub server_key: String,
-    /// Signed note (C2SP checkpoint) at the time of export.
-    pub checkpoint: String,
-    pub earlier: Vec<EarlierCheckpoint>,
-    /// Submission id -> base64 inclusion proof against `checkpoint`.
-    pub inclusion: std::collections::BTreeMap<String, Vec<String>>,
-    /// Every case's latest reply key change, with its inclusion proof against
-    /// `checkpoint`: where reviewers seal replies from now on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reply_keys: Vec<LoggedReplyKey>,
-}
-
-/// A logged change of a case's reply key (`LogLeaf::ReplyKey`) and its proof.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoggedReplyKey {
-    pub case: String,
-    pub recipient: String,
-    pub log_index: u64,
-    pub inclusion_proof: Vec<String>,
-}
-
-impl LoggedReplyKey {
-    pub fn log_leaf(&self) -> crate::log::LogLeaf {
-        crate::log::LogLeaf::ReplyKey { case: self.case.clone(), recipient: self.recipient.clone() }
-    }
-}
-
-/// An earlier export's tree head and the consistency proof from it to `checkpoint`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EarlierCheckpoint {
-    pub size: u64,
-    /// Base64 root hash.
-    pub root: String,
-    pub proof: Vec<String>,
-}
-
-impl BundleIndex {
-    /// Every object the records name, each once, in record order.
-    pub fn objects(&self) -> Vec<ObjectId> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for record in &self.submissions {
-            for id in record.object_ids() {
-                if seen.insert(id.clone()) {
-                    out.push(id);
-                }
-            }
+impl Kind {
+    /// Reads the first 512 bytes: a receipt starts with `{`; a package's first tar
+    /// header names its index member.
+    pub fn of(path: &Path) -> io::Result<Kind> {
+        let mut head = Vec::with_capacity(512);
+        File::open(path)?.take(512).read_to_end(&mut head)?;
+        if head.trim_ascii_start().starts_with(b"{") {
+            return Ok(Kind::Receipt);
         }
-        out
+        let name = &head[..head.len().min(100)];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        Ok(match name {
+            b"bundle.json" => Kind::Export,
+            b"sealed.json" => Kind::Sealed,
+            b"replies.json" => Kind::Replies,
+            b"disclosure.json" => Kind::Disclosure,
+            _ => Kind::Unknown,
+        })
     }
 }
 
-fn object_entry_name(id: &ObjectId) -> String {
-    format!("objects/{id}.age")
+/// A package a reviewer opens into case folders: a server's export, or a field kit's
+/// sealed file read directly (one submission, in no server's log).
+pub enum Opened {
+    Export(Bundle),
+    Sealed(SealedFile),
 }
 
-/// The exact size of the tar `write` produces, known before writing so the admin socket
-/// can announce it.
-pub fn bundle_len(index_bytes: u64, object_sizes: impl IntoIterator<Item = u64>) -> u64 {
+impl Opened {
+    /// Opens either kind, by its first member.
+    pub fn open(path: &Path) -> Result<Opened, BundleError> {
+        match Kind::of(path)? {
+            Kind::Sealed => SealedFile::open(path).map(Opened::Sealed),
+            _ => Bundle::open(path).map(Opened::Export),
+        }
+    }
+
+    /// The submissions it carries.
+    pub fn submissions(&self) -> &[SubmissionRecord] {
+        match self {
+            Opened::Export(bundle) => &bundle.index.submissions,
+            Opened::Sealed(sealed) => std::slice::from_ref(&sealed.record),
+        }
+    }
+
+    /// The server log evidence; none for a sealed file.
+    pub fn log(&self) -> Option<&BundleLog> {
+        match self {
+            Opened::Export(bundle) => Some(&bundle.index.log),
+            Opened::Sealed(_) => None,
+        }
+    }
+
+    /// The bundle's id, or `sealed-<submission>` for a sealed file.
+    pub fn name(&self) -> String {
+        match self {
+            Opened::Export(bundle) => bundle.index.bundle.clone(),
+            Opened::Sealed(sealed) => format!("sealed-{}", sealed.record.id),
+        }
+    }
+
+    /// The exporting server's id, or `fieldkit`.
+    pub fn server(&self) -> &str {
+        match self {
+            Opened::Export(bundle) => &bundle.index.server,
+            Opened::Sealed(_) => "fieldkit",
+        }
+    }
+
+    pub fn package(&self) -> &Package {
+        match self {
+            Opened::Export(bundle) => &bundle.package,
+            Opened::Sealed(sealed) => &sealed.package,
+        }
+    }
+
+    /// Every object the submissions name, each once.
+    pub fn objects(&self) -> Vec<ObjectId> {
+        objects_of(self.submissions())
+    }
+}
+
+/// Every object `records` name, each once, in record order.
+pub fn objects_of(records: &[SubmissionRecord]) -> Vec<ObjectId> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .flat_map(SubmissionRecord::object_ids)
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// The exact size of a tar of an index of `index_bytes` and members of the given sizes,
+/// known before writing so the admin socket can announce it.
+pub fn tar_len(index_bytes: u64, member_sizes: impl IntoIterator<Item = u64>) -> u64 {
     let entry = |size: u64| BLOCK + size.div_ceil(BLOCK) * BLOCK;
-    entry(index_bytes) + object_sizes.into_iter().map(entry).sum::<u64>() + 2 * BLOCK
+    entry(index_bytes) + member_sizes.into_iter().map(entry).sum::<u64>() + 2 * BLOCK
 }
 
-/// Writes a bundle: `bundle.json`, then each object from `open_object` (a reader and its
-/// exact length). Returns the sink; the caller makes it durable.
-pub fn write<W: Write, R: Read>(
-    out: W,
-    index: &BundleIndex,
-    mut open_object: impl FnMut(&ObjectId) -> io::Result<(R, u64)>,
-) -> io::Result<W> {
-    let mut tar = tar::Builder::new(out);
-    let json = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
-    tar.append(&header(INDEX_NAME, json.len() as u64)?, json.as_slice())?;
-    for id in index.objects() {
-        let (object, len) = open_object(&id)?;
-        // `take` guards the announced length even if the file changed underneath.
-        tar.append(&header(&object_entry_name(&id), len)?, object.take(len))?;
+/// Writes a package's members in order: the one tar writer of every format.
+pub struct PackageWriter<W: Write> {
+    tar: tar::Builder<W>,
+}
+
+impl<W: Write> PackageWriter<W> {
+    pub fn new(out: W) -> Self {
+        PackageWriter { tar: tar::Builder::new(out) }
     }
-    tar.into_inner()
+
+    /// A member from bytes in memory (an index, a signature, a key).
+    pub fn bytes(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.tar.append(&header(name, data.len() as u64)?, data)
+    }
+
+    /// A member of exactly `len` bytes from `reader`; `take` guards the announced
+    /// length even if a file changed underneath.
+    pub fn reader(&mut self, name: &str, len: u64, reader: impl Read) -> io::Result<()> {
+        self.tar.append(&header(name, len)?, reader.take(len))
+    }
+
+    /// An index member as pretty JSON.
+    pub fn json(&mut self, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        self.bytes(name, &json)
+    }
+
+    /// Writes the end of the archive and gives back the sink (the caller makes it
+    /// durable).
+    pub fn finish(self) -> io::Result<W> {
+        self.tar.into_inner()
+    }
 }
 
 /// A ustar header for a regular member: no owner, no time, mode 0600.
-pub(crate) fn header(name: &str, size: u64) -> io::Result<tar::Header> {
+fn header(name: &str, size: u64) -> io::Result<tar::Header> {
     let mut header = tar::Header::new_ustar();
     header.set_path(name)?;
     header.set_size(size);
     header.set_mode(0o600);
     header.set_entry_type(tar::EntryType::Regular);
-    // No owner, no time: a bundle says nothing about the host or the moment beyond
-    // `created_at`.
+    // No owner, no time: a package says nothing about the host or the moment beyond
+    // what its index states.
     header.set_mtime(0);
     header.set_cksum();
     Ok(header)
 }
 
-/// Why a file could not be read as a bundle at all.
+/// Why a file could not be read as a package at all.
 #[derive(Debug)]
 pub enum BundleError {
     Io(io::Error),
     /// Not a tar, or a damaged or truncated one.
     NotATar(String),
-    MissingIndex,
+    /// The first member is not the index the format begins with.
+    MissingIndex(&'static str),
+    /// The index is not valid JSON of its format, or of another schema.
     BadIndex(String),
-    /// A member other than `bundle.json` and `objects/<64 hex>.age`, or a duplicate.
+    /// A member other than the index and those the format allows, or a duplicate.
     UnexpectedMember(String),
 }
 
@@ -157,8 +209,8 @@ impl fmt::Display for BundleError {
             BundleError::NotATar(why) => {
                 write!(f, "not a readable bundle (damaged or truncated tar): {why}")
             }
-            BundleError::MissingIndex => write!(f, "the bundle has no bundle.json"),
-            BundleError::BadIndex(why) => write!(f, "bundle.json is not valid: {why}"),
+            BundleError::MissingIndex(name) => write!(f, "the package has no {name} first"),
+            BundleError::BadIndex(why) => f.write_str(why),
             BundleError::UnexpectedMember(name) => {
                 write!(f, "the bundle holds an unexpected member {name:?}")
             }
@@ -174,10 +226,15 @@ impl From<io::Error> for BundleError {
     }
 }
 
+/// `bundle.json` and the like are records only; anything larger is not a package we
+/// wrote.
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
 /// A tar read for its structure, not its contents: one JSON index member first, then
-/// named regular files, each once. Bundles and disclosure packages are both this.
+/// named regular files, each once. Every package format is this.
 pub struct Package {
     path: PathBuf,
+    index_name: &'static str,
     pub index: Vec<u8>,
     members: HashMap<String, (u64, u64)>,
     /// Set when the tar is cut short or damaged after the index: members read before
@@ -189,7 +246,7 @@ impl Package {
     /// Reads `index_name` (which must come first) and every member `allowed` accepts.
     pub fn read(
         path: &Path,
-        index_name: &str,
+        index_name: &'static str,
         allowed: impl Fn(&str) -> bool,
     ) -> Result<Package, BundleError> {
         let file = File::open(path)?;
@@ -227,10 +284,10 @@ impl Package {
             }
             if index.is_none() {
                 if name != index_name {
-                    return Err(BundleError::MissingIndex);
+                    return Err(BundleError::MissingIndex(index_name));
                 }
                 if size > MAX_INDEX_BYTES {
-                    return Err(BundleError::BadIndex("too large".into()));
+                    return Err(BundleError::BadIndex(format!("{index_name} is too large")));
                 }
                 let mut json = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut json)?;
@@ -242,8 +299,14 @@ impl Package {
             }
             members.insert(name, (offset, size));
         }
-        let index = index.ok_or(BundleError::MissingIndex)?;
-        Ok(Package { path: path.to_path_buf(), index, members, damaged })
+        let index = index.ok_or(BundleError::MissingIndex(index_name))?;
+        Ok(Package { path: path.to_path_buf(), index_name, index, members, damaged })
+    }
+
+    /// The index parsed as `T`.
+    pub fn parse_index<T: serde::de::DeserializeOwned>(&self) -> Result<T, BundleError> {
+        serde_json::from_slice(&self.index)
+            .map_err(|e| BundleError::BadIndex(format!("{} is not valid: {e}", self.index_name)))
     }
 
     /// The bytes of one member, if present.
@@ -268,27 +331,21 @@ impl Package {
             Ok(out)
         }))
     }
+
+    /// The stored bytes of one object, if the package carries it. The caller checks
+    /// them against the id (`envelope::check_object`).
+    pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
+        self.member(&object_member(id))
+    }
+
+    pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
+        self.member_len(&object_member(id))
+    }
 }
 
 /// `objects/<64 hex>.age`, the name of a stored object in a tar.
 pub fn object_member(id: &ObjectId) -> String {
-    object_entry_name(id)
-}
-
-/// Whether the tar's first member is named `name` (from its header's name field).
-fn first_member_is(path: &Path, name: &str) -> io::Result<bool> {
-    let mut head = [0u8; 100];
-    let mut file = File::open(path)?;
-    let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..])? {
-            0 => break,
-            n => read += n,
-        }
-    }
-    let field = &head[..read];
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    Ok(&field[..end] == name.as_bytes())
+    format!("objects/{id}.age")
 }
 
 /// The id in an `objects/<64 hex>.age` member name.
@@ -304,72 +361,4 @@ pub fn is_id_member(name: &str, prefix: &str) -> bool {
         .and_then(|rest| rest.strip_suffix(".age"))
         .and_then(ObjectId::parse)
         .is_some()
-}
-
-/// An opened bundle: its index, and where each object's bytes lie in the file.
-pub struct Bundle {
-    package: Package,
-    pub index: BundleIndex,
-    pub damaged: Option<String>,
-    /// A field kit's sealed file rather than a server's bundle: one submission, in no
-    /// server's log, its index made from `sealed.json`.
-    pub sealed: bool,
-}
-
-impl Bundle {
-    /// Reads the tar's structure (not the object bytes): `bundle.json` first, then only
-    /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
-    /// is recorded in `damaged`, so that the whole objects before it can still be used.
-    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
-        if first_member_is(path, crate::sealed::INDEX_NAME)? {
-            return Self::open_sealed(path);
-        }
-        let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
-        let index: BundleIndex = serde_json::from_slice(&package.index)
-            .map_err(|e| BundleError::BadIndex(e.to_string()))?;
-        if index.schema != BUNDLE_SCHEMA {
-            return Err(BundleError::BadIndex(format!("schema {:?}", index.schema)));
-        }
-        let damaged = package.damaged.clone();
-        Ok(Bundle { package, index, damaged, sealed: false })
-    }
-
-    /// A sealed file read as a bundle of one submission, so `open` treats both alike.
-    fn open_sealed(path: &Path) -> Result<Bundle, BundleError> {
-        use crate::sealed::{SealedIndex, INDEX_NAME as SEALED_INDEX, SEALED_SCHEMA};
-        let package = Package::read(path, SEALED_INDEX, |name| is_id_member(name, "objects/"))?;
-        let sealed: SealedIndex = serde_json::from_slice(&package.index)
-            .map_err(|e| BundleError::BadIndex(e.to_string()))?;
-        if sealed.schema != SEALED_SCHEMA {
-            return Err(BundleError::BadIndex(format!("schema {:?}", sealed.schema)));
-        }
-        let total =
-            sealed.objects().iter().filter_map(|id| package.member_len(&object_member(id))).sum();
-        let index = BundleIndex {
-            schema: BUNDLE_SCHEMA.into(),
-            bundle: format!("sealed-{}", sealed.submission),
-            server: "fieldkit".into(),
-            created_at: String::new(),
-            submissions: vec![sealed.record("", total)],
-            log: BundleLog {
-                server_key: String::new(),
-                checkpoint: String::new(),
-                earlier: Vec::new(),
-                inclusion: Default::default(),
-                reply_keys: Vec::new(),
-            },
-        };
-        let damaged = package.damaged.clone();
-        Ok(Bundle { package, index, damaged, sealed: true })
-    }
-
-    /// The stored bytes of one object, if the bundle carries it. The caller checks them
-    /// against the id.
-    pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
-        self.package.member(&object_entry_name(id))
-    }
-
-    pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
-        self.package.member_len(&object_entry_name(id))
-    }
 }

@@ -2,6 +2,7 @@
 //! (schema `amanat/manifest/v1`). It is the only place file names, media types and
 //! plaintext hashes exist, and it is only ever plaintext in memory.
 
+pub use crate::record::TextField;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -72,12 +73,6 @@ impl Manifest {
         serde_json::to_writer(&mut *out, self).map_err(std::io::Error::other)?;
         Ok(out)
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct TextField {
-    pub name: String,
-    pub value: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]

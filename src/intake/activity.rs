@@ -66,10 +66,7 @@ impl Activity {
             texts: Arc::new(Semaphore::new(text_slots)),
             text_slots,
             codename_checks: AtomicUsize::new(0),
-            hour: Mutex::new(HourTotals {
-                hour: super::upload::received_hour(),
-                ..Default::default()
-            }),
+            hour: Mutex::new(HourTotals { hour: crate::record::Hour::now(), ..Default::default() }),
             counted_hour: AtomicU64::new(hour_number()),
         })
     }
@@ -89,7 +86,7 @@ impl Activity {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HourTotals> {
-        self.hour.lock().unwrap_or_else(|p| p.into_inner())
+        self.hour.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts one answered request; a new hour first writes the last one's line. The
@@ -111,7 +108,7 @@ impl Activity {
     /// Writes the finished hour's line, once the clock has passed it (called at a
     /// request's first count in a new hour, and once a minute).
     pub fn roll_hour(&self) {
-        if let Some(line) = self.finish_hour(&super::upload::received_hour()) {
+        if let Some(line) = self.finish_hour(&crate::record::Hour::now()) {
             tracing::info!("{line}");
         }
     }

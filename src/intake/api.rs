@@ -41,7 +41,7 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
         received_at: &accepted.received_at,
         objects: &accepted.objects,
         receipt: &accepted.receipt,
-        codename: accepted.codename.as_ref().map(|c| c.as_str()),
+        codename: accepted.codename.as_ref().map(super::super::codename::Codename::as_str),
     })
 }
 
@@ -58,20 +58,15 @@ pub async fn sealed(
     let limits = intake.config.limits.clone();
     // Objects, the manifest, and tar headers and padding for each member.
     let ceiling = limits.max_submission_bytes + (8 << 20) + (limits.max_files as u64 + 2) * 2048;
-    if content_length(&req).is_some_and(|len| len > ceiling) {
-        return error_response(&intake, IntakeError::SubmissionTooLarge);
-    }
-    if content_length(&req).is_some_and(|len| !intake.store.usage().fits(len)) {
-        return error_response(&intake, IntakeError::StorageFull);
-    }
-    let Ok(_permit) = intake.activity.uploads.clone().try_acquire_owned() else {
-        return error_response(&intake, IntakeError::Busy);
+    let _permit = match upload::admit(&intake, content_length(&req), ceiling, false).await {
+        Ok(permit) => permit,
+        Err(e) => return error_response(&intake, e),
     };
     let idle = std::time::Duration::from_secs(limits.idle_timeout_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
     let store = intake.store.clone();
     let worker = actix_web::rt::task::spawn_blocking(move || {
-        crate::sealed::ingest(&store, &limits, ChannelReader::new(rx))
+        crate::intake::sealed::ingest(&store, &limits, ChannelReader::new(rx))
     });
     let body = payload.map(|chunk| chunk.map_err(|_| IntakeError::IncompleteUpload));
     let deadline = std::time::Duration::from_secs(intake.config.limits.upload_deadline_secs);

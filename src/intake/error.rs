@@ -59,8 +59,52 @@ pub enum IntakeError {
 }
 
 impl IntakeError {
+    /// Every refusal, in one list: the stable codes clients may rely on.
+    pub const ALL: &[IntakeError] = &[
+        IntakeError::SubmissionTooLarge,
+        IntakeError::TooManyFiles,
+        IntakeError::TextTooLarge,
+        IntakeError::TooManyFields,
+        IntakeError::PartHeadersTooLarge,
+        IntakeError::NotMultipart,
+        IntakeError::MalformedMultipart,
+        IntakeError::NestedMultipart,
+        IntakeError::FieldWithoutName,
+        IntakeError::InvalidFieldName,
+        IntakeError::UnexpectedFile,
+        IntakeError::InvalidUtf8,
+        IntakeError::TestimonyMissing,
+        IntakeError::ConsentMissing,
+        IntakeError::DuplicateTestimony,
+        IntakeError::IncompleteUpload,
+        IntakeError::UploadStalled,
+        IntakeError::UploadTooSlow,
+        IntakeError::UploadRateTooLow,
+        IntakeError::StorageFull,
+        IntakeError::NotFound,
+        IntakeError::NothingToAdd,
+        IntakeError::CodenameNotRecognized,
+        IntakeError::SessionExpired,
+        IntakeError::Busy,
+        IntakeError::CrossSite,
+        IntakeError::NotASealedFile,
+        IntakeError::SealedMemberRefused,
+        IntakeError::SealedObjectMismatch,
+        IntakeError::SealedObjectNotAge,
+        IntakeError::SealedFieldInvalid,
+        IntakeError::Internal,
+    ];
+
     pub fn code(self) -> &'static str {
-        use IntakeError::*;
+        use IntakeError::{
+            Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
+            FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
+            MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
+            NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
+            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
+            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
+            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
+        };
         match self {
             SubmissionTooLarge => "submission_too_large",
             TooManyFiles => "too_many_files",
@@ -98,7 +142,15 @@ impl IntakeError {
     }
 
     pub fn status(self) -> StatusCode {
-        use IntakeError::*;
+        use IntakeError::{
+            Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
+            FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
+            MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
+            NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
+            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
+            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
+            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
+        };
         match self {
             SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields
             | PartHeadersTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -121,7 +173,15 @@ impl IntakeError {
     /// Plain words for the person who sent the request. `limit` fills in the number
     /// for limit refusals.
     pub fn message(self, limits: &crate::config::Limits) -> String {
-        use IntakeError::*;
+        use IntakeError::{
+            Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
+            FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
+            MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
+            NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
+            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
+            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
+            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
+        };
         match self {
             SubmissionTooLarge => format!(
                 "The files are too large together: the limit is {} for one submission \
@@ -258,9 +318,63 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The admin socket's own refusals. Their codes are in the same stable list as the
+/// API's (`all_codes`); an imported sealed file is refused with the API's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// Not a request of this version, or a request out of order.
+    BadRequest,
+    NoSuchObject,
+    /// `reload` found a recipients file that fails the start-up checks.
+    RecipientsRefused,
+    ReplyRefused,
+    /// The export was not confirmed: nothing was marked exported.
+    NotConfirmed,
+    /// The server could not do it (its log has the reason).
+    Failed,
+}
+
+impl AdminRefusal {
+    pub const ALL: &[AdminRefusal] = &[
+        AdminRefusal::BadRequest,
+        AdminRefusal::NoSuchObject,
+        AdminRefusal::RecipientsRefused,
+        AdminRefusal::ReplyRefused,
+        AdminRefusal::NotConfirmed,
+        AdminRefusal::Failed,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            AdminRefusal::BadRequest => "bad_request",
+            AdminRefusal::NoSuchObject => "no_such_object",
+            AdminRefusal::RecipientsRefused => "recipients_refused",
+            AdminRefusal::ReplyRefused => "reply_refused",
+            AdminRefusal::NotConfirmed => "not_confirmed",
+            AdminRefusal::Failed => "failed",
+        }
+    }
+}
+
+/// Every stable error code amanat answers with, the API's and the admin socket's.
+pub fn all_codes() -> impl Iterator<Item = &'static str> {
+    IntakeError::ALL.iter().map(|e| e.code()).chain(AdminRefusal::ALL.iter().map(|r| r.code()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_stable_snake_case_and_names_one_refusal() {
+        let codes: Vec<&str> = all_codes().collect();
+        assert_eq!(codes.len(), IntakeError::ALL.len() + AdminRefusal::ALL.len());
+        let unique: std::collections::HashSet<&str> = codes.iter().copied().collect();
+        assert_eq!(unique.len(), codes.len(), "a code used twice: {codes:?}");
+        assert!(codes
+            .iter()
+            .all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+    }
 
     #[test]
     fn limits_are_named_in_human_units() {

@@ -12,16 +12,16 @@
 use super::error::IntakeError;
 use super::upload::{self, Target};
 use super::{api, pages, Intake};
+use crate::bundle::reply;
 use crate::envelope::{ObjectId, Origin};
 use crate::i18n::{Lang, Tr};
 use crate::keys::CodenameKey;
 use crate::store::{CaseRecord, Store};
-use crate::{codename, keys, reply};
+use crate::{codename, keys};
 use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -78,7 +78,7 @@ pub struct OpenedCase {
 
 impl FollowUp {
     pub fn new(activity: Arc<super::activity::Activity>) -> FollowUp {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let lane = || Arc::new(tokio::sync::Semaphore::new(cores.div_ceil(2)));
         FollowUp {
             sessions: Mutex::new(HashMap::new()),
@@ -115,10 +115,10 @@ impl FollowUp {
         // its lane before the derivation (and its memory) is done.
         upload::blocking(move || {
             let _held = (permit, queued);
-            let take = || pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+            let take = || pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             let mut memory = take().unwrap_or_default();
-            let key = CodenameKey::derive(store.instance_secret(), &normalized, &mut memory);
-            pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(memory);
+            let key = store.case_keys().codename_key(&normalized, &mut memory);
+            pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(memory);
             Ok(key)
         })
         .await
@@ -134,9 +134,10 @@ impl FollowUp {
         typed: &str,
     ) -> Result<OpenedCase, IntakeError> {
         // Longer input is not a codename: refused before it is even normalized.
-        let normalized = match typed.len() <= MAX_CODENAME_BYTES {
-            true => codename::normalize(typed),
-            false => Zeroizing::new(String::new()),
+        let normalized = if typed.len() <= MAX_CODENAME_BYTES {
+            codename::normalize(typed)
+        } else {
+            Zeroizing::new(String::new())
         };
         if !codename::is_well_formed(&normalized) {
             tokio::time::sleep(WRONG_CODENAME_PAUSE).await;
@@ -148,7 +149,7 @@ impl FollowUp {
             // Twice at most: a sign-in at the same moment may upgrade the case first.
             for _ in 0..2 {
                 let Some(found) = store.find_case(&key, &normalized)? else { return Ok(None) };
-                let v1 = keys::v1_reply_identity(store.instance_secret(), &normalized);
+                let v1 = store.case_keys().v1_reply_identity(&normalized);
                 let Some(case) = store.upgrade_case_keys(&found, &key)? else { continue };
                 let salt = case.reply_salt.as_deref().and_then(|s| hex::decode(s).ok());
                 let Some(salt) = salt else {
@@ -165,23 +166,22 @@ impl FollowUp {
             Err(std::io::Error::other("the case changed twice while it was opened"))
         })
         .await?;
-        match opened {
-            Some(opened) => Ok(opened),
-            None => {
-                tokio::time::sleep(WRONG_CODENAME_PAUSE).await;
-                Err(IntakeError::CodenameNotRecognized)
-            }
+        if let Some(opened) = opened {
+            Ok(opened)
+        } else {
+            tokio::time::sleep(WRONG_CODENAME_PAUSE).await;
+            Err(IntakeError::CodenameNotRecognized)
         }
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens a session for `case`, closing any older one of the same case (so one
     /// codename cannot fill the table) and every idle one; when still full, the least
     /// recently used goes. Returns the new session's id.
-    fn start_session(&self, store: &Store, case: CaseRecord) -> Result<String, IntakeError> {
+    fn start_session(&self, case: CaseRecord) -> String {
         let mut sessions = self.lock_sessions();
         sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE && s.case.case != case.case);
         if sessions.len() >= MAX_SESSIONS {
@@ -190,11 +190,9 @@ impl FollowUp {
                 sessions.remove(&oldest);
             }
         }
-        let mut bytes = [0u8; 16];
-        store.rng().fill(&mut bytes).map_err(|_| IntakeError::Internal)?;
-        let id = hex::encode(bytes);
+        let id = crate::record::random_hex(16);
         sessions.insert(id.clone(), Session { case, last_seen: Instant::now() });
-        Ok(id)
+        id
     }
 
     /// The case of a live session, touching it; an idle one is closed.
@@ -287,11 +285,10 @@ fn reseal_replies(
     coalition: &keys::Recipients,
 ) -> std::io::Result<()> {
     for record in store.case_replies(&case.case)? {
-        let opened = store
-            .open_object(&record.object)
-            .map_err(|e| e.to_string())
-            .and_then(|(file, _)| reply::open_reply(file, std::slice::from_ref(old), &case.case));
-        let Ok(message) = opened else { continue };
+        let opened = store.open_object(&record.object).ok().and_then(|(file, _)| {
+            reply::open_reply(file, std::slice::from_ref(old), &case.case).ok()
+        });
+        let Some(message) = opened else { continue };
         let ciphertext = reply::seal_reply(
             &case.case,
             &case.reply_recipient,
@@ -315,7 +312,7 @@ fn read_replies(store: &Store, opened: &OpenedCase) -> std::io::Result<Vec<Shown
     for record in store.case_replies(case)? {
         let message = store
             .open_object(&record.object)
-            .map_err(|e| e.to_string())
+            .map_err(|e| reply::ReplyError::Unreadable(e.to_string()))
             .and_then(|(file, _)| reply::open_reply(file, &opened.identities, case));
         let text = match message {
             Ok(message) => {
@@ -406,9 +403,8 @@ async fn sign_in(
                 let store = intake.store.clone();
                 upload::blocking(move || read_replies(&store, &opened)).await
             };
-            let session = replies.and_then(|replies| {
-                Ok((replies, intake.followup.start_session(&intake.store, case.clone())?))
-            });
+            let session =
+                replies.map(|replies| (replies, intake.followup.start_session(case.clone())));
             match session {
                 Ok((replies, session)) => {
                     let mut response = render_case(&intake, lang, &case, Some(replies), None).await;

@@ -6,6 +6,7 @@ mod api;
 pub mod error;
 pub mod followup;
 mod pages;
+pub mod sealed;
 pub mod upload;
 
 use crate::config::Config;
@@ -57,7 +58,7 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
     let listen = intake.config.listen.clone();
     let onion_location = intake.config.onion_location.clone();
     // The connection cap is per worker thread: one worker per core, the cap shared out.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let connections_per_worker = intake.config.limits.max_connections.div_ceil(workers);
     // SIGHUP re-reads the recipients file (key rotation without dropping uploads).
     // Registered before listening: SIGHUP's default action would end the server.

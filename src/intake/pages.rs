@@ -5,6 +5,7 @@ use super::error::{human_bytes, IntakeError};
 use super::upload::{self, Target};
 use super::{api, refusal, Intake};
 use crate::envelope::Origin;
+use crate::form::{Section, SECTIONS};
 use crate::i18n::{Lang, Tr};
 use actix_multipart::Multipart;
 use actix_web::http::header;
@@ -14,22 +15,10 @@ use zeroize::Zeroizing;
 
 const STYLESHEET: &str = include_str!("templates/amanat.css");
 
-/// The acts the form asks about (manifest field `acts`, one value per ticked box).
-pub const ACTS: [&str; 13] = [
-    "beating",
-    "beating_objects",
-    "electric_shocks",
-    "burns",
-    "suffocation",
-    "stress_positions",
-    "sexual_violence",
-    "threats",
-    "denied_medical_care",
-    "denied_food_water_sleep",
-    "forced_confession",
-    "taken_from_hospital",
-    "other",
-];
+/// The sections of the form with (or without) a required question, in order.
+fn sections(required: bool) -> Vec<&'static Section> {
+    SECTIONS.iter().filter(|s| s.required() == required).collect()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/amanat.css", web::get().to(stylesheet))
@@ -100,7 +89,10 @@ struct SafetyPage {
 struct FormPage<'a> {
     t: Tr,
     here: &'static str,
-    acts: [&'static str; 13],
+    /// The form's sections the survivor may skip (before the evidence), and those
+    /// with a required question (after it): both from `form::SECTIONS`.
+    optional: Vec<&'static Section>,
+    required: Vec<&'static Section>,
     evidence_label: String,
     /// A refusal, shown next to the field it is about.
     error: Option<FieldError>,
@@ -187,7 +179,8 @@ async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
         FormPage {
             t,
             here: "submit",
-            acts: ACTS,
+            optional: sections(false),
+            required: sections(true),
             evidence_label: evidence_label(&intake, t),
             error: None,
             kept: None,
@@ -225,7 +218,10 @@ async fn submit(
                     t,
                     here: "submit",
                     id: &accepted.id,
-                    codename: accepted.codename.as_ref().map(|c| c.as_str()).unwrap_or(""),
+                    codename: accepted
+                        .codename
+                        .as_ref()
+                        .map_or("", super::super::codename::Codename::as_str),
                     received_at: &accepted.received_at,
                     files: accepted.objects.len() - 1,
                     receipt: &receipt,
@@ -259,7 +255,8 @@ fn refused_form(
     let page = FormPage {
         t,
         here: "submit",
-        acts: ACTS,
+        optional: sections(false),
+        required: sections(true),
         evidence_label: evidence_label(intake, t),
         error: Some(FieldError {
             field,

@@ -8,9 +8,8 @@
 use super::error::IntakeError;
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, TextField, MANIFEST_SCHEMA};
-use crate::store::{
-    CaseChoice, CaseRecord, ObjectWriter, PendingObjects, Reservation, SubmissionRecord,
-};
+use crate::record::SubmissionRecord;
+use crate::store::{CaseChoice, CaseRecord, ObjectWriter, PendingObjects, Reservation};
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::web::Bytes;
@@ -26,7 +25,7 @@ use zeroize::Zeroizing;
 const CHANNEL_DEPTH: usize = 8;
 /// The file field name the API and the form use.
 pub const EVIDENCE_FIELD: &str = "evidence";
-pub const TESTIMONY_FIELD: &str = "testimony";
+use crate::form::TESTIMONY_FIELD;
 const LANGUAGE_FIELD: &str = "language";
 /// On `/api/v1/followup/submissions`: the codename that opens the case. Never kept.
 pub const CODENAME_FIELD: &str = "codename";
@@ -156,9 +155,31 @@ impl Pace {
     }
 }
 
-/// The answers the form's consent section allows.
-const CONSENT_READERS: [&str; 3] = ["coalition", "lawyers", "investigators"];
-pub const CONSENT_FIELD: &str = "consent_readers";
+/// The upload guards, in one place, before a byte of the body is read: a declared
+/// length over `ceiling` is refused, so is one the storage quota cannot take, and the
+/// upload takes its lane's slot, held until it is answered. The text lane waits its
+/// turn, so a survivor without files is never told the server is busy; an upload with
+/// files is refused as busy when no upload slot is left. Every upload route (the form,
+/// the API, follow-ups, sealed files) passes here; the refusal's form (a page in the
+/// survivor's language, or JSON) is the route's.
+pub async fn admit(
+    intake: &Intake,
+    content_length: Option<u64>,
+    ceiling: u64,
+    text_lane: bool,
+) -> Result<tokio::sync::OwnedSemaphorePermit, IntakeError> {
+    if content_length.is_some_and(|len| len > ceiling) {
+        return Err(IntakeError::SubmissionTooLarge);
+    }
+    if content_length.is_some_and(|len| !intake.store.usage().fits(len)) {
+        return Err(IntakeError::StorageFull);
+    }
+    if text_lane {
+        intake.activity.texts.clone().acquire_owned().await.map_err(|_| IntakeError::Internal)
+    } else {
+        intake.activity.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)
+    }
+}
 
 /// `receive`, handing the testimony back in `kept` once it was read, so a refused page
 /// can return the survivor's words to them (never stored, wiped on drop).
@@ -172,25 +193,12 @@ pub async fn receive_keeping(
     kept: &mut Option<Zeroizing<String>>,
 ) -> Result<Accepted, IntakeError> {
     let limits = &intake.config.limits;
-    // Refuse at once what cannot fit, before reading a byte of the body.
     let overhead = (limits.max_files + limits.max_fields) as u64 * 4096;
     let ceiling = limits.max_submission_bytes + limits.max_text_bytes as u64 + overhead;
-    if content_length.is_some_and(|len| len > ceiling) {
-        return Err(IntakeError::SubmissionTooLarge);
-    }
-    if content_length.is_some_and(|len| !intake.store.usage().fits(len)) {
-        return Err(IntakeError::StorageFull);
-    }
-    // Held until this upload is answered. A text-only testimony (its declared size
-    // leaves no room for more than small files) takes the text lane, which waits its
-    // turn: a survivor without files is never told the server is busy. Uploads with
-    // files are refused before a byte is read when no slot is left.
+    // A text-only testimony (its declared size leaves no room for more than small
+    // files) takes the text lane.
     let text_only = content_length.is_some_and(|len| len <= text_lane_bytes(limits));
-    let permit = if text_only {
-        intake.activity.texts.clone().acquire_owned().await.map_err(|_| IntakeError::Internal)?
-    } else {
-        intake.activity.uploads.clone().try_acquire_owned().map_err(|_| IntakeError::Busy)?
-    };
+    let permit = admit(intake, content_length, ceiling, text_only).await?;
 
     let guard = AbandonOnDrop(PendingObjects::default());
     // Every object of this submission is sealed to the set in force now, even if the
@@ -206,11 +214,9 @@ pub async fn receive_keeping(
     let mut received =
         tokio::time::timeout(deadline, reading).await.map_err(|_| IntakeError::UploadTooSlow)??;
     // The web form asks who may read it, and nothing is stored without an answer.
-    if origin == Origin::Web && matches!(target, Target::NewCase) {
-        let consent = received.fields.iter().find(|f| f.name == CONSENT_FIELD);
-        if !consent.is_some_and(|f| CONSENT_READERS.contains(&f.value.as_str())) {
-            return Err(IntakeError::ConsentMissing);
-        }
+    let asks_consent = origin == Origin::Web && matches!(target, Target::NewCase);
+    if asks_consent && crate::form::missing_required(&received.fields).is_some() {
+        return Err(IntakeError::ConsentMissing);
     }
     let nothing_written = received.testimony.trim().is_empty();
     match target {
@@ -225,13 +231,13 @@ pub async fn receive_keeping(
     // may wait its turn behind others.
     drop(permit);
     let store = intake.store.clone();
-    let id = store.random_hex(16);
-    let received_at = received_hour();
+    let id = crate::record::new_submission_id();
+    let received_at = crate::record::Hour::now();
     // A new case gets a codename; only its lookup tag, its salt and the public reply
     // recipient are kept (keys::CodenameKey).
     let (codename, new_case, existing) = match target {
         Target::NewCase => {
-            let codename = codename::Codename::generate(store.rng());
+            let codename = codename::Codename::generate(&ring::rand::SystemRandom::new());
             let lane = super::followup::Lane::NewCase;
             let key = intake.followup.codename_key(lane, &store, codename.normalized()).await?;
             let (tag, case) = store.new_case_keys(&id, &key);
@@ -358,8 +364,7 @@ async fn read_parts(
             let file_name = file_name.unwrap_or("").to_string();
             let media_type = field
                 .content_type()
-                .map(|m| m.essence_str().to_string())
-                .unwrap_or_else(|| "application/octet-stream".into());
+                .map_or_else(|| "application/octet-stream".into(), |m| m.essence_str().to_string());
             let Some(first) = files.pace.within(idle, field.next()).await? else {
                 // A form sends an empty part when no file was chosen: not evidence.
                 continue;
@@ -409,7 +414,7 @@ async fn read_parts(
                 received.testimony = value;
             }
             LANGUAGE_FIELD if is_language_tag(&value) => {
-                received.language = Some(value.to_string())
+                received.language = Some(value.to_string());
             }
             // Opens the case; never part of what is stored.
             CODENAME_FIELD => received.codename = Some(value),
@@ -624,14 +629,6 @@ pub(super) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| IntakeError::Internal)?
         .map_err(|e| IntakeError::from_io(&e))
-}
-
-/// The current UTC hour, RFC 3339: the only time the server records.
-pub fn received_hour() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let hour = now.replace_time(time::Time::from_hms(now.hour(), 0, 0).expect("valid hour"));
-    hour.format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339 formats any UTC time")
 }
 
 fn is_language_tag(s: &str) -> bool {

@@ -6,6 +6,7 @@
 //! memory. Verification is ct-merkle's, a separate implementation, so what a lawyer runs
 //! does not merely agree with itself.
 
+use super::LogError;
 use ring::digest;
 use std::io;
 
@@ -150,7 +151,7 @@ fn subproof(
 
 /// The largest power of two strictly below `n` (n ≥ 2).
 fn largest_power_of_two_below(n: u64) -> u64 {
-    1 << (63 - (n - 1).leading_zeros())
+    1 << (n - 1).ilog2()
 }
 
 type Sha256 = sha2::Sha256;
@@ -161,9 +162,9 @@ pub const MAX_TREE_SIZE: u64 = 1 << 62;
 /// A proof for any tree up to `MAX_TREE_SIZE` has at most this many hashes.
 const MAX_PROOF_HASHES: usize = 2 * 62;
 
-fn check_bounds(sizes: &[u64], proof: &[Hash]) -> Result<(), String> {
+fn check_bounds(sizes: &[u64], proof: &[Hash]) -> Result<(), LogError> {
     if sizes.iter().any(|&s| s > MAX_TREE_SIZE) || proof.len() > MAX_PROOF_HASHES {
-        return Err("the tree size or proof is larger than any real log".into());
+        return Err(LogError::Proof("the tree size or proof is larger than any real log".into()));
     }
     Ok(())
 }
@@ -179,17 +180,17 @@ pub fn verify_inclusion(
     size: u64,
     root: &Hash,
     proof: &[Hash],
-) -> Result<(), String> {
+) -> Result<(), LogError> {
     check_bounds(&[index, size], proof)?;
     if index >= size {
-        return Err("the leaf index is outside the tree".into());
+        return Err(LogError::Proof("the leaf index is outside the tree".into()));
     }
     let proof = ct_merkle::InclusionProof::<Sha256>::from_digests(
         proof.iter().map(|h| (*h).into()).collect::<Vec<_>>().iter(),
     );
     root_hash(root, size)
         .verify_inclusion(&leaf_data, index, &proof)
-        .map_err(|e| format!("inclusion proof does not verify: {e:?}"))
+        .map_err(|e| LogError::Proof(format!("inclusion proof does not verify: {e:?}")))
 }
 
 /// Checks that the tree of `old_size` leaves with `old_root` is a prefix of the tree of
@@ -200,16 +201,16 @@ pub fn verify_consistency(
     new_size: u64,
     new_root: &Hash,
     proof: &[Hash],
-) -> Result<(), String> {
+) -> Result<(), LogError> {
     check_bounds(&[old_size, new_size], proof)?;
     if old_size > new_size {
-        return Err("the earlier tree is larger than the later one".into());
+        return Err(LogError::Proof("the earlier tree is larger than the later one".into()));
     }
     if old_size == new_size {
         return if proof.is_empty() && old_root == new_root {
             Ok(())
         } else {
-            Err("same size, different roots: the log was rewritten".into())
+            Err(LogError::Proof("same size, different roots: the log was rewritten".into()))
         };
     }
     let proof = ct_merkle::ConsistencyProof::<Sha256>::from_digests(
@@ -217,7 +218,7 @@ pub fn verify_consistency(
     );
     root_hash(new_root, new_size)
         .verify_consistency(&root_hash(old_root, old_size), &proof)
-        .map_err(|e| format!("consistency proof does not verify: {e:?}"))
+        .map_err(|e| LogError::Proof(format!("consistency proof does not verify: {e:?}")))
 }
 
 #[cfg(test)]
@@ -371,7 +372,8 @@ pub(crate) mod tests {
         assert!(all.len() >= 100, "vectors missing: {}", all.len());
         for (name, v) in all {
             let want_err = v["wantErr"].as_bool().unwrap();
-            let index = v.get("leafIdx").or_else(|| v.get("leafIndex")).and_then(|i| i.as_u64());
+            let index =
+                v.get("leafIdx").or_else(|| v.get("leafIndex")).and_then(serde_json::Value::as_u64);
             let size = v["treeSize"].as_u64();
             let leaf =
                 b64_hash(&v["leafHash"]).and_then(|h| data.iter().find(|d| leaf_hash(d) == h));

@@ -3,9 +3,18 @@
 //! the operator or the coalition, that a record was in the log at a given size and that
 //! later checkpoints only ever extended it.
 
+mod evidence;
 pub mod merkle;
+mod tracker;
+
+pub use evidence::{
+    check_inclusion, check_inclusion_of, BundleLog, EarlierCheckpoint, LoggedReplyKey, Prover,
+    ReplyKeyLeaf,
+};
+pub use tracker::{ReviewState, VerifiedLog};
 
 use crate::keys::{SigningKey, VerifierKey};
+use crate::record::{is_hex, Hour, SubmissionRecord};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use merkle::Hash;
@@ -37,6 +46,42 @@ pub enum LogLeaf {
     ReplyKey { case: String, recipient: String },
 }
 
+/// Why a checkpoint, proof or receipt does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogError {
+    /// A signed note that is not a checkpoint of this server's, or not signed by it.
+    Checkpoint(String),
+    /// A proof that is malformed or does not verify.
+    Proof(String),
+    /// A receipt that proves another leaf, or whose parts disagree.
+    Receipt(&'static str),
+    /// A server key that is not a signed-note verifier key.
+    Key(String),
+    /// A leaf the server could never have made.
+    BadLeaf(String),
+    /// A log that does not extend what was verified before: forked, rewritten, or
+    /// signed by another key.
+    Forked(String),
+    /// The tracker of verified tree heads could not be saved.
+    Tracker(String),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::Checkpoint(why)
+            | LogError::Proof(why)
+            | LogError::Key(why)
+            | LogError::Forked(why)
+            | LogError::Tracker(why) => f.write_str(why),
+            LogError::Receipt(why) => f.write_str(why),
+            LogError::BadLeaf(why) => write!(f, "a log leaf was refused: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
 /// Why a leaf was refused before it reached the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafError(pub String);
@@ -49,19 +94,18 @@ impl std::fmt::Display for LeafError {
 
 impl std::error::Error for LeafError {}
 
-/// Lowercase hex of exactly `len` digits.
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A UTC hour as the server writes it: `YYYY-MM-DDTHH:00:00Z`.
-pub fn is_hour(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 20
-        && s.ends_with(":00:00Z")
-        && [4, 7].iter().all(|&i| b[i] == b'-')
-        && b[10] == b'T'
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12].iter().all(|&i| b[i].is_ascii_digit())
+impl From<&SubmissionRecord> for LogLeaf {
+    /// A submission's leaf in the intake log: what a receipt proves.
+    fn from(record: &SubmissionRecord) -> LogLeaf {
+        LogLeaf::Submission {
+            submission: record.id.clone(),
+            case: record.case.clone(),
+            received_at: record.received_at.clone(),
+            manifest: record.manifest.to_string(),
+            attachments: record.attachments.iter().map(ToString::to_string).collect(),
+            recipients: record.recipients.clone(),
+        }
+    }
 }
 
 impl LogLeaf {
@@ -85,7 +129,7 @@ impl LogLeaf {
                 if !is_hex(submission, 32) || !is_hex(case, 32) {
                     return refuse("a submission or case id is not 32 lowercase hex digits");
                 }
-                if !is_hour(received_at) {
+                if !Hour::is_hour(received_at) {
                     return refuse("the hour of receipt is not a UTC hour");
                 }
                 if !is_hex(manifest, 64) || !attachments.iter().all(|a| is_hex(a, 64)) {
@@ -99,17 +143,20 @@ impl LogLeaf {
                 }
             }
             LogLeaf::Export { bundle, exported_at, submissions } => {
-                if !is_hex(bundle, 32) || !is_hour(exported_at) || !submission_ids(submissions) {
+                if !is_hex(bundle, 32)
+                    || !Hour::is_hour(exported_at)
+                    || !submission_ids(submissions)
+                {
                     return refuse("an export leaf with a malformed field");
                 }
             }
             LogLeaf::Purge { purged_at, submissions } => {
-                if !is_hour(purged_at) || !submission_ids(submissions) {
+                if !Hour::is_hour(purged_at) || !submission_ids(submissions) {
                     return refuse("a purge leaf with a malformed field");
                 }
             }
             LogLeaf::Reply { case, object, imported_at } => {
-                if !is_hex(case, 32) || !is_hex(object, 64) || !is_hour(imported_at) {
+                if !is_hex(case, 32) || !is_hex(object, 64) || !Hour::is_hour(imported_at) {
                     return refuse("a reply leaf with a malformed field");
                 }
             }
@@ -199,25 +246,29 @@ impl Checkpoint {
     }
 
     /// Parses a signed note and checks its signature by `key`.
-    pub fn verify(note: &str, key: &VerifierKey) -> Result<Checkpoint, String> {
+    pub fn verify(note: &str, key: &VerifierKey) -> Result<Checkpoint, LogError> {
+        let bad = |why: &str| LogError::Checkpoint(why.to_string());
         let (body, signatures) = note
             .split_once("\n\n")
-            .ok_or("a checkpoint needs a blank line before its signature")?;
+            .ok_or_else(|| bad("a checkpoint needs a blank line before its signature"))?;
         let body = format!("{body}\n");
         let mut lines = body.lines();
-        let origin = lines.next().ok_or("checkpoint without origin")?.to_string();
+        let origin = lines.next().ok_or_else(|| bad("checkpoint without origin"))?.to_string();
         let size = lines
             .next()
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|&s| s <= merkle::MAX_TREE_SIZE)
-            .ok_or("checkpoint size is not a plausible number")?;
+            .ok_or_else(|| bad("checkpoint size is not a plausible number"))?;
         let root: Hash = lines
             .next()
             .and_then(|r| B64.decode(r).ok())
             .and_then(|r| r.try_into().ok())
-            .ok_or("checkpoint root is not a base64 SHA-256 hash")?;
+            .ok_or_else(|| bad("checkpoint root is not a base64 SHA-256 hash"))?;
         if origin != key.name {
-            return Err(format!("checkpoint from {origin:?}, expected {:?}", key.name));
+            return Err(LogError::Checkpoint(format!(
+                "checkpoint from {origin:?}, expected {:?}",
+                key.name
+            )));
         }
         let signed = signatures.lines().any(|line| {
             let Some(rest) = line.strip_prefix("\u{2014} ") else { return false };
@@ -229,7 +280,7 @@ impl Checkpoint {
                 && key.verify(body.as_bytes(), &blob[4..])
         });
         if !signed {
-            return Err("the checkpoint's signature does not verify with the server key".into());
+            return Err(bad("the checkpoint's signature does not verify with the server key"));
         }
         Ok(Checkpoint { origin, size, root })
     }
@@ -279,39 +330,38 @@ impl Receipt {
 
     /// Checks the receipt against the leaf it should prove and the server key; returns
     /// the verified checkpoint.
-    pub fn verify(&self, leaf: &LogLeaf, key: &VerifierKey) -> Result<Checkpoint, String> {
+    pub fn verify(&self, leaf: &LogLeaf, key: &VerifierKey) -> Result<Checkpoint, LogError> {
         if self.leaf.as_bytes() != leaf.canonical_bytes() {
-            return Err("the receipt is for another submission".into());
+            return Err(LogError::Receipt("the receipt is for another submission"));
         }
         self.verify_standalone(key)
     }
 
     /// Checks the receipt by itself: its leaf, its hash, its inclusion under a
     /// checkpoint signed by `key`.
-    pub fn verify_standalone(&self, key: &VerifierKey) -> Result<Checkpoint, String> {
+    pub fn verify_standalone(&self, key: &VerifierKey) -> Result<Checkpoint, LogError> {
         let checkpoint = Checkpoint::verify(&self.checkpoint, key)?;
         let data = self.leaf.as_bytes();
         if B64.encode(merkle::leaf_hash(data)) != self.leaf_hash {
-            return Err("the receipt's leaf hash does not match its leaf".into());
+            return Err(LogError::Receipt("the receipt's leaf hash does not match its leaf"));
         }
         let expected = format!("amanat/leaf/v1\nkind submission\nsubmission {}\n", self.submission);
         if !self.leaf.starts_with(&expected) {
-            return Err("the receipt's leaf names another submission".into());
+            return Err(LogError::Receipt("the receipt's leaf names another submission"));
         }
-        let proof = decode_hashes(&self.inclusion_proof)?;
-        merkle::verify_inclusion(data, self.leaf_index, checkpoint.size, &checkpoint.root, &proof)?;
+        check_inclusion_of(data, self.leaf_index, &self.inclusion_proof, &checkpoint)?;
         Ok(checkpoint)
     }
 }
 
-pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, String> {
+pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, LogError> {
     hashes
         .iter()
         .map(|h| {
             B64.decode(h)
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| "a proof hash is not base64 SHA-256".to_string())
+                .ok_or_else(|| LogError::Proof("a proof hash is not base64 SHA-256".into()))
         })
         .collect()
 }

@@ -4,89 +4,19 @@
 //! log evidence (server key, signed checkpoints, inclusion proofs), and a custody record
 //! signed by the disclosing reviewer.
 
-use super::state::ReviewState;
-use crate::bundle::{object_member, Bundle};
-use crate::envelope::{self, ObjectId};
+use super::ReviewError;
+use crate::bundle::disclosure::{
+    key_member, Custody, DisclosedSubmission, DisclosureIndex, CUSTODY_NAME, CUSTODY_SCHEMA,
+    CUSTODY_SIGNATURE_NAME, DISCLOSURE_SCHEMA, INDEX_NAME, VERIFY_NAME,
+};
+use crate::bundle::{object_member, Bundle, PackageWriter};
+use crate::durable::NewFile;
+use crate::envelope;
 use crate::keys::{Recipients, SigningKey};
-use crate::store::SubmissionRecord;
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use crate::log::ReviewState;
+use serde::Serialize;
+use std::fs;
 use std::path::{Path, PathBuf};
-
-pub const DISCLOSURE_SCHEMA: &str = "amanat/disclosure/v1";
-pub const CUSTODY_SCHEMA: &str = "amanat/custody/v1";
-pub const INDEX_NAME: &str = "disclosure.json";
-pub const CUSTODY_NAME: &str = "custody.json";
-pub const CUSTODY_SIGNATURE_NAME: &str = "custody.sig";
-pub const VERIFY_NAME: &str = "VERIFY.txt";
-
-/// `disclosure.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisclosureIndex {
-    pub schema: String,
-    pub case: String,
-    /// The server's signed-note verifier key (`name+keyid+key`).
-    pub server_key: String,
-    pub submissions: Vec<DisclosedSubmission>,
-}
-
-/// One submission of the case and the proof it is in the server's log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisclosedSubmission {
-    pub record: SubmissionRecord,
-    /// Signed note the inclusion proof leads to.
-    pub checkpoint: String,
-    pub inclusion_proof: Vec<String>,
-}
-
-/// `custody.json`: who disclosed what to whom, and when.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Custody {
-    pub schema: String,
-    pub case: String,
-    /// UTC hour of the disclosure.
-    pub disclosed_at: String,
-    /// The lawyer's age recipient.
-    pub to: String,
-    /// The reviewer's custody verifier key, if signed.
-    pub by: Option<String>,
-    /// Every object disclosed, sorted.
-    pub objects: Vec<String>,
-    /// Who the survivor said may read the case (the form's `consent_readers`:
-    /// coalition, lawyers or investigators), or "not stated".
-    #[serde(default)]
-    pub consent: String,
-    /// Why the case was disclosed although that consent does not cover a lawyer: the
-    /// reviewer's own words (`--override-consent`), under their signature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consent_override: Option<String>,
-    /// SHA-256 (hex) of the package's VERIFY.txt, so that instructions rewritten on
-    /// the way fail the custody signature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify_txt_sha256: Option<String>,
-}
-
-impl DisclosureIndex {
-    pub fn objects(&self) -> Vec<ObjectId> {
-        let mut seen = HashSet::new();
-        self.submissions
-            .iter()
-            .flat_map(|s| s.record.object_ids())
-            .filter(|id| seen.insert(id.clone()))
-            .collect()
-    }
-}
-
-/// `keys/<id>.age`: an object's file key, encrypted to the lawyer.
-pub fn key_member(id: &ObjectId) -> String {
-    format!("keys/{id}.age")
-}
 
 /// What `amanat disclose` made.
 #[derive(Debug, Serialize)]
@@ -112,10 +42,6 @@ pub struct DiscloseRequest<'a> {
     pub override_consent: Option<&'a str>,
 }
 
-/// What a survivor's consent answer allows: a lawyer reads the case only with
-/// "lawyers" or "investigators" (which includes lawyers).
-const CONSENT_FOR_LAWYERS: [&str; 2] = ["lawyers", "investigators"];
-
 /// One opened submission of a case, as its folder's testimony.json says.
 struct OpenedSubmission {
     id: String,
@@ -126,7 +52,7 @@ struct OpenedSubmission {
 }
 
 /// Every submission of `case` opened into `cases`.
-fn opened_submissions(cases: &Path, case: &str) -> Result<Vec<OpenedSubmission>, String> {
+fn opened_submissions(cases: &Path, case: &str) -> Result<Vec<OpenedSubmission>, ReviewError> {
     let mut out = Vec::new();
     let entries = fs::read_dir(cases).map_err(|e| format!("{}: {e}", cases.display()))?;
     for entry in entries.flatten() {
@@ -138,7 +64,7 @@ fn opened_submissions(cases: &Path, case: &str) -> Result<Vec<OpenedSubmission>,
         let consent = opened
             .fields
             .iter()
-            .find(|f| f.name == crate::intake::upload::CONSENT_FIELD)
+            .find(|f| f.name == crate::form::CONSENT_FIELD)
             .map(|f| f.value.clone());
         out.push(OpenedSubmission {
             id: opened.submission,
@@ -163,23 +89,26 @@ fn latest_consent(opened: &[OpenedSubmission]) -> Option<String> {
 pub fn disclose(
     req: &DiscloseRequest<'_>,
     state: &mut ReviewState,
-) -> Result<DisclosureSummary, String> {
-    if !super::is_submission_id(req.case) {
-        return Err(format!("{:?} is not a case id (32 hex characters)", req.case));
+) -> Result<DisclosureSummary, ReviewError> {
+    if !crate::record::is_submission_id(req.case) {
+        return Err(format!("{:?} is not a case id (32 hex characters)", req.case).into());
     }
     if !req.cases.join(req.case).join("testimony.json").is_file() {
         return Err(format!(
             "case {} is not among the opened cases in {}: open and read it before disclosing",
             req.case,
             req.cases.display()
-        ));
+        )
+        .into());
     }
     let lawyer = Recipients::parse(req.to)
         .ok()
         .filter(|r| r.len() == 1)
         .ok_or("--to must be one age recipient (age1...)")?;
     if req.out.exists() {
-        return Err(format!("{} exists; a package never overwrites a file", req.out.display()));
+        return Err(
+            format!("{} exists; a package never overwrites a file", req.out.display()).into()
+        );
     }
 
     // Every submission of the case, from bundles whose log verifies.
@@ -200,7 +129,7 @@ pub fn disclose(
             {
                 continue;
             }
-            super::in_log(bundle, verified, record)?;
+            super::in_log(&bundle.index.log, verified, record)?;
             if !req.cases.join(&record.id).join("testimony.json").is_file() {
                 return Err(format!(
                     "submission {} of case {} was not opened in {}: open and read it before \
@@ -208,7 +137,8 @@ pub fn disclose(
                     record.id,
                     req.case,
                     req.cases.display()
-                ));
+                )
+                .into());
             }
             if server_key.get_or_insert_with(|| verified.server_key.clone()) != &verified.server_key
             {
@@ -243,11 +173,12 @@ pub fn disclose(
                  survivor's latest consent",
                 req.case,
                 req.cases.display()
-            ));
+            )
+            .into());
         }
     }
     let consent = latest_consent(&opened);
-    let allowed = consent.as_deref().is_some_and(|c| CONSENT_FOR_LAWYERS.contains(&c));
+    let allowed = consent.as_deref().is_some_and(crate::form::consent_lets_lawyers_read);
     let consent_override = match (allowed, req.override_consent.map(str::trim)) {
         (true, _) => None,
         (false, Some(reason))
@@ -268,14 +199,16 @@ pub fn disclose(
                      that outweighs it, give it: --override-consent \"REASON\" (it is signed \
                      into the package and shown to the lawyer)",
                     req.case
-                ),
+                )
+                .into(),
                 None => format!(
                     "the survivor of case {} did not say whether a lawyer may read it (no \
                      consent answer in any of its submissions). Nothing was written. Ask the \
                      survivor, or give the reason to disclose anyway: --override-consent \
                      \"REASON\"",
                     req.case
-                ),
+                )
+                .into(),
             })
         }
     };
@@ -291,7 +224,7 @@ pub fn disclose(
     let custody = Custody {
         schema: CUSTODY_SCHEMA.into(),
         case: req.case.into(),
-        disclosed_at: crate::intake::upload::received_hour(),
+        disclosed_at: crate::record::Hour::now(),
         to: req.to.trim().into(),
         by: req.signer.map(|k| k.verifier().to_string()),
         objects,
@@ -301,66 +234,41 @@ pub fn disclose(
     };
     let custody_bytes = serde_json::to_vec_pretty(&custody).map_err(|e| e.to_string())?;
 
-    let partial = req.out.with_extension("partial");
-    let result = (|| -> Result<u64, String> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-        let mut tar = tar::Builder::new(BufWriter::new(file));
-        let io_err = |e: io::Error| format!("writing the package: {e}");
-        let json = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
-        append(&mut tar, INDEX_NAME, &json).map_err(io_err)?;
-        append(&mut tar, CUSTODY_NAME, &custody_bytes).map_err(io_err)?;
-        if let Some(signer) = req.signer {
-            let signature = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                signer.sign(&custody_bytes),
-            );
-            append(&mut tar, CUSTODY_SIGNATURE_NAME, signature.as_bytes()).map_err(io_err)?;
-        }
-        append(&mut tar, VERIFY_NAME, verify_txt.as_bytes()).map_err(io_err)?;
-        for (n, submission) in &submissions {
-            let bundle = &bundles[*n].0;
-            for id in submission.record.object_ids() {
-                let read = || {
-                    bundle
-                        .object(&id)
-                        .ok_or(format!("object {id} is missing from the bundle"))?
-                        .map_err(|e| e.to_string())
-                };
-                if envelope::object_id_of(read()?).map_err(|e| e.to_string())? != id {
-                    return Err(format!("object {id} in the bundle does not match its id"));
-                }
-                let file_key = envelope::file_key_of(read()?, req.identities)
-                    .map_err(|e| format!("object {id}: {e}"))?;
-                let (sealed_key, _) = envelope::seal_bytes(&lawyer, &file_key[..], Vec::new())
-                    .map_err(|e| e.to_string())?;
-                let len = bundle.object_len(&id).unwrap_or(0);
-                let header = crate::bundle::header(&object_member(&id), len).map_err(io_err)?;
-                tar.append(&header, read()?).map_err(io_err)?;
-                append(&mut tar, &key_member(&id), &sealed_key).map_err(io_err)?;
-            }
-        }
-        let writer = tar.into_inner().map_err(io_err)?;
-        let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
-        Ok(file.metadata().map_err(io_err)?.len())
-    })();
-    let bytes = match result {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let _ = fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    if req.out.exists() {
-        let _ = fs::remove_file(&partial);
-        return Err(format!("{} appeared meanwhile; not replaced", req.out.display()));
+    let io_err = |e: std::io::Error| format!("writing the package {}: {e}", req.out.display());
+    let mut package = PackageWriter::new(NewFile::create(req.out).map_err(io_err)?);
+    let json = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+    package.bytes(INDEX_NAME, &json).map_err(io_err)?;
+    package.bytes(CUSTODY_NAME, &custody_bytes).map_err(io_err)?;
+    if let Some(signer) = req.signer {
+        let signature = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            signer.sign(&custody_bytes),
+        );
+        package.bytes(CUSTODY_SIGNATURE_NAME, signature.as_bytes()).map_err(io_err)?;
     }
-    fs::rename(&partial, req.out).map_err(|e| e.to_string())?;
+    package.bytes(VERIFY_NAME, verify_txt.as_bytes()).map_err(io_err)?;
+    for (n, submission) in &submissions {
+        let bundle = &bundles[*n].0;
+        for id in submission.record.object_ids() {
+            let read = || {
+                bundle
+                    .object(&id)
+                    .ok_or(format!("object {id} is missing from the bundle"))?
+                    .map_err(|e| e.to_string())
+            };
+            envelope::check_object(read()?, &id)
+                .map_err(|e| format!("object {id} in the bundle: {e}"))?;
+            let file_key = envelope::file_key_of(read()?, req.identities)
+                .map_err(|e| format!("object {id}: {e}"))?;
+            let (sealed_key, _) = envelope::seal_bytes(&lawyer, &file_key[..], Vec::new())
+                .map_err(|e| e.to_string())?;
+            let len = bundle.object_len(&id).unwrap_or(0);
+            package.reader(&object_member(&id), len, read()?).map_err(io_err)?;
+            package.bytes(&key_member(&id), &sealed_key).map_err(io_err)?;
+        }
+    }
+    // Published only whole: dropped on any error above, the side file goes with it.
+    let bytes = package.finish().and_then(NewFile::publish).map_err(io_err)?;
     Ok(DisclosureSummary {
         case: req.case.into(),
         submissions: index.submissions.len(),
@@ -369,13 +277,9 @@ pub fn disclose(
     })
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::Result<()> {
-    tar.append(&crate::bundle::header(name, data.len() as u64)?, data)
-}
-
 /// How to check the package, with amanat and with standard tools only.
 pub(super) fn verify_text(index: &DisclosureIndex) -> String {
-    let first = index.submissions.first().map(|s| s.record.id.as_str()).unwrap_or("");
+    let first = index.submissions.first().map_or("", |s| s.record.id.as_str());
     format!(
         "amanat disclosure package: case {case}
 

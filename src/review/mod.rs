@@ -10,14 +10,65 @@ pub mod disclose;
 mod names;
 pub mod reply;
 mod report;
-pub mod state;
 pub mod verify;
 
 pub use names::{safe_name, TakenNames};
 
-use crate::bundle::Bundle;
+/// Why a review step refused, in words for the reviewer or the lawyer reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewError {
+    /// A bundle or package that cannot be read as one.
+    Package(String),
+    /// Bytes that are not what their id, record or manifest says: altered or swapped.
+    Altered(String),
+    /// The server's log does not vouch for it.
+    NotInLog(String),
+    /// An identity, key or recipient that cannot be used.
+    Key(String),
+    /// The reviewer's own disk.
+    Io(String),
+    /// A request that cannot be carried out as asked (a case not opened, no consent,
+    /// a reply to a case whose replies are stopped...).
+    Refused(String),
+}
+
+impl std::fmt::Display for ReviewError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReviewError::Package(why)
+            | ReviewError::Altered(why)
+            | ReviewError::NotInLog(why)
+            | ReviewError::Key(why)
+            | ReviewError::Io(why)
+            | ReviewError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ReviewError {}
+
+impl From<String> for ReviewError {
+    fn from(why: String) -> Self {
+        ReviewError::Refused(why)
+    }
+}
+
+impl From<crate::bundle::reply::ReplyError> for ReviewError {
+    fn from(e: crate::bundle::reply::ReplyError) -> Self {
+        ReviewError::Refused(e.to_string())
+    }
+}
+
+impl From<&str> for ReviewError {
+    fn from(why: &str) -> Self {
+        ReviewError::Refused(why.into())
+    }
+}
+
+use crate::bundle::Opened;
 use crate::envelope::{self, Manifest, ObjectId, MANIFEST_SCHEMA};
-use crate::store::SubmissionRecord;
+use crate::log::{BundleLog, LogLeaf, ReviewState, VerifiedLog};
+use crate::record::SubmissionRecord;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -71,21 +122,21 @@ pub fn open_bundles(
     bundles: &[PathBuf],
     identities: &[age::x25519::Identity],
     out: &Path,
-    state: &mut state::ReviewState,
+    state: &mut ReviewState,
     reviewer: crate::i18n::Lang,
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<Vec<Outcome>> {
     fs::create_dir_all(out)?;
     remove_stale_staging(out)?;
     // A sealed file from a field kit is in no server's log: nothing to check it against.
-    let mut opened: Vec<(Bundle, Option<state::VerifiedLog>)> = Vec::new();
+    let mut opened: Vec<(Opened, Option<VerifiedLog>)> = Vec::new();
     let mut outcomes = Vec::new();
     for path in bundles {
         // The whole bundle is refused when its log does not hold together or does not
         // agree with what this laptop verified before.
-        match Bundle::open(path).map_err(|e| e.to_string()).and_then(|b| {
-            let verified = if b.sealed { None } else { Some(state.check(&b.index.log)?) };
-            Ok((b, verified))
+        match Opened::open(path).map_err(|e| e.to_string()).and_then(|b| {
+            let verified = b.log().map(|log| state.check(log)).transpose();
+            Ok((b, verified.map_err(|e| e.to_string())?))
         }) {
             Ok(pair) => {
                 if let Some(verified) = pair.1.as_ref().filter(|v| v.new_server) {
@@ -93,16 +144,17 @@ pub fn open_bundles(
                         submission: path.display().to_string(),
                         status: Status::NewServerKey,
                         reason: Some(format!(
-                            "first bundle from server key {}: compare it with the key `amanat status` \
-                             prints on the server; from now on this laptop holds that server to its log",
+                            "first bundle from server key {}: compare it with the key \
+                             `amanat status` prints on the server; from now on this laptop \
+                             holds that server to its log",
                             verified.server_key
                         )),
                         files: 0,
                         path: None,
- case: None,
+                        case: None,
                     });
                 }
-                opened.push(pair)
+                opened.push(pair);
             }
             Err(reason) => outcomes.push(Outcome {
                 submission: path.display().to_string(),
@@ -116,14 +168,14 @@ pub fn open_bundles(
     }
     let total: u64 = opened
         .iter()
-        .flat_map(|(b, _)| b.index.objects().into_iter().filter_map(|id| b.object_len(&id)))
+        .flat_map(|(b, _)| b.objects().into_iter().filter_map(|id| b.package().object_len(&id)))
         .sum();
     let mut done = 0u64;
     let mut seen = HashSet::new();
     for (bundle, log) in &opened {
-        for record in &bundle.index.submissions {
-            let outcome = if !is_submission_id(&record.id) {
-                failed("<invalid id>", "the bundle names a submission with an invalid id".into())
+        for record in bundle.submissions() {
+            let outcome = if !crate::record::is_submission_id(&record.id) {
+                failed("<invalid id>", "the bundle names a submission with an invalid id")
             } else if seen.contains(&record.id) || out.join(&record.id).is_dir() {
                 Outcome {
                     submission: record.id.clone(),
@@ -134,10 +186,10 @@ pub fn open_bundles(
                     case: Some(record.case.clone()),
                 }
             } else {
-                let logged = match log {
-                    Some(log) => in_log(bundle, log, record),
-                    None if is_submission_id(&record.id) => Ok(()),
-                    None => Err("the sealed file names an invalid submission id".into()),
+                let logged = match (log, bundle.log()) {
+                    (Some(log), Some(evidence)) => in_log(evidence, log, record),
+                    _ if crate::record::is_submission_id(&record.id) => Ok(()),
+                    _ => Err("the sealed file names an invalid submission id".into()),
                 };
                 match logged.and_then(|()| open_case(bundle, record, identities, out, reviewer)) {
                     Ok(files) => {
@@ -147,7 +199,7 @@ pub fn open_bundles(
                         Outcome {
                             submission: record.id.clone(),
                             status: Status::Opened,
-                            reason: bundle.sealed.then(|| {
+                            reason: matches!(bundle, Opened::Sealed(_)).then(|| {
                                 "sealed offline and opened directly: in no server's log yet, \
                                  so only the device vouches for its time"
                                     .to_string()
@@ -160,14 +212,18 @@ pub fn open_bundles(
                     Err(reason) => failed(&record.id, reason),
                 }
             };
-            done += record.object_ids().iter().filter_map(|id| bundle.object_len(id)).sum::<u64>();
+            done += record
+                .object_ids()
+                .iter()
+                .filter_map(|id| bundle.package().object_len(id))
+                .sum::<u64>();
             progress(done, total);
             outcomes.push(outcome);
         }
     }
     for (bundle, log) in &opened {
-        if let Some(log) = log {
-            outcomes.extend(record_reply_keys(bundle, log, out));
+        if let (Some(log), Some(evidence)) = (log, bundle.log()) {
+            outcomes.extend(record_reply_keys(evidence, log, out));
         }
     }
     report::write_index(out)?;
@@ -190,27 +246,25 @@ pub const REPLY_KEY_REFUSED_FILE: &str = "reply-key.refused";
 /// refused and reported; a second, different change withdraws the first and stops all
 /// replies to the case: a server (or whoever holds its signing key) must not quietly
 /// send a survivor's replies elsewhere.
-fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> Vec<Outcome> {
+fn record_reply_keys(evidence: &BundleLog, log: &VerifiedLog, out: &Path) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
-    for change in &bundle.index.log.reply_keys {
+    for change in &evidence.reply_keys {
         let dir = out.join(&change.case);
         let opened = fs::read(dir.join("testimony.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<report::Case>(&b).ok());
-        let Some(opened) = opened.filter(|_| is_submission_id(&change.case)) else { continue };
+        let Some(opened) = opened.filter(|_| crate::record::is_submission_id(&change.case)) else {
+            continue;
+        };
         let path = dir.join(REPLY_KEY_FILE);
         let verdict = (|| {
-            let proof = crate::log::decode_hashes(&change.inclusion_proof)?;
             let leaf = change.log_leaf();
             leaf.validate().map_err(|e| e.to_string())?;
-            let cp = &log.checkpoint;
-            let bytes = leaf.canonical_bytes();
-            crate::log::merkle::verify_inclusion(
-                &bytes,
+            crate::log::check_inclusion(
+                &leaf,
                 change.log_index,
-                cp.size,
-                &cp.root,
-                &proof,
+                &change.inclusion_proof,
+                &log.checkpoint,
             )
             .map_err(|e| format!("not in the server's signed log: {e}"))?;
             if opened.reply_key_version.is_some() || opened.reply_recipient.is_none() {
@@ -240,7 +294,7 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
                 Some(k) => {
                     // Fail closed: neither key is trusted any more.
                     let both = format!("{}\n{}\n", k.recipient, change.recipient);
-                    write_durably(&dir.join(REPLY_KEY_REFUSED_FILE), both.as_bytes())
+                    crate::durable::replace(&dir.join(REPLY_KEY_REFUSED_FILE), both.as_bytes())
                         .and_then(|()| fs::remove_file(&path))
                         .map_err(|e| e.to_string())?;
                     Err("a second, different reply key was claimed: replies to this case are \
@@ -260,7 +314,7 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
                 };
                 let written = serde_json::to_vec_pretty(&key)
                     .map_err(io::Error::other)
-                    .and_then(|json| write_durably(&path, &json));
+                    .and_then(|json| crate::durable::replace(&path, &json));
                 outcomes.push(match written {
                     Ok(()) => Outcome {
                         submission: change.case.clone(),
@@ -291,17 +345,6 @@ fn record_reply_keys(bundle: &Bundle, log: &state::VerifiedLog, out: &Path) -> V
     outcomes
 }
 
-/// Writes a small file so that it survives power loss: beside it, fsynced, renamed
-/// into place, the folder fsynced.
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let partial = path.with_extension("partial");
-    let mut file = File::create(&partial)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&partial, path)?;
-    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
-}
-
 /// `reply-key.json` in a case folder.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ReplyKey {
@@ -313,42 +356,32 @@ pub struct ReplyKey {
 /// The record must be a leaf of the bundle's signed checkpoint: otherwise it did not
 /// come from the server's log (forged, or edited after the fact).
 fn in_log(
-    bundle: &Bundle,
-    log: &state::VerifiedLog,
+    evidence: &BundleLog,
+    log: &VerifiedLog,
     record: &SubmissionRecord,
-) -> Result<(), String> {
-    let not_in_log = |why: &str| format!("not in the server's signed log: {why}");
-    if !is_submission_id(&record.id) || !is_submission_id(&record.case) {
+) -> Result<(), ReviewError> {
+    let not_in_log =
+        |why: &str| ReviewError::NotInLog(format!("not in the server's signed log: {why}"));
+    if !crate::record::is_submission_id(&record.id)
+        || !crate::record::is_submission_id(&record.case)
+    {
         return Err(not_in_log("its id is not one the server makes"));
     }
     let index = record.log_index.ok_or_else(|| not_in_log("no leaf index"))?;
-    let proof = bundle.index.log.inclusion.get(&record.id).ok_or_else(|| not_in_log("no proof"))?;
-    let proof = crate::log::decode_hashes(proof)?;
-    let cp = &log.checkpoint;
-    crate::log::merkle::verify_inclusion(
-        &record.log_leaf().canonical_bytes(),
-        index,
-        cp.size,
-        &cp.root,
-        &proof,
-    )
-    .map_err(|e| not_in_log(&e))
+    let proof = evidence.inclusion.get(&record.id).ok_or_else(|| not_in_log("no proof"))?;
+    crate::log::check_inclusion(&LogLeaf::from(record), index, proof, &log.checkpoint)
+        .map_err(|e| not_in_log(&e.to_string()))
 }
 
-fn failed(submission: &str, reason: String) -> Outcome {
+fn failed(submission: &str, reason: impl ToString) -> Outcome {
     Outcome {
         submission: submission.into(),
         status: Status::Failed,
-        reason: Some(reason),
+        reason: Some(reason.to_string()),
         files: 0,
         path: None,
         case: None,
     }
-}
-
-/// Ids are 128 random bits in hex; anything else could be a path.
-pub(crate) fn is_submission_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Plaintext left by an `open` that was interrupted: never a case, always removed.
@@ -364,12 +397,12 @@ fn remove_stale_staging(out: &Path) -> io::Result<()> {
 
 /// One verified case, or the reason there is none (and no plaintext left behind).
 fn open_case(
-    bundle: &Bundle,
+    bundle: &Opened,
     record: &SubmissionRecord,
     identities: &[age::x25519::Identity],
     out: &Path,
     reviewer: crate::i18n::Lang,
-) -> Result<usize, String> {
+) -> Result<usize, ReviewError> {
     let staging = out.join(format!("{STAGING_PREFIX}{}", record.id));
     let result = (|| {
         fs::create_dir(&staging)
@@ -386,12 +419,12 @@ fn open_case(
 }
 
 fn write_case(
-    bundle: &Bundle,
+    bundle: &Opened,
     record: &SubmissionRecord,
     identities: &[age::x25519::Identity],
     dir: &Path,
     reviewer: crate::i18n::Lang,
-) -> Result<usize, String> {
+) -> Result<usize, ReviewError> {
     let manifest = read_manifest(bundle, record, identities)?;
     let evidence = dir.join("evidence");
     fs::create_dir(&evidence).map_err(|e| e.to_string())?;
@@ -409,7 +442,8 @@ fn write_case(
         if opened.plaintext_sha256 != attachment.sha256 || opened.plaintext_len != attachment.size {
             return Err(format!(
                 "file {saved_as} does not match the manifest's SHA-256 and size: altered"
-            ));
+            )
+            .into());
         }
         files.push(report::CaseFile::new(attachment, format!("evidence/{saved_as}")));
     }
@@ -420,10 +454,10 @@ fn write_case(
 
 /// Decrypts and checks the manifest against the record that names it.
 fn read_manifest(
-    bundle: &Bundle,
+    bundle: &Opened,
     record: &SubmissionRecord,
     identities: &[age::x25519::Identity],
-) -> Result<Manifest, String> {
+) -> Result<Manifest, ReviewError> {
     let plaintext = Zeroizing::new(Vec::new());
     let limited = LimitedWriter { inner: plaintext, left: MAX_MANIFEST_BYTES };
     let (limited, _) =
@@ -436,9 +470,9 @@ fn read_manifest(
 
 /// A decrypted manifest against the logged record that names it: the same submission,
 /// hour and files. Shared by `open` and `verify`.
-pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), String> {
+pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), ReviewError> {
     if manifest.schema != MANIFEST_SCHEMA {
-        return Err(format!("the manifest has an unknown schema {:?}", manifest.schema));
+        return Err(format!("the manifest has an unknown schema {:?}", manifest.schema).into());
     }
     // A sealed file's id is bound to its objects (`sealed::submission_id`), so its
     // manifest, sealed before the id existed, carries the kit's own: the binding is
@@ -446,7 +480,7 @@ pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<
     let sealed_offline = manifest.origin == crate::envelope::Origin::Fieldkit;
     let bound = sealed_offline
         && record.case == record.id
-        && record.id == crate::sealed::submission_id(&record.manifest, &record.attachments);
+        && record.id == crate::bundle::sealed::submission_id(&record.manifest, &record.attachments);
     if !bound && manifest.case != record.case {
         return Err("the manifest belongs to another case: the bundle was edited".into());
     }
@@ -482,40 +516,45 @@ pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<
 /// object its id names. `what` names it in errors; `size` is a file's size, to cut
 /// its padding off (`envelope::open_file`), None for a manifest.
 fn decrypt_object<W: Write + Send>(
-    bundle: &Bundle,
+    bundle: &Opened,
     id: &ObjectId,
     identities: &[age::x25519::Identity],
     sink: W,
     what: &str,
     size: Option<u64>,
-) -> Result<(W, envelope::OpenedObject), String> {
-    let reader = match bundle.object(id) {
-        Some(reader) => reader.map_err(|e| format!("cannot read {what} ({id}): {e}"))?,
-        None => {
-            let hint = bundle.damaged.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
-            return Err(format!("{what} ({id}) is missing from the bundle{hint}"));
-        }
+) -> Result<(W, envelope::OpenedObject), ReviewError> {
+    let package = bundle.package();
+    let reader = if let Some(reader) = package.object(id) {
+        reader.map_err(|e| format!("cannot read {what} ({id}): {e}"))?
+    } else {
+        let hint = package.damaged.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+        return Err(format!("{what} ({id}) is missing from the bundle{hint}").into());
     };
     let opened = match size {
         Some(size) => envelope::open_file(reader, identities, sink, size),
         None => envelope::open_object(reader, identities, sink),
     };
-    let swapped = || format!("{what} ({id}) does not match its id: it was altered or swapped");
+    let swapped = || {
+        ReviewError::Altered(format!(
+            "{what} ({id}) does not match its id: it was altered or swapped"
+        ))
+    };
     let (mut sink, opened) = match opened {
         Ok(done) => done,
         // Bytes that are not the object named explain any other failure: say that.
         Err(e) => {
-            let actual = bundle.object(id).and_then(|r| r.ok()).map(envelope::object_id_of);
-            return Err(match actual {
-                Some(Ok(actual)) if actual != *id => swapped(),
-                _ => format!("{what} ({id}): {e}"),
+            let checked = package
+                .object(id)
+                .and_then(std::result::Result::ok)
+                .map(|r| envelope::check_object(r, id));
+            return Err(match checked {
+                Some(Err(envelope::ObjectCheckError::Mismatch)) => swapped(),
+                _ => ReviewError::Altered(format!("{what} ({id}): {e}")),
             });
         }
     };
     sink.flush().map_err(|e| format!("cannot write {what}: {e}"))?;
-    if opened.id != *id {
-        return Err(swapped());
-    }
+    opened.check_id(id).map_err(|_| swapped())?;
     Ok((sink, opened))
 }
 

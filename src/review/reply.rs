@@ -4,8 +4,9 @@
 //! `amanat import-replies`.
 
 use super::report::Case;
+use super::ReviewError;
+use crate::bundle::reply::{self, ReplyEntry};
 use crate::keys::Recipients;
-use crate::reply::{self, ReplyEntry};
 use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,9 +26,9 @@ pub fn write_reply(
     text: &str,
     coalition: &Recipients,
     out: &Path,
-) -> Result<ReplySummary, String> {
-    if !super::is_submission_id(case) {
-        return Err(format!("{case:?} is not a case id (32 hex characters)"));
+) -> Result<ReplySummary, ReviewError> {
+    if !crate::record::is_submission_id(case) {
+        return Err(format!("{case:?} is not a case id (32 hex characters)").into());
     }
     let testimony = cases.join(case).join("testimony.json");
     let opened: Case = fs::read(&testimony)
@@ -41,7 +42,8 @@ pub fn write_reply(
         return Err(format!(
             "{case} is a later submission of case {}: reply to that case",
             opened.case
-        ));
+        )
+        .into());
     }
     // Two different reply keys were claimed for this case: none is trusted.
     if cases.join(case).join(super::REPLY_KEY_REFUSED_FILE).exists() {
@@ -50,7 +52,8 @@ pub fn write_reply(
              keys for it (see {}). Check with the survivor before anything is sent; remove \
              that file only once the right key is known",
             super::REPLY_KEY_REFUSED_FILE
-        ));
+        )
+        .into());
     }
     // A reply key logged after the first submission (the upgrade to v2 keys) replaces
     // the one its manifest carried: that one is exposed, and the server refuses it.
@@ -60,7 +63,7 @@ pub fn write_reply(
             let key: super::ReplyKey = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: {e}", changed.display()))?;
             if key.case != case {
-                return Err(format!("{} belongs to another case", changed.display()));
+                return Err(format!("{} belongs to another case", changed.display()).into());
             }
             key.recipient
         }
@@ -69,9 +72,11 @@ pub fn write_reply(
         })?,
     };
     if out.exists() {
-        return Err(format!("{} exists; a reply bundle never overwrites a file", out.display()));
+        return Err(
+            format!("{} exists; a reply bundle never overwrites a file", out.display()).into()
+        );
     }
-    let written_at = crate::intake::upload::received_hour();
+    let written_at = crate::record::Hour::now();
     let ciphertext = reply::seal_reply(case, &recipient, coalition, text, &written_at)?;
     let entry = ReplyEntry {
         case: case.into(),
@@ -88,7 +93,7 @@ pub fn write_reply(
     let result = reply::write_bundle(BufWriter::new(file), &[(entry, ciphertext)])
         .and_then(|mut w| {
             w.flush()?;
-            w.into_inner().map_err(|e| e.into_error())
+            w.into_inner().map_err(std::io::IntoInnerError::into_error)
         })
         .and_then(|f| {
             f.sync_all()?;
@@ -98,7 +103,7 @@ pub fn write_reply(
         Ok(meta) => Ok(ReplySummary { case: case.into(), object, bytes: meta.len() }),
         Err(e) => {
             let _ = fs::remove_file(out);
-            Err(format!("writing {}: {e}", out.display()))
+            Err(ReviewError::Io(format!("writing {}: {e}", out.display())))
         }
     }
 }

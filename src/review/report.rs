@@ -3,10 +3,10 @@
 //! no scripts, no outside resources: the testimony, the files with sizes and hashes,
 //! image thumbnails linking to the local files), and `index.html` over all cases.
 
-use crate::bundle::Bundle;
+use crate::bundle::Opened;
 use crate::envelope::{Attachment, Manifest, Origin, TextField};
 use crate::i18n::Lang;
-use crate::store::SubmissionRecord;
+use crate::record::SubmissionRecord;
 use askama::Template;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -80,7 +80,7 @@ impl CaseFile {
 
 impl Case {
     pub fn new(
-        bundle: &Bundle,
+        bundle: &Opened,
         record: &SubmissionRecord,
         manifest: &Manifest,
         files: Vec<CaseFile>,
@@ -97,10 +97,10 @@ impl Case {
             testimony: manifest.testimony.clone(),
             fields: manifest.fields.clone(),
             files,
-            bundle: bundle.index.bundle.clone(),
-            server: bundle.index.server.clone(),
+            bundle: bundle.name(),
+            server: bundle.server().into(),
             // `open` reaches this only for a bundle whose log verified with this key.
-            server_key: (!bundle.sealed).then(|| bundle.index.log.server_key.clone()),
+            server_key: bundle.log().map(|log| log.server_key.clone()),
             log_index: record.log_index,
         }
     }

@@ -10,26 +10,26 @@
 //! instance.secret   32 random bytes keying codename keys (0600)
 //! ```
 
+mod cases;
 mod index;
 mod objects;
+mod records;
 
+pub use cases::FoundCase;
+pub use index::CaseChoice;
 use index::CommitError;
-pub use index::{
-    CaseChoice, CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord, SubmissionRecord,
-};
 pub use objects::{ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, INLINE_MAX};
+pub use records::{CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord};
 
-use crate::envelope::ObjectId;
-use crate::keys::{CodenameKey, SigningKey};
-use crate::log::{merkle, Checkpoint, LogLeaf, Receipt};
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::keys::{CodenameKey, InstanceSecret, SigningKey};
+use crate::log::{BundleLog, Checkpoint, LogLeaf, Receipt, ReplyKeyLeaf};
+use crate::record::{random_hex, ObjectId, SubmissionRecord};
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 pub struct Store {
     objects: PathBuf,
@@ -37,8 +37,7 @@ pub struct Store {
     index: index::Index,
     /// Signs the log's checkpoints (`signing.key`, 0600).
     key: SigningKey,
-    instance_secret: Zeroizing<Vec<u8>>,
-    rng: SystemRandom,
+    secret: InstanceSecret,
     /// Sealed files being imported right now, by submission id: the same file arriving
     /// twice at once (USB and HTTP) is taken once.
     importing: std::sync::Mutex<HashSet<String>>,
@@ -59,7 +58,11 @@ pub struct ImportClaim<'a> {
 
 impl Drop for ImportClaim<'_> {
     fn drop(&mut self) {
-        self.store.importing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.store
+            .importing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
@@ -110,20 +113,6 @@ pub struct StoreStatus {
 /// Lengths of stored objects by id, and the (submission, object) pairs not stored.
 pub type ObjectLens = (std::collections::HashMap<ObjectId, u64>, Vec<(String, ObjectId)>);
 
-/// A case a codename opened.
-pub struct FoundCase {
-    pub record: CaseRecord,
-    /// The v1 tag it was found by: it still has the keys of before v2 and must get new
-    /// ones now (`upgrade_case_keys`).
-    v1_tag: Option<[u8; 32]>,
-}
-
-impl FoundCase {
-    pub fn needs_new_keys(&self) -> bool {
-        self.v1_tag.is_some()
-    }
-}
-
 /// What the start-up sweep removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -144,9 +133,8 @@ impl Store {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
         }
         let index = open_index(&dir.join("index"))?;
-        let rng = SystemRandom::new();
-        let instance_secret = load_or_create_secret(&dir.join("instance.secret"), &rng)?;
-        let server_id = index.meta_or_insert("server_id", || random_hex(&rng, 16))?;
+        let secret = InstanceSecret::load_or_create(&dir.join("instance.secret"))?;
+        let server_id = index.meta_or_insert("server_id", || random_hex(16))?;
         let key =
             SigningKey::load_or_create(&dir.join("signing.key"), &format!("amanat/{server_id}"))?;
         let usage = Arc::default();
@@ -156,8 +144,7 @@ impl Store {
             tmp,
             index,
             key,
-            instance_secret,
-            rng,
+            secret,
             importing: Default::default(),
             usage,
             refs,
@@ -187,11 +174,11 @@ impl Store {
         let mut stored = 0;
         for entry in files {
             let id = ObjectId::parse(&entry.file_name().to_string_lossy());
-            if !id.is_some_and(|id| referenced.contains(&id)) {
+            if id.is_some_and(|id| referenced.contains(&id)) {
+                stored += entry.metadata()?.len();
+            } else {
                 fs::remove_file(entry.path())?;
                 report.orphan_objects += 1;
-            } else {
-                stored += entry.metadata()?.len();
             }
         }
         sync_dir(&self.objects)?;
@@ -202,14 +189,14 @@ impl Store {
 
     /// A new object for the request `pending`, deleted unless persisted and committed.
     pub fn create_object(&self, pending: &PendingObjects) -> ObjectWriter {
-        ObjectWriter::new(&self.tmp, &self.refs, self.random_hex(16), pending, true)
+        ObjectWriter::new(&self.tmp, &self.refs, random_hex(16), pending, true)
     }
 
     /// A new object that is always a file, however small (a reply: deleted once read,
     /// and a file can be overwritten before it goes, where sled keeps a deleted value's
     /// bytes in its log until it reuses their space).
     fn create_file_object(&self, pending: &PendingObjects) -> ObjectWriter {
-        ObjectWriter::new(&self.tmp, &self.refs, self.random_hex(16), pending, false)
+        ObjectWriter::new(&self.tmp, &self.refs, random_hex(16), pending, false)
     }
 
     /// Records a submission, its case, its log leaf and its small objects in one
@@ -224,7 +211,7 @@ impl Store {
     ) -> io::Result<Receipt> {
         let index = self
             .commit_index(pending, |inline| self.index.insert_submission(record, case, inline))?;
-        self.receipt(&record.id, index, &record.log_leaf())
+        self.receipt(&record.id, index, &LogLeaf::from(record))
     }
 
     /// Runs one index commit for the request `pending`, handing it the request's small
@@ -234,7 +221,7 @@ impl Store {
         pending: &PendingObjects,
         write: impl FnOnce(&[objects::InlineObject]) -> Result<T, CommitError>,
     ) -> io::Result<T> {
-        let _shared = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.commit_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = pending.commit_with(|inline| {
             // sled fails for good after one full-disk write: it must never meet one.
             objects::check_headroom(&self.objects).map_err(|e| (e, false))?;
@@ -246,270 +233,38 @@ impl Store {
 
     /// Claims the import of sealed submission `id`; None while another import of it runs.
     pub fn claim_import(&self, id: &str) -> Option<ImportClaim<'_>> {
-        let mut importing = self.importing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut importing =
+            self.importing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         importing.insert(id.to_string()).then(|| ImportClaim { store: self, id: id.to_string() })
     }
 
-    /// The lookup tag and the record of a new case with a codename: a fresh salt, and
-    /// the reply recipient the codename key gives with it.
-    pub fn new_case_keys(&self, case: &str, key: &CodenameKey) -> ([u8; 32], CaseRecord) {
-        let mut salt = [0u8; crate::keys::CASE_SALT_BYTES];
-        self.rng.fill(&mut salt).expect("the system random source works");
-        let record = CaseRecord {
-            case: case.to_string(),
-            reply_recipient: key.reply_identity(&salt).to_public().to_string(),
-            reply_salt: Some(hex::encode(salt)),
-        };
-        (key.lookup_tag(), record)
+    fn prover(&self) -> crate::log::Prover<'_, index::Index> {
+        crate::log::Prover { nodes: &self.index, key: &self.key }
     }
 
-    /// The case a codename opens, if any: by its v2 tag, or else by the tag it had
-    /// before v2 (then `needs_new_keys`).
-    pub fn find_case(
-        &self,
-        key: &CodenameKey,
-        normalized_codename: &str,
-    ) -> io::Result<Option<FoundCase>> {
-        let v2 = key.lookup_tag();
-        for candidate in self.index.cases_by_tag_prefix(&v2)? {
-            let stored = hex::decode(&candidate.tag).unwrap_or_default();
-            if candidate.record.reply_salt.is_some() && key.matches_tag(&stored) {
-                return Ok(Some(FoundCase { record: candidate.record, v1_tag: None }));
-            }
-        }
-        let v1 = crate::keys::v1_lookup_tag(&self.instance_secret, normalized_codename);
-        for candidate in self.index.cases_by_tag_prefix(&v1)? {
-            let stored = hex::decode(&candidate.tag).unwrap_or_default();
-            if candidate.record.on_v1_keys()
-                && crate::keys::v1_matches_tag(&self.instance_secret, normalized_codename, &stored)
-            {
-                return Ok(Some(FoundCase { record: candidate.record, v1_tag: Some(v1) }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Gives a case found by its v1 tag its v2 keys: a new salt and reply recipient, the
-    /// v1 tag deleted, and a reply-key change the next export logs, so reviewers learn
-    /// the new recipient. Durable on return. None when a sign-in at the same moment
-    /// upgraded it first (find it again). Its replies the caller reseals.
-    pub fn upgrade_case_keys(
-        &self,
-        found: &FoundCase,
-        key: &CodenameKey,
-    ) -> io::Result<Option<CaseRecord>> {
-        let Some(old_tag) = found.v1_tag else { return Ok(Some(found.record.clone())) };
-        let (tag, record) = self.new_case_keys(&found.record.case, key);
-        Ok(self.index.replace_case_keys(&old_tag, &tag, &record)?.then_some(record))
-    }
-
-    /// Logs the reply-key changes not logged yet (at the start of an export); true when
-    /// some logged change has not been carried out by an export yet.
-    pub fn log_reply_key_changes(&self) -> io::Result<bool> {
-        self.index.log_reply_key_changes()?;
-        Ok(self.index.reply_key_changes()?.iter().any(|c| !c.exported))
-    }
-
-    /// Marks the logged reply-key changes as carried out (an export was confirmed).
-    pub fn mark_reply_keys_exported(&self) -> io::Result<()> {
-        self.index.mark_reply_keys_exported()
-    }
-
-    /// Replaces a stored reply by `ciphertext`, the same reply resealed to its case's
-    /// new key, durably, with the new one's custody leaf. It keeps the hour the reply
-    /// reached the server.
-    pub fn reseal_reply(&self, case: &str, old: &ReplyRecord, ciphertext: &[u8]) -> io::Result<()> {
-        let (old, hour) = (&old.object, old.imported_at.as_str());
-        let id = ObjectId::of(ciphertext);
-        let file = self.index.inline_len(old)?.is_none();
-        let pending = PendingObjects::default();
-        let result = (|| {
-            let mut object = self.create_file_object(&pending);
-            object.write_all(ciphertext)?;
-            object.persist(&id, &pending)?;
-            self.commit_index(&pending, |inline| {
-                self.index.replace_reply(case, old, &id, hour, inline)
-            })
-        })();
-        if result.is_err() {
-            pending.abandon();
-        }
-        result?;
-        if file {
-            self.refs.remove_unnamed(std::slice::from_ref(old), true)?;
-        }
-        Ok(())
-    }
-
-    /// Every case's latest reply-key change (for exports).
-    pub fn reply_key_changes(&self) -> io::Result<Vec<ReplyKeyChange>> {
-        self.index.reply_key_changes()
-    }
-
-    /// Deletes replies of `case` (once its survivor has read them), durably.
-    pub fn remove_replies(&self, case: &str, objects: &[ObjectId]) -> io::Result<()> {
-        let replies: Vec<(String, ObjectId)> =
-            objects.iter().map(|id| (case.to_string(), id.clone())).collect();
-        self.delete_replies(&replies)
-    }
-
-    /// Deletes replies imported at or before `cutoff_hour` (RFC 3339, compared as text),
-    /// read or not: `replies.retention_days`. Returns how many went.
-    pub fn expire_replies(&self, cutoff_hour: &str) -> io::Result<usize> {
-        let due: Vec<(String, ObjectId)> = self
-            .index
-            .all_replies()?
-            .into_iter()
-            .filter(|(_, r)| r.imported_at.as_str() <= cutoff_hour)
-            .map(|(case, r)| (case, r.object))
-            .collect();
-        self.delete_replies(&due)?;
-        Ok(due.len())
-    }
-
-    /// Removes reply records and their ciphertext: records and small objects in one
-    /// durable transaction first, then the files.
-    fn delete_replies(&self, replies: &[(String, ObjectId)]) -> io::Result<()> {
-        if replies.is_empty() {
-            return Ok(());
-        }
-        let _alone = self.commit_gate.write().unwrap_or_else(|p| p.into_inner());
-        let mut inline = Vec::new();
-        let mut files = Vec::new();
-        for (_, id) in replies {
-            match self.index.inline_len(id)? {
-                Some(len) => inline.push((id.clone(), len)),
-                None => files.push(id.clone()),
-            }
-        }
-        let inline_ids: Vec<ObjectId> = inline.iter().map(|(id, _)| id.clone()).collect();
-        self.index.remove_replies(replies, &inline_ids)?;
-        self.refs.remove_unnamed(&files, true)
-    }
-
-    pub fn case_record(&self, case: &str) -> io::Result<Option<CaseRecord>> {
-        self.index.case_record(case)
-    }
-
-    /// A case's submissions, oldest first.
-    pub fn case_submissions(&self, case: &str) -> io::Result<Vec<SubmissionRecord>> {
-        self.index.case_submissions(case)
-    }
-
-    /// A case's replies, oldest first.
-    pub fn case_replies(&self, case: &str) -> io::Result<Vec<ReplyRecord>> {
-        self.index.case_replies(case)
-    }
-
-    /// Stores a reply's ciphertext for `case` and logs its custody leaf, durably.
-    /// Returns false when the same reply was stored before (nothing changes).
-    pub fn add_reply(&self, case: &str, ciphertext: &[u8]) -> io::Result<bool> {
-        let id = ObjectId::of(ciphertext);
-        // Checked before writing: re-persisting an object a record already names, then
-        // abandoning it, would delete the stored copy.
-        if self.index.has_reply(case, &id)? {
-            return Ok(false);
-        }
-        // A reply is new ciphertext: bytes some record already names would be deleted
-        // with the reply once it is read.
-        if self.object_len(&id).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "these bytes are already stored as another object: not a new reply",
-            ));
-        }
-        let pending = PendingObjects::default();
-        let result = (|| {
-            let mut object = self.create_file_object(&pending);
-            object.write_all(ciphertext)?;
-            object.persist(&id, &pending)?;
-            let hour = crate::intake::upload::received_hour();
-            self.commit_index(&pending, |inline| self.index.insert_reply(case, &id, &hour, inline))
-        })();
-        if result.is_err() {
-            pending.abandon();
-        }
-        result
-    }
-
-    /// A receipt for leaf `index`: its inclusion proof in the tree of `index + 1` leaves,
-    /// whose hashes never change, and that tree's signed checkpoint.
+    /// A receipt for leaf `index` (see `log::Prover::receipt`).
     pub fn receipt(&self, submission: &str, index: u64, leaf: &LogLeaf) -> io::Result<Receipt> {
-        let size = index + 1;
-        let checkpoint = Checkpoint {
-            origin: self.key.verifier().name,
-            size,
-            root: merkle::root(&self.index, size)?,
-        };
-        let proof = merkle::inclusion_proof(&self.index, index, size)?;
-        let key = self.key.verifier();
-        Ok(Receipt::new(submission, index, leaf, &key, checkpoint.sign(&self.key), &proof))
-    }
-
-    /// The current signed checkpoint and the consistency proof to it from `from_size`
-    /// (none when `from_size` is 0 or the log has not grown).
-    pub fn checkpoint(&self, from_size: u64) -> io::Result<(String, u64, Vec<merkle::Hash>)> {
-        let size = self.index.log_size()?;
-        let checkpoint = Checkpoint {
-            origin: self.key.verifier().name,
-            size,
-            root: merkle::root(&self.index, size)?,
-        };
-        let proof = if from_size == 0 || from_size >= size {
-            Vec::new()
-        } else {
-            merkle::consistency_proof(&self.index, from_size, size)?
-        };
-        Ok((checkpoint.sign(&self.key), size, proof))
+        self.prover().receipt(submission, index, leaf)
     }
 
     /// The log evidence for a bundle of `records`: checkpoint now, consistency from every
-    /// earlier export, inclusion of each record.
-    pub fn bundle_log(&self, records: &[SubmissionRecord]) -> io::Result<crate::bundle::BundleLog> {
-        use base64::Engine;
-        let b64 = &base64::engine::general_purpose::STANDARD;
-        let (checkpoint, size, _) = self.checkpoint(0)?;
-        let mut earlier = Vec::new();
-        for old in self.index.export_sizes()? {
-            if old == 0 || old > size {
-                continue;
-            }
-            earlier.push(crate::bundle::EarlierCheckpoint {
-                size: old,
-                root: b64.encode(merkle::root(&self.index, old)?),
-                proof: crate::log::encode_hashes(&merkle::consistency_proof(
-                    &self.index,
-                    old,
-                    size,
-                )?),
-            });
-        }
-        let mut inclusion = std::collections::BTreeMap::new();
-        for record in records {
-            let index = record.log_index.ok_or_else(|| {
-                io::Error::other(format!("submission {} has no log leaf", record.id))
-            })?;
-            let proof = merkle::inclusion_proof(&self.index, index, size)?;
-            inclusion.insert(record.id.clone(), crate::log::encode_hashes(&proof));
-        }
-        let mut reply_keys = Vec::new();
-        for change in self.index.reply_key_changes()? {
-            let Some(log_index) = change.log_index.filter(|&i| i < size) else { continue };
-            let proof = merkle::inclusion_proof(&self.index, log_index, size)?;
-            reply_keys.push(crate::bundle::LoggedReplyKey {
-                case: change.case,
-                recipient: change.recipient,
-                log_index,
-                inclusion_proof: crate::log::encode_hashes(&proof),
-            });
-        }
-        Ok(crate::bundle::BundleLog {
-            server_key: self.key.verifier().to_string(),
-            checkpoint,
-            earlier,
-            inclusion,
-            reply_keys,
-        })
+    /// earlier export, inclusion of each record and of each reply-key change; and the
+    /// tree head it proves against.
+    pub fn bundle_log(&self, records: &[SubmissionRecord]) -> io::Result<(BundleLog, Checkpoint)> {
+        let size = self.index.log_size()?;
+        let reply_keys = self
+            .index
+            .reply_key_changes()?
+            .into_iter()
+            .filter_map(|change| {
+                Some(ReplyKeyLeaf {
+                    log_index: change.log_index?,
+                    case: change.case,
+                    recipient: change.recipient,
+                })
+            })
+            .collect();
+        self.prover().bundle_log(size, &self.index.export_sizes()?, records, reply_keys)
     }
 
     /// The key that signs this server's checkpoints, in signed-note verifier form.
@@ -523,7 +278,7 @@ impl Store {
 
     /// This server instance's id (random, created on first start), named in bundles.
     pub fn server_id(&self) -> io::Result<String> {
-        self.index.meta_or_insert("server_id", || random_hex(&self.rng, 16))
+        self.index.meta_or_insert("server_id", || random_hex(16))
     }
 
     /// Submissions to put in a bundle: all, or those never exported.
@@ -553,7 +308,7 @@ impl Store {
                 match self.object_len(&id) {
                     Ok(len) => drop(lens.insert(id, len)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        missing.push((record.id.clone(), id))
+                        missing.push((record.id.clone(), id));
                     }
                     Err(e) => return Err(e),
                 }
@@ -599,7 +354,7 @@ impl Store {
     /// compared as text, which orders UTC hours correctly). Their records stay, so a case
     /// and its replies keep working. Returns (submissions purged, bytes freed).
     pub fn purge_exported_before(&self, cutoff_hour: &str) -> io::Result<(usize, u64)> {
-        let _alone = self.commit_gate.write().unwrap_or_else(|p| p.into_inner());
+        let _alone = self.commit_gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut due = Vec::new();
         let mut marks = Vec::new();
         // Replies stay for their survivors, and bytes another record still names stay
@@ -634,7 +389,7 @@ impl Store {
         // transaction, durably: a crash after this leaves files the start-up sweep
         // removes, never a record that claims ciphertext it lost.
         if !due.is_empty() {
-            self.index.mark_purged(&marks, &crate::intake::upload::received_hour(), &inline_ids)?;
+            self.index.mark_purged(&marks, &crate::record::Hour::now(), &inline_ids)?;
         }
         self.index.flush_durable()?;
         let mut freed = 0;
@@ -708,17 +463,10 @@ impl Store {
         self.index.submission_count()
     }
 
-    pub fn instance_secret(&self) -> &[u8] {
-        &self.instance_secret
-    }
-
-    pub fn rng(&self) -> &SystemRandom {
-        &self.rng
-    }
-
-    /// Random bytes as lowercase hex (ids, temp names).
-    pub fn random_hex(&self, bytes: usize) -> String {
-        random_hex(&self.rng, bytes)
+    /// The instance secret, to derive codename keys and tags with (its bytes stay in
+    /// `keys`).
+    pub fn case_keys(&self) -> &InstanceSecret {
+        &self.secret
     }
 
     /// Proves the object directory accepts new files and the disk has the headroom
@@ -726,7 +474,7 @@ impl Store {
     /// must not compete with commits.
     pub fn check_writable(&self) -> io::Result<()> {
         objects::check_headroom(&self.objects)?;
-        let probe = self.tmp.join(format!("health-{}", self.random_hex(8)));
+        let probe = self.tmp.join(format!("health-{}", random_hex(8)));
         let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
         let _ = fs::remove_file(&probe);
         result
@@ -757,8 +505,7 @@ fn open_index(path: &Path) -> io::Result<index::Index> {
     }
     // The copy needs room of its own: without it, start on the old index and try at the
     // next start (`amanat status` says it is still due).
-    let room =
-        rustix::fs::statvfs(path).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
+    let room = rustix::fs::statvfs(path).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize));
     if room < index.disk_bytes()?.saturating_mul(2).saturating_add(64 << 20) {
         tracing::warn!(
             "the index could not be rewritten without deleted bytes: too little free space"
@@ -776,207 +523,8 @@ fn open_index(path: &Path) -> io::Result<index::Index> {
     index::Index::open(path)
 }
 
-/// `bytes` random bytes in hex, from the system's secure source.
-pub fn random_hex(rng: &SystemRandom, bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rng.fill(&mut buf).expect("the system random source works");
-    hex::encode(buf)
-}
-
 /// fsyncs a directory so that a rename or unlink in it survives power loss.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn load_or_create_secret(path: &Path, rng: &SystemRandom) -> io::Result<Zeroizing<Vec<u8>>> {
-    match File::open(path) {
-        Ok(mut f) => {
-            let mut secret = Zeroizing::new(Vec::new());
-            f.read_to_end(&mut secret)?;
-            if secret.len() != 32 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is damaged (expected 32 bytes)", path.display()),
-                ));
-            }
-            Ok(secret)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut secret = Zeroizing::new(vec![0u8; 32]);
-            rng.fill(&mut secret).expect("the system random source works");
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-            f.write_all(&secret)?;
-            f.sync_all()?;
-            if let Some(parent) = path.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(secret)
-        }
-        Err(e) => Err(e),
-    }
-}
+pub(crate) use crate::durable::sync_dir;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Persists `bytes` (stand-in ciphertext: the store never looks inside) as one object
-    /// of the request `pending`.
-    fn put(store: &Store, pending: &PendingObjects, bytes: &[u8]) -> ObjectId {
-        let mut object = store.create_object(pending);
-        object.write_all(bytes).unwrap();
-        let id = ObjectId::of(bytes);
-        object.persist(&id, pending).unwrap();
-        id
-    }
-
-    /// A submission id (32 hex digits) named after `name`.
-    fn sid(name: &str) -> String {
-        ObjectId::of(name.as_bytes()).as_str()[..32].to_string()
-    }
-
-    fn record(name: &str, objects: &[ObjectId], total_bytes: u64) -> SubmissionRecord {
-        let (manifest, attachments) = objects.split_last().unwrap();
-        SubmissionRecord {
-            id: sid(name),
-            received_at: "2026-11-29T10:00:00Z".into(),
-            manifest: manifest.clone(),
-            attachments: attachments.to_vec(),
-            total_bytes,
-            recipients: "0".repeat(64),
-            case: sid(name),
-            log_index: None,
-        }
-    }
-
-    /// A new, swept store in a temporary directory (kept alive by the first value).
-    fn new_store() -> (tempfile::TempDir, PathBuf, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let store = Store::open(&data).unwrap();
-        store.sweep().unwrap();
-        (dir, data, store)
-    }
-
-    fn object_files(dir: &Path) -> usize {
-        fs::read_dir(dir.join("objects"))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
-            .count()
-    }
-
-    #[test]
-    fn small_objects_live_in_the_index_large_ones_in_files_and_both_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let small = vec![7u8; 3000];
-        let large = vec![9u8; INLINE_MAX + 1];
-        let ids = {
-            let store = Store::open(&data).unwrap();
-            store.sweep().unwrap();
-            let pending = PendingObjects::default();
-            let ids = vec![put(&store, &pending, &large), put(&store, &pending, &small)];
-            let total = (small.len() + large.len()) as u64;
-            store
-                .commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename)
-                .unwrap();
-            assert_eq!(object_files(&data), 1, "only the large object is a file");
-            ids
-        };
-        let store = Store::open(&data).unwrap();
-        store.usage().set_quota(1 << 30);
-        store.sweep().unwrap();
-        for (id, bytes) in ids.iter().zip([&large, &small]) {
-            let (mut object, len) = store.open_object(id).unwrap();
-            let mut read = Vec::new();
-            object.read_to_end(&mut read).unwrap();
-            assert_eq!((&read, len), (bytes, bytes.len() as u64));
-            assert_eq!(store.object_len(id).unwrap(), len);
-        }
-        let listed: Vec<ObjectId> =
-            store.list_objects().unwrap().into_iter().map(|o| o.0).collect();
-        let mut expected = ids.clone();
-        expected.sort();
-        assert_eq!(listed, expected);
-        let status = store.status().unwrap();
-        assert_eq!((status.objects, status.store_bytes), (2, (small.len() + large.len()) as u64));
-        assert_eq!(store.usage().stored(), large.len() as u64, "object files");
-        assert!(store.usage().index_bytes() > small.len() as u64, "and the index holds the rest");
-    }
-
-    /// sled writes any page over 128 KiB to a blob file it never fsyncs (sled #1077): the
-    /// chunking must keep every page of small objects under that, however they arrive.
-    #[test]
-    fn small_objects_never_reach_an_unsynced_sled_blob() {
-        let (_dir, data, store) = new_store();
-        let ids: Vec<ObjectId> = (0..300u32)
-            .map(|n| {
-                let pending = PendingObjects::default();
-                let size = INLINE_MAX - (n as usize * 97) % 4096;
-                let bytes: Vec<u8> = (0..size).map(|i| (i as u32 ^ n) as u8).collect();
-                let id = put(&store, &pending, &bytes);
-                let record = record(&format!("s{n}"), std::slice::from_ref(&id), 0);
-                store.commit(&pending, &record, CaseChoice::WithoutCodename).unwrap();
-                id
-            })
-            .collect();
-        assert_eq!(object_files(&data), 0, "all of them small");
-        let blobs = fs::read_dir(data.join("index/blobs")).map_or(0, |d| d.count());
-        assert_eq!(blobs, 0, "no page of the index went to an unsynced blob");
-        assert_eq!(store.list_objects().unwrap().len(), ids.len());
-    }
-
-    #[test]
-    fn an_abandoned_request_leaves_no_small_object_and_no_usage() {
-        let (_dir, _, store) = new_store();
-        let pending = PendingObjects::default();
-        let id = put(&store, &pending, b"a short testimony, sealed");
-        pending.abandon();
-        assert_eq!(store.usage().stored(), 0);
-        assert!(store.open_object(&id).is_err());
-        assert!(store.list_objects().unwrap().is_empty());
-    }
-
-    #[test]
-    fn one_request_keeps_a_bounded_amount_in_memory_and_files_the_rest() {
-        let (_dir, data, store) = new_store();
-        let pending = PendingObjects::default();
-        let each = 60 * 1024;
-        let count = objects::REQUEST_INLINE_MAX / each + 2;
-        let ids: Vec<ObjectId> =
-            (0..count).map(|i| put(&store, &pending, &vec![i as u8; each])).collect();
-        assert_eq!(object_files(&data), 2, "past the request's allowance, objects are files");
-        let total = (count * each) as u64;
-        store.commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename).unwrap();
-        assert_eq!(store.list_objects().unwrap().len(), count);
-    }
-
-    #[test]
-    fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
-        let (_dir, data, store) = new_store();
-        let commit = |id: &str, objects: &[&[u8]]| {
-            let pending = PendingObjects::default();
-            let ids: Vec<ObjectId> = objects.iter().map(|b| put(&store, &pending, b)).collect();
-            store.commit(&pending, &record(id, &ids, 0), CaseChoice::WithoutCodename).unwrap();
-            ids
-        };
-        let shared = vec![1u8; 100];
-        let large = vec![2u8; INLINE_MAX * 2];
-        let old = commit("old", &[&large, &shared, b"old manifest"]);
-        let kept = commit("kept", &[&shared, b"kept manifest"]);
-        let last = LastExport {
-            bundle: sid("b"),
-            exported_at: "2026-01-01T00:00:00Z".into(),
-            submissions: 1,
-        };
-        store.mark_exported(&last, &[sid("old")], 2).unwrap();
-        let (purged, freed) = store.purge_exported_before("2026-12-01T00:00:00Z").unwrap();
-        assert_eq!((purged, freed), (1, (large.len() + b"old manifest".len()) as u64));
-        assert!(store.open_object(&old[0]).is_err() && store.open_object(&old[2]).is_err());
-        for id in &kept {
-            assert!(store.open_object(id).is_ok(), "the other record's objects stay");
-        }
-        assert_eq!(object_files(&data), 0);
-        assert_eq!(store.usage().stored(), 0, "no object file left");
-    }
-}
+mod tests;

@@ -326,7 +326,7 @@ impl ObjectRefs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Held>> {
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One holder of `ids` is done: committed (a record now names them) or abandoned
@@ -430,7 +430,7 @@ enum Status {
 
 impl PendingObjects {
     fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Small objects count as stored once their commit has written them.

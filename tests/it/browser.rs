@@ -1,6 +1,6 @@
 //! A survivor in a real browser (Debian's Chromium, headless, JavaScript disabled)
 //! fills the form, attaches a photo, sends it, and sees a codename; the key holder
-//! decrypts exactly that photo. Driven over WebDriver (chromedriver).
+//! decrypts exactly that photo. Driven over `WebDriver` (chromedriver).
 
 use crate::common::*;
 use serde_json::{json, Value};

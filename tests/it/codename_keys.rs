@@ -79,7 +79,7 @@ fn stored_values(data: &Path) -> (BTreeSet<[u8; 32]>, BTreeSet<Vec<u8>>) {
     let db = sled::open(data.join("index")).unwrap();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).unwrap();
-        for item in tree.iter() {
+        for item in &tree {
             let (k, v) = item.unwrap();
             take(&k);
             take(&v);

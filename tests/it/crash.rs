@@ -59,7 +59,7 @@ fn acknowledged_submissions_survive_sigkill_and_half_written_ones_vanish() {
         // Kill at a moment that varies from cycle to cycle, once uploads are under way.
         let before = acknowledged.lock().unwrap().len();
         wait_until("some uploads are acknowledged", || acknowledged.lock().unwrap().len() > before);
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         std::thread::sleep(std::time::Duration::from_millis(50 + (seed >> 33) % 400));
         server.kill();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -199,7 +199,7 @@ fn tampering_with_any_part_of_a_package_is_caught_and_named() {
             edit_index(|v| {
                 let cp = v["submissions"][0]["checkpoint"].as_str().unwrap().to_string();
                 let at = cp.len() - 10;
-                let flipped = if &cp[at..at + 1] == "A" { "B" } else { "A" };
+                let flipped = if &cp[at..=at] == "A" { "B" } else { "A" };
                 v["submissions"][0]["checkpoint"] =
                     format!("{}{}{}", &cp[..at], flipped, &cp[at + 1..]).into();
             }),

@@ -177,7 +177,7 @@ fn a_sealed_file_reveals_no_plaintext() {
     std::io::Read::read_to_string(&mut first, &mut json).unwrap();
     let index: Value = serde_json::from_str(&json).unwrap();
     let mut keys: Vec<&str> = index.as_object().unwrap().keys().map(String::as_str).collect();
-    keys.sort();
+    keys.sort_unstable();
     assert_eq!(keys, ["attachments", "manifest", "recipients", "schema", "submission"]);
 }
 
@@ -354,7 +354,8 @@ fn the_field_kit_asks_the_questions_when_no_testimony_file_is_given() {
         .take()
         .unwrap()
         .write_all(
-            "Меня били дубинками.\nПотом отпустили.\n.\n6 января\n\nбили, угрожали\n\n".as_bytes(),
+            "Меня били дубинками.\nПотом отпустили.\n.\n6 января\n\n\nбили, угрожали\n\n"
+                .as_bytes(),
         )
         .unwrap();
     let output = child.wait_with_output().unwrap();
@@ -372,6 +373,6 @@ fn the_field_kit_asks_the_questions_when_no_testimony_file_is_given() {
     assert_eq!(case["testimony"], "Меня били дубинками.\nПотом отпустили.\n");
     assert_eq!(
         case["fields"],
-        serde_json::json!([{"name": "when", "value": "6 января"}, {"name": "what_was_done", "value": "били, угрожали"}])
+        serde_json::json!([{"name": "when", "value": "6 января"}, {"name": "acts_detail", "value": "били, угрожали"}])
     );
 }

@@ -248,7 +248,7 @@ fn the_same_codename_opens_despite_slips_and_one_word_off_does_not() {
         assert_eq!(opened.status, 200, "{typed:?}: {}", opened.text());
         assert_eq!(opened.json()["case"], case.as_str());
     }
-    let mut off: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    let mut off: Vec<String> = words.iter().map(std::string::ToString::to_string).collect();
     off[4] = off[4].chars().rev().collect::<String>();
     if off[4] == words[4] {
         off[4] = "zuzuzu".into();

@@ -78,7 +78,10 @@ fn generate(name: &str) -> Vec<u8> {
             multipart(multipart_body(&parts))
         }
         "thousand-headers" => {
-            let headers: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+            let headers: String = (0..1000).fold(String::new(), |mut all, i| {
+                all.push_str(&format!("X-H{i}: v\r\n"));
+                all
+            });
             let mut out = api_head(&headers).into_bytes();
             out.extend_from_slice(b"\r\n");
             out

@@ -16,6 +16,7 @@ mod hardening;
 mod hostile;
 mod intake;
 mod keygen;
+mod layers;
 mod limits;
 mod log;
 mod pages;

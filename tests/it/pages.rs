@@ -74,7 +74,8 @@ fn every_route_sends_the_safety_headers_and_pages_are_small_and_script_free() {
     // The form asks every question the reviewer's report knows, under its real name.
     let form = get(server.addr, "/en/submit").text();
     for section in amanat::form::SECTIONS {
-        for name in section.fields {
+        for field in section.fields {
+            let name = field.name;
             assert!(form.contains(&format!("name=\"{name}\"")), "the form asks {name}");
         }
     }

@@ -289,7 +289,7 @@ fn tampered_bundles_are_refused_per_submission_and_the_rest_still_open() {
         std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
         serde_json::from_slice(&data).unwrap()
     };
-    let ia = if index["submissions"][0]["id"] == a.id.as_str() { 0 } else { 1 };
+    let ia = usize::from(index["submissions"][0]["id"] != a.id.as_str());
     let ib = 1 - ia;
     let name_a = object_name(&index, ia, 0);
     let name_b = object_name(&index, ib, 0);

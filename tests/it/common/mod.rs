@@ -212,7 +212,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.path())
                 .collect()
         })
@@ -579,7 +579,7 @@ pub fn every_holder_reads(
         .collect()
 }
 
-/// Peak resident memory of a process, in KiB (VmHWM).
+/// Peak resident memory of a process, in KiB (`VmHWM`).
 pub fn peak_memory_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();

@@ -1,10 +1,10 @@
-//! What this reviewer has already verified of each server's log: for every server (log
-//! origin), its key and the roots of the tree sizes it has seen proven. A new bundle must agree with all of
-//! them, so a rewritten or forked log is refused, never silently accepted.
+//! The reviewer's tracker of tree heads: what this laptop has already verified of each
+//! server's log. For every server (log origin), its key and the roots of the tree sizes
+//! it has seen proven. A new bundle must agree with all of them, so a rewritten or
+//! forked log is refused, never silently accepted.
 
-use crate::bundle::BundleLog;
+use super::{decode_hashes, merkle, BundleLog, Checkpoint, LogError};
 use crate::keys::VerifierKey;
-use crate::log::{self, merkle, Checkpoint};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -61,26 +61,26 @@ impl ReviewState {
         if self.path.as_os_str().is_empty() {
             return Ok(());
         }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        crate::durable::replace(
+            &self.path,
+            &serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
+        )
     }
 
     /// Verifies the bundle's checkpoint and its consistency with every earlier export's
     /// and with everything this laptop verified before; records the new tree heads.
-    pub fn check(&mut self, log: &BundleLog) -> Result<VerifiedLog, String> {
-        let key: VerifierKey = log.server_key.parse()?;
+    pub fn check(&mut self, log: &BundleLog) -> Result<VerifiedLog, LogError> {
+        let key =
+            log.server_key.parse::<VerifierKey>().map_err(|e| LogError::Key(e.to_string()))?;
         let checkpoint = Checkpoint::verify(&log.checkpoint, &key)?;
         let mut proven: BTreeMap<u64, String> = BTreeMap::new();
         proven.insert(checkpoint.size, B64.encode(checkpoint.root));
         for earlier in &log.earlier {
-            let root: merkle::Hash = B64
-                .decode(&earlier.root)
-                .ok()
-                .and_then(|r| r.try_into().ok())
-                .ok_or("an earlier root is not base64 SHA-256")?;
-            let proof = log::decode_hashes(&earlier.proof)?;
+            let root: merkle::Hash =
+                B64.decode(&earlier.root).ok().and_then(|r| r.try_into().ok()).ok_or_else(
+                    || LogError::Proof("an earlier root is not base64 SHA-256".into()),
+                )?;
+            let proof = decode_hashes(&earlier.proof)?;
             merkle::verify_consistency(
                 earlier.size,
                 &root,
@@ -89,22 +89,22 @@ impl ReviewState {
                 &proof,
             )
             .map_err(|e| {
-                format!(
+                LogError::Forked(format!(
                     "the log does not extend its own earlier checkpoint of size {}: {e}",
                     earlier.size
-                )
+                ))
             })?;
             proven.insert(earlier.size, earlier.root.clone());
         }
         let known = self.servers.get(&key.name);
         if let Some(known) = known {
             if known.key != log.server_key {
-                return Err(format!(
+                return Err(LogError::Forked(format!(
                     "SERVER KEY CHANGED: {} signed its log with {} before, this bundle with {}; \
                      refusing. If the coalition really moved the server to a new key, open this \
                      bundle with a new --state file after checking the new key with the operator",
                     key.name, known.key, log.server_key
-                ));
+                )));
             }
             check_against(&known.heads, &proven, checkpoint.size)?;
         }
@@ -112,7 +112,9 @@ impl ReviewState {
         let server = self.servers.entry(key.name.clone()).or_default();
         server.key.clone_from(&log.server_key);
         server.heads.extend(proven);
-        self.save().map_err(|e| format!("cannot record the verified checkpoint: {e}"))?;
+        self.save().map_err(|e| {
+            LogError::Tracker(format!("cannot record the verified checkpoint: {e}"))
+        })?;
         Ok(VerifiedLog { checkpoint, server_key: log.server_key.clone(), new_server })
     }
 }
@@ -124,13 +126,13 @@ fn check_against(
     known: &BTreeMap<u64, String>,
     proven: &BTreeMap<u64, String>,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), LogError> {
     for (known_size, root) in known {
         if proven.get(known_size).is_some_and(|r| r != root) {
-            return Err(format!(
+            return Err(LogError::Forked(format!(
                 "LOG FORKED OR REWRITTEN: this server's tree of {known_size} entries had another \
                  root when you last verified it"
-            ));
+            )));
         }
     }
     let newest = known.keys().next_back().copied().unwrap_or(0);
@@ -143,9 +145,9 @@ fn check_against(
         Ok(())
     } else {
         let unproven = known.keys().find(|s| !proven.contains_key(s)).copied().unwrap_or(newest);
-        Err(format!(
+        Err(LogError::Forked(format!(
             "cannot prove this bundle (a tree of {size} entries) consistent with the tree of \
              {unproven} entries verified before: refusing rather than trusting it"
-        ))
+        )))
     }
 }

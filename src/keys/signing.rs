@@ -1,0 +1,136 @@
+//! Ed25519 signing keys: the server's signs its log's checkpoints, a reviewer's signs
+//! custody records; and their signed-note verifier form (`name+keyid+key`).
+
+use super::invalid;
+use ring::digest;
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+use std::str::FromStr;
+use zeroize::Zeroizing;
+
+/// An Ed25519 signing key (PKCS#8, 0600). The server's signs log checkpoints and never
+/// leaves its data directory; a reviewer's signs custody records. Neither decrypts.
+pub struct SigningKey {
+    pair: ring::signature::Ed25519KeyPair,
+    name: String,
+}
+
+impl SigningKey {
+    /// Loads the key, creating it on first start. `name` is the log's origin.
+    pub fn load_or_create(path: &Path, name: &str) -> io::Result<SigningKey> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let pkcs8 = match std::fs::read(path) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let rng = ring::rand::SystemRandom::new();
+                let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| io::Error::other("cannot generate a signing key"))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                f.write_all(doc.as_ref())?;
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Zeroizing::new(doc.as_ref().to_vec())
+            }
+            Err(e) => return Err(e),
+        };
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| invalid(format!("{} is not an Ed25519 key", path.display())))?;
+        Ok(SigningKey { pair, name: name.to_string() })
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    pub fn verifier(&self) -> VerifierKey {
+        use ring::signature::KeyPair;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(self.pair.public_key().as_ref());
+        VerifierKey { name: self.name.clone(), public }
+    }
+}
+
+/// A signed-note verifier key: the log's name and the server's Ed25519 public key.
+/// Written as `name+keyid+base64(0x01 || key)`, the C2SP signed-note form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierKey {
+    pub name: String,
+    pub public: [u8; 32],
+}
+
+impl VerifierKey {
+    /// SHA-256(name || "\n" || 0x01 || key), first 4 bytes (C2SP signed-note key id).
+    pub fn key_id(&self) -> [u8; 4] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.name.as_bytes());
+        ctx.update(b"\n\x01");
+        ctx.update(&self.public);
+        let d = ctx.finish();
+        [d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &self.public)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
+impl fmt::Display for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use base64::Engine;
+        let mut key = vec![0x01];
+        key.extend_from_slice(&self.public);
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id()),
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+}
+
+/// Text that is not a signed-note Ed25519 verifier key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAVerifierKey(pub &'static str);
+
+impl fmt::Display for NotAVerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for NotAVerifierKey {}
+
+impl FromStr for VerifierKey {
+    type Err = NotAVerifierKey;
+    fn from_str(s: &str) -> Result<Self, NotAVerifierKey> {
+        use base64::Engine;
+        // Names cannot hold '+'; the base64 key can, so split from the left.
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NotAVerifierKey("a server key is name+keyid+key"));
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| NotAVerifierKey("the server key is not base64"))?;
+        if key.len() != 33 || key[0] != 0x01 {
+            return Err(NotAVerifierKey("not an Ed25519 server key"));
+        }
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&key[1..]);
+        let verifier = VerifierKey { name: name.to_string(), public };
+        if hex::encode(verifier.key_id()) != id {
+            return Err(NotAVerifierKey("the server key's id does not match its key"));
+        }
+        Ok(verifier)
+    }
+}

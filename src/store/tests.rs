@@ -1,0 +1,156 @@
+use super::*;
+use std::io::Read;
+
+/// Persists `bytes` (stand-in ciphertext: the store never looks inside) as one object
+/// of the request `pending`.
+fn put(store: &Store, pending: &PendingObjects, bytes: &[u8]) -> ObjectId {
+    let mut object = store.create_object(pending);
+    object.write_all(bytes).unwrap();
+    let id = ObjectId::of(bytes);
+    object.persist(&id, pending).unwrap();
+    id
+}
+
+/// A submission id (32 hex digits) named after `name`.
+fn sid(name: &str) -> String {
+    ObjectId::of(name.as_bytes()).as_str()[..32].to_string()
+}
+
+fn record(name: &str, objects: &[ObjectId], total_bytes: u64) -> SubmissionRecord {
+    let (manifest, attachments) = objects.split_last().unwrap();
+    SubmissionRecord {
+        id: sid(name),
+        received_at: "2026-11-29T10:00:00Z".into(),
+        manifest: manifest.clone(),
+        attachments: attachments.to_vec(),
+        total_bytes,
+        recipients: "0".repeat(64),
+        case: sid(name),
+        log_index: None,
+    }
+}
+
+/// A new, swept store in a temporary directory (kept alive by the first value).
+fn new_store() -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data).unwrap();
+    store.sweep().unwrap();
+    (dir, data, store)
+}
+
+fn object_files(dir: &Path) -> usize {
+    fs::read_dir(dir.join("objects"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+        .count()
+}
+
+#[test]
+fn small_objects_live_in_the_index_large_ones_in_files_and_both_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let small = vec![7u8; 3000];
+    let large = vec![9u8; INLINE_MAX + 1];
+    let ids = {
+        let store = Store::open(&data).unwrap();
+        store.sweep().unwrap();
+        let pending = PendingObjects::default();
+        let ids = vec![put(&store, &pending, &large), put(&store, &pending, &small)];
+        let total = (small.len() + large.len()) as u64;
+        store.commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename).unwrap();
+        assert_eq!(object_files(&data), 1, "only the large object is a file");
+        ids
+    };
+    let store = Store::open(&data).unwrap();
+    store.usage().set_quota(1 << 30);
+    store.sweep().unwrap();
+    for (id, bytes) in ids.iter().zip([&large, &small]) {
+        let (mut object, len) = store.open_object(id).unwrap();
+        let mut read = Vec::new();
+        object.read_to_end(&mut read).unwrap();
+        assert_eq!((&read, len), (bytes, bytes.len() as u64));
+        assert_eq!(store.object_len(id).unwrap(), len);
+    }
+    let listed: Vec<ObjectId> = store.list_objects().unwrap().into_iter().map(|o| o.0).collect();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let status = store.status().unwrap();
+    assert_eq!((status.objects, status.store_bytes), (2, (small.len() + large.len()) as u64));
+    assert_eq!(store.usage().stored(), large.len() as u64, "object files");
+    assert!(store.usage().index_bytes() > small.len() as u64, "and the index holds the rest");
+}
+
+/// sled writes any page over 128 KiB to a blob file it never fsyncs (sled #1077): the
+/// chunking must keep every page of small objects under that, however they arrive.
+#[test]
+fn small_objects_never_reach_an_unsynced_sled_blob() {
+    let (_dir, data, store) = new_store();
+    let ids: Vec<ObjectId> = (0..300u32)
+        .map(|n| {
+            let pending = PendingObjects::default();
+            let size = INLINE_MAX - (n as usize * 97) % 4096;
+            let bytes: Vec<u8> = (0..size).map(|i| (i as u32 ^ n) as u8).collect();
+            let id = put(&store, &pending, &bytes);
+            let record = record(&format!("s{n}"), std::slice::from_ref(&id), 0);
+            store.commit(&pending, &record, CaseChoice::WithoutCodename).unwrap();
+            id
+        })
+        .collect();
+    assert_eq!(object_files(&data), 0, "all of them small");
+    let blobs = fs::read_dir(data.join("index/blobs")).map_or(0, std::iter::Iterator::count);
+    assert_eq!(blobs, 0, "no page of the index went to an unsynced blob");
+    assert_eq!(store.list_objects().unwrap().len(), ids.len());
+}
+
+#[test]
+fn an_abandoned_request_leaves_no_small_object_and_no_usage() {
+    let (_dir, _, store) = new_store();
+    let pending = PendingObjects::default();
+    let id = put(&store, &pending, b"a short testimony, sealed");
+    pending.abandon();
+    assert_eq!(store.usage().stored(), 0);
+    assert!(store.open_object(&id).is_err());
+    assert!(store.list_objects().unwrap().is_empty());
+}
+
+#[test]
+fn one_request_keeps_a_bounded_amount_in_memory_and_files_the_rest() {
+    let (_dir, data, store) = new_store();
+    let pending = PendingObjects::default();
+    let each = 60 * 1024;
+    let count = objects::REQUEST_INLINE_MAX / each + 2;
+    let ids: Vec<ObjectId> =
+        (0..count).map(|i| put(&store, &pending, &vec![i as u8; each])).collect();
+    assert_eq!(object_files(&data), 2, "past the request's allowance, objects are files");
+    let total = (count * each) as u64;
+    store.commit(&pending, &record("s1", &ids, total), CaseChoice::WithoutCodename).unwrap();
+    assert_eq!(store.list_objects().unwrap().len(), count);
+}
+
+#[test]
+fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
+    let (_dir, data, store) = new_store();
+    let commit = |id: &str, objects: &[&[u8]]| {
+        let pending = PendingObjects::default();
+        let ids: Vec<ObjectId> = objects.iter().map(|b| put(&store, &pending, b)).collect();
+        store.commit(&pending, &record(id, &ids, 0), CaseChoice::WithoutCodename).unwrap();
+        ids
+    };
+    let shared = vec![1u8; 100];
+    let large = vec![2u8; INLINE_MAX * 2];
+    let old = commit("old", &[&large, &shared, b"old manifest"]);
+    let kept = commit("kept", &[&shared, b"kept manifest"]);
+    let last =
+        LastExport { bundle: sid("b"), exported_at: "2026-01-01T00:00:00Z".into(), submissions: 1 };
+    store.mark_exported(&last, &[sid("old")], 2).unwrap();
+    let (purged, freed) = store.purge_exported_before("2026-12-01T00:00:00Z").unwrap();
+    assert_eq!((purged, freed), (1, (large.len() + b"old manifest".len()) as u64));
+    assert!(store.open_object(&old[0]).is_err() && store.open_object(&old[2]).is_err());
+    for id in &kept {
+        assert!(store.open_object(id).is_ok(), "the other record's objects stay");
+    }
+    assert_eq!(object_files(&data), 0);
+    assert_eq!(store.usage().stored(), 0, "no object file left");
+}
