@@ -90,6 +90,133 @@ pub fn new_submission_id() -> String {
     random_hex(16)
 }
 
+/// Ids that are strings on the wire and on disk, and their own type in code. Not
+/// checked when read: a record naming a malformed id is refused where it is used, with
+/// a reason, instead of the whole bundle failing to parse.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// 32 lowercase hex digits, as amanat makes them.
+            pub fn is_well_formed(&self) -> bool {
+                is_submission_id(&self.0)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<std::path::Path> for $name {
+            fn as_ref(&self) -> &std::path::Path {
+                std::path::Path::new(&self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for str {
+            fn eq(&self, other: &$name) -> bool {
+                self == other.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A submission's id: 128 random bits in hex (bound to its objects for a sealed
+    /// file, `bundle::sealed::submission_id`).
+    SubmissionId
+);
+
+string_id!(
+    /// A case's id: the id of its first submission.
+    CaseId
+);
+
+impl SubmissionId {
+    /// A new random submission id.
+    pub fn random() -> SubmissionId {
+        SubmissionId(new_submission_id())
+    }
+}
+
+impl From<SubmissionId> for CaseId {
+    /// A first submission names its case.
+    fn from(id: SubmissionId) -> CaseId {
+        CaseId(id.0)
+    }
+}
+
 /// A UTC hour, RFC 3339 (`YYYY-MM-DDTHH:00:00Z`): the finest time amanat records, in
 /// records, leaves, logs and file times, so nothing it keeps can be matched against a
 /// network's logs to the minute.
@@ -142,7 +269,7 @@ pub struct TextField {
 /// What the server keeps in plaintext about a submission, and nothing more.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmissionRecord {
-    pub id: String,
+    pub id: SubmissionId,
     /// UTC hour of receipt (`Hour`); never finer, so records cannot be matched against
     /// network logs.
     pub received_at: String,
@@ -153,7 +280,7 @@ pub struct SubmissionRecord {
     /// Fingerprint of the recipient set the objects were encrypted to.
     pub recipients: String,
     /// The case this submission belongs to (the first submission's id).
-    pub case: String,
+    pub case: CaseId,
     /// Its leaf in the intake log.
     #[serde(default)]
     pub log_index: Option<u64>,

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let record = amanat::record::SubmissionRecord {
-        id: manifest.submission.clone(),
+        id: manifest.submission.clone().into(),
         received_at: manifest.received_at.clone(),
         manifest: amanat::envelope::ObjectId::of(data),
         attachments: manifest
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         total_bytes: 0,
         recipients: String::new(),
-        case: manifest.case.clone(),
+        case: manifest.case.clone().into(),
         log_index: None,
     };
     let _ = amanat::review::check_manifest(&manifest, &record);

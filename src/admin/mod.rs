@@ -225,7 +225,7 @@ fn serve_connection(
                     answer(
                         &mut writer,
                         &ImportedSealed {
-                            id: done.record.id,
+                            id: done.record.id.into(),
                             received_at: done.record.received_at,
                             already_imported: done.already_imported,
                         },
@@ -324,7 +324,7 @@ fn export(
     let sizes = index.objects().iter().map(|id| lens.get(id).copied()).collect::<Option<Vec<_>>>();
     let sizes = sizes.ok_or_else(|| io::Error::other("an object of the bundle has no length"))?;
     let bytes = bundle::export::bundle_len(index_len, sizes);
-    let ids: Vec<String> = index.submissions.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = index.submissions.iter().map(|r| r.id.to_string()).collect();
     answer(
         writer,
         &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes, missing },

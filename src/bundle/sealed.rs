@@ -52,8 +52,9 @@ impl SealedIndex {
     /// server's hour, or empty when a reviewer opens the file directly).
     pub fn record(&self, received_at: &str, total_bytes: u64) -> SubmissionRecord {
         let id = submission_id(&self.manifest, &self.attachments);
+        let id = crate::record::SubmissionId::from(id);
         SubmissionRecord {
-            case: id.clone(),
+            case: id.clone().into(),
             id,
             received_at: received_at.into(),
             manifest: self.manifest.clone(),

@@ -292,13 +292,13 @@ pub async fn receive_keeping(
         let (object, sealed) = envelope::seal_document(&recipients, &plaintext, object)?;
         object.persist(&sealed.id, &pending)?;
         let record = SubmissionRecord {
-            id: manifest.submission.clone(),
+            id: manifest.submission.clone().into(),
             received_at: manifest.received_at.clone(),
             manifest: sealed.id.clone(),
             attachments: attachment_ids,
             total_bytes: attachment_ciphertext_bytes + sealed.ciphertext_len,
             recipients: recipients.fingerprint().to_string(),
-            case: manifest.case.clone(),
+            case: manifest.case.clone().into(),
             log_index: None,
         };
         let choice = match &new_case {
@@ -312,8 +312,8 @@ pub async fn receive_keeping(
     .await?;
 
     Ok(Accepted {
-        id: record.id,
-        case: record.case,
+        id: record.id.into(),
+        case: record.case.into(),
         codename,
         received_at: record.received_at,
         objects,

@@ -119,7 +119,7 @@ impl<S: NodeSource> Prover<'_, S> {
                 io::Error::other(format!("submission {} has no log leaf", record.id))
             })?;
             let proof = merkle::inclusion_proof(self.nodes, index, size)?;
-            inclusion.insert(record.id.clone(), encode_hashes(&proof));
+            inclusion.insert(record.id.to_string(), encode_hashes(&proof));
         }
         let mut logged_keys = Vec::new();
         for change in reply_keys.into_iter().filter(|c| c.log_index < size) {

@@ -98,8 +98,8 @@ impl From<&SubmissionRecord> for LogLeaf {
     /// A submission's leaf in the intake log: what a receipt proves.
     fn from(record: &SubmissionRecord) -> LogLeaf {
         LogLeaf::Submission {
-            submission: record.id.clone(),
-            case: record.case.clone(),
+            submission: record.id.to_string(),
+            case: record.case.to_string(),
             received_at: record.received_at.clone(),
             manifest: record.manifest.to_string(),
             attachments: record.attachments.iter().map(ToString::to_string).collect(),

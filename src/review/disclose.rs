@@ -153,7 +153,7 @@ pub fn disclose(
                         .index
                         .log
                         .inclusion
-                        .get(&record.id)
+                        .get(record.id.as_str())
                         .cloned()
                         .unwrap_or_default(),
                 },

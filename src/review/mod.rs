@@ -47,6 +47,7 @@ impl std::fmt::Display for ReviewError {
 
 impl std::error::Error for ReviewError {}
 
+/// A reason in words that fits no narrower kind: a request refused as asked.
 impl From<String> for ReviewError {
     fn from(why: String) -> Self {
         ReviewError::Refused(why)
@@ -174,21 +175,21 @@ pub fn open_bundles(
     let mut seen = HashSet::new();
     for (bundle, log) in &opened {
         for record in bundle.submissions() {
-            let outcome = if !crate::record::is_submission_id(&record.id) {
+            let outcome = if !record.id.is_well_formed() {
                 failed("<invalid id>", "the bundle names a submission with an invalid id")
             } else if seen.contains(&record.id) || out.join(&record.id).is_dir() {
                 Outcome {
-                    submission: record.id.clone(),
+                    submission: record.id.to_string(),
                     status: Status::AlreadyOpen,
                     reason: None,
                     files: 0,
                     path: Some(out.join(&record.id)),
-                    case: Some(record.case.clone()),
+                    case: Some(record.case.to_string()),
                 }
             } else {
                 let logged = match (log, bundle.log()) {
                     (Some(log), Some(evidence)) => in_log(evidence, log, record),
-                    _ if crate::record::is_submission_id(&record.id) => Ok(()),
+                    _ if record.id.is_well_formed() => Ok(()),
                     _ => Err("the sealed file names an invalid submission id".into()),
                 };
                 match logged.and_then(|()| open_case(bundle, record, identities, out, reviewer)) {
@@ -197,7 +198,7 @@ pub fn open_bundles(
                         // good copy of the same submission in a later bundle.
                         seen.insert(record.id.clone());
                         Outcome {
-                            submission: record.id.clone(),
+                            submission: record.id.to_string(),
                             status: Status::Opened,
                             reason: matches!(bundle, Opened::Sealed(_)).then(|| {
                                 "sealed offline and opened directly: in no server's log yet, \
@@ -206,7 +207,7 @@ pub fn open_bundles(
                             }),
                             files,
                             path: Some(out.join(&record.id)),
-                            case: Some(record.case.clone()),
+                            case: Some(record.case.to_string()),
                         }
                     }
                     Err(reason) => failed(&record.id, reason),
@@ -362,13 +363,11 @@ fn in_log(
 ) -> Result<(), ReviewError> {
     let not_in_log =
         |why: &str| ReviewError::NotInLog(format!("not in the server's signed log: {why}"));
-    if !crate::record::is_submission_id(&record.id)
-        || !crate::record::is_submission_id(&record.case)
-    {
+    if !record.id.is_well_formed() || !record.case.is_well_formed() {
         return Err(not_in_log("its id is not one the server makes"));
     }
     let index = record.log_index.ok_or_else(|| not_in_log("no leaf index"))?;
-    let proof = evidence.inclusion.get(&record.id).ok_or_else(|| not_in_log("no proof"))?;
+    let proof = evidence.inclusion.get(record.id.as_str()).ok_or_else(|| not_in_log("no proof"))?;
     crate::log::check_inclusion(&LogLeaf::from(record), index, proof, &log.checkpoint)
         .map_err(|e| not_in_log(&e.to_string()))
 }
@@ -472,42 +471,53 @@ fn read_manifest(
 /// hour and files. Shared by `open` and `verify`.
 pub fn check_manifest(manifest: &Manifest, record: &SubmissionRecord) -> Result<(), ReviewError> {
     if manifest.schema != MANIFEST_SCHEMA {
-        return Err(format!("the manifest has an unknown schema {:?}", manifest.schema).into());
+        return Err(ReviewError::Altered(format!(
+            "the manifest has an unknown schema {:?}",
+            manifest.schema
+        )));
     }
     // A sealed file's id is bound to its objects (`sealed::submission_id`), so its
     // manifest, sealed before the id existed, carries the kit's own: the binding is
     // what ties them.
     let sealed_offline = manifest.origin == crate::envelope::Origin::Fieldkit;
     let bound = sealed_offline
-        && record.case == record.id
+        && record.case.as_str() == record.id.as_str()
         && record.id == crate::bundle::sealed::submission_id(&record.manifest, &record.attachments);
     if !bound && manifest.case != record.case {
-        return Err("the manifest belongs to another case: the bundle was edited".into());
+        return Err(ReviewError::Altered(
+            "the manifest belongs to another case: the bundle was edited".into(),
+        ));
     }
     if !bound && manifest.submission != record.id {
-        return Err("the manifest belongs to another submission: objects were swapped".into());
+        return Err(ReviewError::Altered(
+            "the manifest belongs to another submission: objects were swapped".into(),
+        ));
     }
     // The hour the server recorded is also sealed inside the manifest: a bundle.json
     // edited to move a submission in time disagrees with it. A field kit seals before
     // any server sees it: its manifest has no hour of receipt, only the device's time.
     if sealed_offline && !manifest.received_at.is_empty() {
-        return Err("a field-kit manifest claims an hour of receipt: not one amanat made".into());
+        return Err(ReviewError::Altered(
+            "a field-kit manifest claims an hour of receipt: not one amanat made".into(),
+        ));
     }
     if !sealed_offline && manifest.received_at != record.received_at {
-        return Err(
+        return Err(ReviewError::Altered(
             "the record's hour of receipt differs from the manifest's: the bundle was edited"
                 .into(),
-        );
+        ));
     }
     let named: Vec<&str> = manifest.attachments.iter().map(|a| a.object.as_str()).collect();
     let recorded: Vec<&str> = record.attachments.iter().map(ObjectId::as_str).collect();
     if named != recorded {
-        return Err(
-            "the record and the manifest list different files: the bundle was edited".into()
-        );
+        return Err(ReviewError::Altered(
+            "the record and the manifest list different files: the bundle was edited".into(),
+        ));
     }
     if named.iter().collect::<HashSet<_>>().len() != named.len() {
-        return Err("the manifest names one object twice: not a submission amanat made".into());
+        return Err(ReviewError::Altered(
+            "the manifest names one object twice: not a submission amanat made".into(),
+        ));
     }
     Ok(())
 }

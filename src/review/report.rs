@@ -86,12 +86,12 @@ impl Case {
         files: Vec<CaseFile>,
     ) -> Case {
         Case {
-            submission: record.id.clone(),
+            submission: record.id.to_string(),
             received_at: record.received_at.clone(),
             declared_at: manifest.declared_at.clone(),
             language: manifest.language.clone(),
             origin: manifest.origin,
-            case: record.case.clone(),
+            case: record.case.to_string(),
             reply_recipient: manifest.reply_recipient.clone(),
             reply_key_version: manifest.reply_key_version,
             testimony: manifest.testimony.clone(),

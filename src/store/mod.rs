@@ -308,7 +308,7 @@ impl Store {
                 match self.object_len(&id) {
                     Ok(len) => drop(lens.insert(id, len)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        missing.push((record.id.clone(), id));
+                        missing.push((record.id.to_string(), id));
                     }
                     Err(e) => return Err(e),
                 }
@@ -363,7 +363,7 @@ impl Store {
         for record in self.index.submissions(false)? {
             match self.index.export_mark(&record.id)? {
                 Some(mark) if !mark.purged && mark.exported_at.as_str() <= cutoff_hour => {
-                    marks.push((record.id.clone(), mark));
+                    marks.push((record.id.to_string(), mark));
                     due.push(record);
                 }
                 _ => keep.extend(record.object_ids()),

@@ -19,13 +19,13 @@ fn sid(name: &str) -> String {
 fn record(name: &str, objects: &[ObjectId], total_bytes: u64) -> SubmissionRecord {
     let (manifest, attachments) = objects.split_last().unwrap();
     SubmissionRecord {
-        id: sid(name),
+        id: sid(name).into(),
         received_at: "2026-11-29T10:00:00Z".into(),
         manifest: manifest.clone(),
         attachments: attachments.to_vec(),
         total_bytes,
         recipients: "0".repeat(64),
-        case: sid(name),
+        case: sid(name).into(),
         log_index: None,
     }
 }

@@ -49,7 +49,7 @@ pub fn verify_disclosure(
             .ok_or_else(|| LogError::Key("no server key".into()))
             .and_then(|k| Checkpoint::verify(&s.checkpoint, k));
         let cp_size = checkpoint.as_ref().map_or(0, |c| c.size);
-        sizes.insert(id.clone(), cp_size);
+        sizes.insert(id.to_string(), cp_size);
         report.check(
             format!("checkpoint of submission {id} signed by the server"),
             checkpoint.as_ref().map(|c| format!("log size {}", c.size)).map_err(Clone::clone),
@@ -108,7 +108,7 @@ pub fn verify_disclosure(
         for s in &index.submissions {
             for id in s.record.object_ids() {
                 report.files.push(VerifiedFile {
-                    submission: s.record.id.clone(),
+                    submission: s.record.id.to_string(),
                     name: if id == s.record.manifest {
                         "(manifest)".into()
                     } else {
@@ -120,7 +120,7 @@ pub fn verify_disclosure(
                     plaintext_sha256: None,
                     received_at: s.record.received_at.clone(),
                     log_index: s.record.log_index,
-                    checkpoint_size: sizes.get(&s.record.id).copied().unwrap_or(0),
+                    checkpoint_size: sizes.get(s.record.id.as_str()).copied().unwrap_or(0),
                     verified: report.all_ok(),
                 });
             }
@@ -150,7 +150,7 @@ fn package_shape(index: &DisclosureIndex) -> Result<String, ReviewError> {
     let mut seen = std::collections::HashSet::new();
     for s in &index.submissions {
         let record = &s.record;
-        if !crate::record::is_submission_id(&record.id) || !seen.insert(record.id.as_str()) {
+        if !record.id.is_well_formed() || !seen.insert(record.id.as_str()) {
             return wrong(format!("submission id {:?} is invalid or repeated", record.id));
         }
         if record.case != index.case {
@@ -348,7 +348,7 @@ fn decrypt_submission(
                 .map_err(Clone::clone),
         );
         report.files.push(VerifiedFile {
-            submission: id.clone(),
+            submission: id.to_string(),
             name: attachment.name.clone(),
             saved_as: dir.as_ref().map(|_| format!("{id}/evidence/{saved_as}")),
             size: Some(attachment.size),
@@ -356,7 +356,7 @@ fn decrypt_submission(
             plaintext_sha256: Some(attachment.sha256.clone()),
             received_at: manifest.received_at.clone(),
             log_index: s.record.log_index,
-            checkpoint_size: sizes.get(id).copied().unwrap_or(0),
+            checkpoint_size: sizes.get(id.as_str()).copied().unwrap_or(0),
             verified: ok,
         });
     }

@@ -322,7 +322,7 @@ impl Index {
             }
             CaseChoice::WithoutCodename => {
                 let case = CaseRecord {
-                    case: record.case.clone(),
+                    case: record.case.to_string(),
                     reply_recipient: String::new(),
                     reply_salt: None,
                 };
