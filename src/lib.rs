@@ -20,3 +20,4 @@ pub mod record;
 pub mod review;
 pub mod serve;
 pub mod store;
+pub mod witness;

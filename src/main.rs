@@ -59,6 +59,9 @@ enum Command {
     /// Hand sealed files (from `amanat seal`) to the running server, through its admin
     /// socket.
     Import(cli::server::ImportArgs),
+    /// A witness of partner organisations' intake logs (C2SP tlog-witness): `keygen`,
+    /// `serve --config witness.toml`.
+    Witness(cli::witness::WitnessArgs),
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo(cli::server::DemoArgs),
 }
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::ImportReplies(args) => cli::server::import_replies(config, &args),
         Command::Seal(args) => cli::fieldkit::seal(&args),
         Command::Import(args) => cli::server::import_sealed(config, &args),
+        Command::Witness(args) => cli::witness::witness(config, &args),
         Command::Demo(args) => cli::server::demo(&args),
     };
     match result {

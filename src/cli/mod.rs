@@ -6,6 +6,7 @@ pub mod fieldkit;
 pub mod keys;
 pub mod review;
 pub mod server;
+pub mod witness;
 
 use amanat::config::Config;
 use clap::Args;

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 3),
     ("fieldkit", 3),
     ("review", 3),
+    ("witness", 3),
     // 2: durable state and the files that travel.
     ("store", 2),
     ("bundle", 2),

@@ -23,3 +23,4 @@ mod pages;
 mod review;
 mod seizure;
 mod startup;
+mod witness;
