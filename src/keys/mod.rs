@@ -9,7 +9,9 @@ pub use codename::{
     new_case_salt, CodenameKey, InstanceSecret, KdfMemory, CASE_SALT_BYTES,
     CODENAME_KDF_MEMORY_KIB, CODENAME_KDF_PASSES,
 };
-pub use signing::{NotAVerifierKey, SigningKey, VerifierKey};
+pub use signing::{
+    CosignatureError, CosignatureVerifier, NotAVerifierKey, SigningKey, VerifierKey,
+};
 
 use age::secrecy::{ExposeSecret, SecretString};
 use ring::digest;

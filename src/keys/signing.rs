@@ -98,6 +98,79 @@ impl SigningKey {
     }
 }
 
+/// A witness's cosignature/v1 verifier key (`name+keyid+base64(0x04 || key)`), to check
+/// the cosignatures a witness gave a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CosignatureVerifier {
+    pub name: String,
+    pub public: [u8; 32],
+}
+
+/// Why a cosignature line does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CosignatureError {
+    /// Not this witness's line (another name or key id): ignored, not refused.
+    NotThisWitness,
+    Malformed(&'static str),
+    /// The signature does not verify over this note text and time: refuse the note.
+    Invalid,
+}
+
+impl fmt::Display for CosignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CosignatureError::NotThisWitness => f.write_str("not a cosignature by this witness"),
+            CosignatureError::Malformed(why) => write!(f, "a malformed cosignature: {why}"),
+            CosignatureError::Invalid => {
+                f.write_str("the cosignature does not verify over this checkpoint")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CosignatureError {}
+
+impl FromStr for CosignatureVerifier {
+    type Err = NotAVerifierKey;
+    fn from_str(s: &str) -> Result<Self, NotAVerifierKey> {
+        let (name, public) = parse_vkey(s, COSIGNATURE_V1, cosignature_key_id)?;
+        Ok(CosignatureVerifier { name, public })
+    }
+}
+
+impl CosignatureVerifier {
+    /// Checks one signature line (`— name base64`, with or without its newline) over a
+    /// checkpoint's note text; returns the time the witness gave it (seconds).
+    pub fn verify(&self, note_text: &str, line: &str) -> Result<u64, CosignatureError> {
+        use base64::Engine;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let rest =
+            line.strip_prefix("\u{2014} ").ok_or(CosignatureError::Malformed("no em dash"))?;
+        let (name, blob) = rest.split_once(' ').ok_or(CosignatureError::Malformed("no name"))?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .map_err(|_| CosignatureError::Malformed("not base64"))?;
+        if name != self.name
+            || blob.len() < 4
+            || blob[..4] != cosignature_key_id(name, &self.public)
+        {
+            return Err(CosignatureError::NotThisWitness);
+        }
+        if blob.len() != 76 {
+            return Err(CosignatureError::Malformed("not 76 bytes"));
+        }
+        let time = u64::from_be_bytes(blob[4..12].try_into().expect("8 bytes"));
+        if time == 0 || time > i64::MAX as u64 {
+            return Err(CosignatureError::Malformed("a time out of range"));
+        }
+        let message = format!("cosignature/v1\ntime {time}\n{note_text}");
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &self.public)
+            .verify(message.as_bytes(), &blob[12..])
+            .map(|()| time)
+            .map_err(|_| CosignatureError::Invalid)
+    }
+}
+
 /// The signature type of a timestamped Ed25519 checkpoint cosignature (C2SP signed-note).
 const COSIGNATURE_V1: u8 = 0x04;
 
@@ -164,28 +237,43 @@ impl fmt::Display for NotAVerifierKey {
 
 impl std::error::Error for NotAVerifierKey {}
 
+/// A signed-note verifier key's parts: `name+keyid+base64(kind || key)`, checked to be
+/// of `kind` and its id to be `key_id(name, key)`.
+fn parse_vkey(
+    s: &str,
+    kind: u8,
+    key_id: impl Fn(&str, &[u8; 32]) -> [u8; 4],
+) -> Result<(String, [u8; 32]), NotAVerifierKey> {
+    use base64::Engine;
+    // Names cannot hold '+'; the base64 key can, so split from the left.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NotAVerifierKey("a key is name+keyid+key"));
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| NotAVerifierKey("the key is not base64"))?;
+    if key.len() != 33 || key[0] != kind {
+        return Err(NotAVerifierKey(if kind == COSIGNATURE_V1 {
+            "not a cosignature/v1 (Ed25519) witness key"
+        } else {
+            "not an Ed25519 server key"
+        }));
+    }
+    let public: [u8; 32] = key[1..].try_into().expect("32 bytes");
+    if name.is_empty() || hex::encode(key_id(name, &public)) != id {
+        return Err(NotAVerifierKey("the key's id does not match its key"));
+    }
+    Ok((name.to_string(), public))
+}
+
 impl FromStr for VerifierKey {
     type Err = NotAVerifierKey;
     fn from_str(s: &str) -> Result<Self, NotAVerifierKey> {
-        use base64::Engine;
-        // Names cannot hold '+'; the base64 key can, so split from the left.
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NotAVerifierKey("a server key is name+keyid+key"));
-        };
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .map_err(|_| NotAVerifierKey("the server key is not base64"))?;
-        if key.len() != 33 || key[0] != 0x01 {
-            return Err(NotAVerifierKey("not an Ed25519 server key"));
-        }
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&key[1..]);
-        let verifier = VerifierKey { name: name.to_string(), public };
-        if hex::encode(verifier.key_id()) != id {
-            return Err(NotAVerifierKey("the server key's id does not match its key"));
-        }
-        Ok(verifier)
+        let (name, public) = parse_vkey(s, 0x01, |name, public| {
+            VerifierKey { name: name.to_string(), public: *public }.key_id()
+        })?;
+        Ok(VerifierKey { name, public })
     }
 }
 
@@ -217,6 +305,33 @@ mod tests {
             key.cosign(text, 1_679_315_147),
             "\u{2014} Wit1 mz+y1QAAAABkGFDLM1oW1Cge43o711GHdmI8QPG1MhuOkQO1kJrg6IUc0qRplRuA9XSmt/d3Y7NujslnO7vHC5/XpLwYsn8xvJ8eAQ==\n"
         );
+    }
+
+    #[test]
+    fn a_cosignature_verifies_over_its_text_and_nothing_else() {
+        let witness: CosignatureVerifier =
+            "Wit1+9b3fb2d5+BFhZSmQj9+SoL+p/nN0Hh76xXmF7QcHfytUrI1XfSClk".parse().unwrap();
+        let text =
+            "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        let line = "\u{2014} Wit1 mz+y1QAAAABkGFDLM1oW1Cge43o711GHdmI8QPG1MhuOkQO1kJrg6IUc0qRplRuA9XSmt/d3Y7NujslnO7vHC5/XpLwYsn8xvJ8eAQ==";
+        assert_eq!(witness.verify(text, line), Ok(1_679_315_147));
+        let other = text.replace("20852163", "20852164");
+        assert_eq!(witness.verify(&other, line), Err(CosignatureError::Invalid));
+        let renamed = line.replace("Wit1", "Wit2");
+        assert_eq!(witness.verify(text, &renamed), Err(CosignatureError::NotThisWitness));
+        // The spec's own example line is by another key: not this witness's.
+        let spec = "\u{2014} witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==";
+        assert_eq!(witness.verify(text, spec), Err(CosignatureError::NotThisWitness));
+        assert!("remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+            .parse::<CosignatureVerifier>()
+            .is_ok());
+        assert!("remora.n621.de+da77ade8+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+            .parse::<CosignatureVerifier>()
+            .is_err());
+        // A note key (0x01) is not a witness key.
+        assert!("Wit1+55ee4561+AVhZSmQj9+SoL+p/nN0Hh76xXmF7QcHfytUrI1XfSClk"
+            .parse::<CosignatureVerifier>()
+            .is_err());
     }
 
     /// transparency-dev/formats' real cosignature verifier key: its key id.

@@ -16,7 +16,9 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Starts the witness from its configuration and serves until stopped.
 pub fn serve(config: &WitnessConfig) -> Result<(), WitnessError> {
-    crate::process::harden().map_err(|e| WitnessError::Server(std::io::Error::other(e)))?;
+    let refused = |e| WitnessError::Server(std::io::Error::other(e));
+    crate::process::harden().map_err(refused)?;
+    crate::process::check_user(config.allow_root).map_err(refused)?;
     let witness = Arc::new(Witness::open(config)?);
     tracing::info!(logs = config.logs.len(), "witness ready");
     let listen = config.listen.clone();

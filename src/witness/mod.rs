@@ -33,6 +33,9 @@ pub struct WitnessConfig {
     pub name: String,
     /// The file `amanat witness keygen` wrote.
     pub signing_key: PathBuf,
+    /// Run as root (throwaway test machines only), as the intake's `allow_root`.
+    #[serde(default)]
+    pub allow_root: bool,
     /// The logs it witnesses.
     #[serde(rename = "log", default)]
     pub logs: Vec<WitnessedLog>,
@@ -250,6 +253,9 @@ pub struct Witness {
     marker: PathBuf,
     /// One add-checkpoint at a time: the size check and the write are one step.
     lock: Mutex<()>,
+    /// `data_dir/lock`, held exclusively while the witness runs: a second process on
+    /// the same directory would make the size check and the write two steps again.
+    _running: std::fs::File,
 }
 
 impl Witness {
@@ -275,6 +281,16 @@ impl Witness {
         }
         let dir = config.data_dir.join("logs");
         std::fs::create_dir_all(&dir).map_err(|e| WitnessError::DataDir(dir.clone(), e))?;
+        let in_data_dir = |e| WitnessError::DataDir(config.data_dir.clone(), e);
+        let running = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(config.data_dir.join("lock"))
+            .map_err(in_data_dir)?;
+        rustix::fs::flock(&running, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| in_data_dir(io::Error::other("another witness runs on this data directory")),
+        )?;
         // What it cosigned must not be forgotten: a log it held whose file is gone (an
         // unmounted volume, a restored backup) would let a fork from an older size
         // through. Such a witness is retired, not restarted.
@@ -291,7 +307,7 @@ impl Witness {
                 ));
             }
         }
-        Ok(Witness { key, logs, dir, marker, lock: Mutex::new(()) })
+        Ok(Witness { key, logs, dir, marker, lock: Mutex::new(()), _running: running })
     }
 
     /// This witness's cosignature verifier key.

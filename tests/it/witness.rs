@@ -153,6 +153,10 @@ fn assert_cosigned(note: &str, answer: &Response, witness_key: &str) {
     let (verified, unknown) = parsed.verify(&verifiers).expect("every signature verifies");
     assert_eq!(verified.len(), 2, "the log's signature and the witness's cosignature");
     assert!(unknown.is_empty());
+    // amanat's own reading of the cosignature agrees with signed_note's.
+    let ours: amanat::keys::CosignatureVerifier = witness_key.parse().unwrap();
+    let text = &note[..=note.find("\n\n").unwrap()];
+    assert!(ours.verify(text, &answer.text()).is_ok());
 }
 
 /// `amanat witness keygen` and a `witness.toml` for one log in `dir`: the
@@ -167,7 +171,7 @@ fn set_up(dir: &Path, name: &str, origin: &str, log_key: &str) -> (std::path::Pa
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nname = \"{name}\"\n\
-             signing_key = \"{}\"\n[[log]]\norigin = \"{origin}\"\nkey = \"{log_key}\"\n",
+             signing_key = \"{}\"\n{ROOT_OK}[[log]]\norigin = \"{origin}\"\nkey = \"{log_key}\"\n",
             dir.join("witness-data").display(),
             key.display()
         ),
@@ -192,6 +196,9 @@ fn a_witness_cosigns_only_checkpoints_that_extend_what_it_holds_also_after_a_kil
     ]);
     assert!(!again.status.success(), "an existing key is never overwritten");
     let mut witness = Witness::start(&config);
+    let second = amanat(&["witness", "serve", "--config", config.to_str().unwrap()]);
+    assert!(!second.status.success(), "one witness per data directory");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another witness"), "{second:?}");
 
     // torchwood's sequence, with the statuses C2SP tlog-witness gives.
     let first = note(ORIGIN, 1, CP1);
