@@ -25,6 +25,35 @@ pub struct Config {
     pub allow_root: bool,
     pub limits: Limits,
     pub replies: Replies,
+    pub attestation: Attestation,
+}
+
+/// Outside parties that attest the intake log's checkpoints (C2SP tlog-witness).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attestation {
+    /// Ask every witness to cosign the newest checkpoint this often, when the log grew.
+    pub interval_secs: u64,
+    /// The witnesses: partner organisations running `amanat witness`.
+    #[serde(rename = "witness")]
+    pub witnesses: Vec<WitnessEndpoint>,
+}
+
+impl Default for Attestation {
+    fn default() -> Self {
+        Attestation { interval_secs: 600, witnesses: Vec::new() }
+    }
+}
+
+/// One `[[attestation.witness]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEndpoint {
+    /// Its tlog-witness prefix over HTTP (`add-checkpoint` is appended) on a loopback
+    /// address, e.g. `http://127.0.0.1:7380/` (a local tunnel to a partner's onion).
+    pub url: String,
+    /// Its cosignature verifier key, the last line `amanat witness keygen` printed.
+    pub key: String,
 }
 
 /// The coalition's replies waiting on the server for their survivors.
@@ -84,6 +113,7 @@ impl Default for Config {
             allow_root: false,
             limits: Limits::default(),
             replies: Replies::default(),
+            attestation: Attestation::default(),
         }
     }
 }
@@ -132,6 +162,16 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// `http://` to a loopback IP address with a port: no name to resolve, so no DNS query
+/// can say whom the server talks to.
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let host_port = rest.split('/').next().unwrap_or("");
+    let Some((host, port)) = host_port.rsplit_once(':') else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    port.parse::<u16>().is_ok() && host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Where `load` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/amanat.toml";
@@ -194,6 +234,17 @@ impl Config {
         if l.upload_deadline_secs < l.idle_timeout_secs {
             return refuse("limits.upload_deadline_secs must be at least idle_timeout_secs");
         }
+        let a = &self.attestation;
+        if a.interval_secs == 0 {
+            return refuse("attestation.interval_secs must be at least 1");
+        }
+        if !a.witnesses.iter().all(|w| is_loopback_url(&w.url)) {
+            return refuse(
+                "each [[attestation.witness]] url must be http:// to a loopback address with a \
+                 port: reach a partner's onion service through a local tunnel (Tor's \
+                 HTTPTunnelPort or socat); the server itself resolves and reaches no other host",
+            );
+        }
         if l.max_concurrent_uploads == 0 || l.max_concurrent_texts == 0 || l.max_connections == 0 {
             return refuse(
                 "limits.max_concurrent_uploads, max_concurrent_texts and max_connections must be \
@@ -249,5 +300,16 @@ mod tests {
         assert_eq!(shipped.limits.storage_quota_bytes, d.limits.storage_quota_bytes);
         assert_eq!(shipped.allow_root, d.allow_root);
         assert_eq!(shipped.replies.retention_days, d.replies.retention_days);
+        assert_eq!(shipped.attestation.interval_secs, d.attestation.interval_secs);
+        assert!(shipped.attestation.witnesses.is_empty());
+        assert!(is_loopback_url("http://127.0.0.1:7380/") && is_loopback_url("http://[::1]:80"));
+        for far in [
+            "http://example.org:80/",
+            "http://abc.onion:80/",
+            "https://127.0.0.1:1/",
+            "http://127.0.0.1/",
+        ] {
+            assert!(!is_loopback_url(far), "{far}");
+        }
     }
 }

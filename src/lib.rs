@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attestation;
 pub mod bundle;
 pub mod codename;
 pub mod config;

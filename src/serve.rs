@@ -17,6 +17,7 @@ pub enum StartError {
     Log(std::io::Error),
     AdminSocket(std::io::Error),
     Retention(std::io::Error),
+    Attestation(crate::attestation::BadWitness),
     Server(std::io::Error),
 }
 
@@ -32,6 +33,7 @@ impl std::fmt::Display for StartError {
             StartError::Log(e) => write!(f, "cannot read the log: {e}"),
             StartError::AdminSocket(e) => write!(f, "cannot open the admin socket: {e}"),
             StartError::Retention(e) => write!(f, "cannot start the retention purge: {e}"),
+            StartError::Attestation(e) => e.fmt(f),
             StartError::Server(e) => write!(f, "server failed: {e}"),
         }
     }
@@ -78,6 +80,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         )
         .map_err(StartError::Retention)?;
     }
+    crate::attestation::start(store.clone(), &config.attestation)
+        .map_err(StartError::Attestation)?;
     let followup = intake::followup::FollowUp::new(activity.clone());
     let intake = Intake { config, recipients, store, followup, activity };
     actix_web::rt::System::new().block_on(intake::serve(intake)).map_err(StartError::Server)

@@ -137,6 +137,17 @@ pub struct ServerStatus {
     pub store: crate::store::StoreStatus,
     #[serde(default)]
     pub intake: Saturation,
+    /// Each witness's last cosigned size and last error (never the note itself).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessStatus>,
+}
+
+/// One witness, as `status` shows it: its name and what the store keeps of it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WitnessStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub witnessed: crate::store::Witnessed,
 }
 
 /// Binds the socket (replacing a stale one) and serves it on its own thread.
@@ -200,8 +211,14 @@ fn serve_connection(
         }
     };
     let result = match request {
-        Request::Status => store.status().and_then(|store| {
-            answer(&mut writer, &ServerStatus { store, intake: activity.saturation() })
+        Request::Status => store.status().and_then(|status| {
+            let witnesses = store
+                .witnessed()?
+                .into_iter()
+                .map(|(name, witnessed)| WitnessStatus { name, witnessed })
+                .collect();
+            let intake = activity.saturation();
+            answer(&mut writer, &ServerStatus { store: status, intake, witnesses })
         }),
         Request::Export { all } => export(store, all, &mut reader, &mut writer),
         Request::Confirm { .. } => answer_error(

@@ -364,6 +364,18 @@ fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
             status.replies_exposed_before_upgrade
         );
     }
+    for w in &server.witnesses {
+        let (name, w) = (&w.name, &w.witnessed);
+        println!(
+            "witness       {name}: cosigned size {}{}{}",
+            w.size,
+            w.cosigned_at.as_deref().map(|at| format!(" at {at}")).unwrap_or_default(),
+            w.last_error
+                .as_deref()
+                .map(|e| format!("; LAST REQUEST FAILED ({e})"))
+                .unwrap_or_default()
+        );
+    }
     match &status.last_export {
         Some(last) => println!(
             "last export   {} ({} submissions, bundle {})",

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve", 3),
     ("intake", 3),
     ("admin", 3),
+    ("attestation", 3),
     ("fieldkit", 3),
     ("review", 3),
     ("witness", 3),

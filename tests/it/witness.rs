@@ -297,3 +297,90 @@ fn a_partner_witnesses_the_intake_log_from_two_exports() {
     let proof: Vec<&str> = earlier.proof.iter().map(String::as_str).collect();
     verify(&second.checkpoint, &witness.add(&body(first_size, &proof, &second.checkpoint)));
 }
+
+fn status(server: &Server) -> serde_json::Value {
+    let out = amanat(&["status", "--json", "--data-dir", server.data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The size each witness cosigned, by name, as `amanat status` shows it.
+fn cosigned(server: &Server) -> Vec<(String, u64, bool)> {
+    let status = status(server);
+    status["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["size"].as_u64().unwrap(),
+                w["last_error"].is_string(),
+            )
+        })
+        .collect()
+}
+
+/// The intake asks two partners' witnesses every interval; a witness that is down
+/// delays no survivor, is shown as failing, and catches up when it is back.
+#[test]
+fn the_intake_has_its_log_cosigned_by_two_witnesses_and_goes_on_when_one_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let mut server = Server::start(dir.path(), &coalition, "");
+    let server_key = status(&server)["server_key"].as_str().unwrap().to_string();
+    let origin = server_key.split('+').next().unwrap().to_string();
+    let mut witnesses = Vec::new();
+    let mut keys = Vec::new();
+    for name in ["tbilisi.example", "vilnius.example"] {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let (config, key) = set_up(&home, name, &origin, &server_key);
+        witnesses.push(Witness::start(&config));
+        keys.push(key);
+    }
+    let mut attestation = String::from("\n[attestation]\ninterval_secs = 1\n");
+    for (w, k) in witnesses.iter().zip(&keys) {
+        attestation.push_str(&format!(
+            "[[attestation.witness]]\nurl = \"http://{}/\"\nkey = \"{k}\"\n",
+            w.addr
+        ));
+    }
+    std::fs::write(&server.config, std::fs::read_to_string(&server.config).unwrap() + &attestation)
+        .unwrap();
+    server.restart();
+    normal_submission_works(&server);
+    normal_submission_works(&server);
+    let size = |server: &Server| status(server)["log_size"].as_u64().unwrap();
+    wait_until("both witnesses cosign the log", || {
+        let now = size(&server);
+        let c = cosigned(&server);
+        c.len() == 2 && c.iter().all(|(_, s, failing)| *s == now && !failing)
+    });
+
+    // One witness goes down: survivors are answered as before.
+    let down = witnesses.remove(1);
+    let (down_config, down_addr) = (down.config.clone(), down.addr);
+    drop(down);
+    for _ in 0..3 {
+        normal_submission_works(&server);
+    }
+    wait_until("the live witness catches up, the other is shown failing", || {
+        let now = size(&server);
+        let c = cosigned(&server);
+        c.iter().any(|(n, s, f)| n == "tbilisi.example" && *s == now && !f)
+            && c.iter().any(|(n, s, f)| n == "vilnius.example" && *s < now && *f)
+    });
+    let printed = amanat(&["status", "--data-dir", server.data_dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("LAST REQUEST FAILED"));
+
+    // Back on its address, it is proven forward from the size it holds.
+    let text = std::fs::read_to_string(&down_config).unwrap();
+    let text = text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{down_addr}\""));
+    std::fs::write(&down_config, text).unwrap();
+    witnesses.push(Witness::start(&down_config));
+    wait_until("the returned witness catches up", || {
+        let now = size(&server);
+        cosigned(&server).iter().all(|(_, s, f)| *s == now && !f)
+    });
+}

@@ -151,6 +151,27 @@ impl Index {
         Ok(value)
     }
 
+    /// Sets a `meta` value (JSON), durably.
+    pub(super) fn meta_put<T: serde::Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
+        let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+        self.meta.insert(key, json).map_err(sled_io)?;
+        self.make_durable()
+    }
+
+    /// Every `meta` value whose key begins with `prefix`, by key.
+    pub(super) fn meta_prefixed<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> io::Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(prefix) {
+            let (k, v) = item.map_err(sled_io)?;
+            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((key, serde_json::from_slice(&v).map_err(io::Error::other)?));
+        }
+        Ok(out)
+    }
+
     pub(super) fn meta_get<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
