@@ -70,12 +70,7 @@ impl Bundle {
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
         let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
         let index: BundleIndex = package.parse_index()?;
-        if index.schema != BUNDLE_SCHEMA {
-            return Err(BundleError::BadIndex(format!(
-                "bundle.json is not valid: schema {:?}",
-                index.schema
-            )));
-        }
+        package.require_schema(&index.schema, BUNDLE_SCHEMA)?;
         let damaged = package.damaged.clone();
         Ok(Bundle { package, index, damaged })
     }

@@ -309,6 +309,18 @@ impl Package {
             .map_err(|e| BundleError::BadIndex(format!("{} is not valid: {e}", self.index_name)))
     }
 
+    /// Refuses an index of another schema than the format's.
+    pub fn require_schema(&self, found: &str, expected: &str) -> Result<(), BundleError> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(BundleError::BadIndex(format!(
+                "{} is not valid: schema {found:?}",
+                self.index_name
+            )))
+        }
+    }
+
     /// The bytes of one member, if present.
     pub fn member(&self, name: &str) -> Option<io::Result<io::Take<File>>> {
         let &(offset, size) = self.members.get(name)?;

@@ -131,12 +131,7 @@ impl SealedFile {
     pub fn open(path: &Path) -> Result<SealedFile, BundleError> {
         let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
         let index: SealedIndex = package.parse_index()?;
-        if index.schema != SEALED_SCHEMA {
-            return Err(BundleError::BadIndex(format!(
-                "sealed.json is not valid: schema {:?}",
-                index.schema
-            )));
-        }
+        package.require_schema(&index.schema, SEALED_SCHEMA)?;
         let total = index.objects().iter().filter_map(|id| package.object_len(id)).sum();
         let record = index.record("", total);
         Ok(SealedFile { package, index, record })

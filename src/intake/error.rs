@@ -4,143 +4,88 @@
 use actix_web::http::StatusCode;
 use std::io;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntakeError {
-    /// All files together passed `limits.max_submission_bytes`.
-    SubmissionTooLarge,
-    TooManyFiles,
-    /// All text fields together passed `limits.max_text_bytes`.
-    TextTooLarge,
-    TooManyFields,
-    /// A part's headers did not fit the multipart parser's buffer.
-    PartHeadersTooLarge,
-    NotMultipart,
-    MalformedMultipart,
-    NestedMultipart,
-    FieldWithoutName,
-    InvalidFieldName,
-    UnexpectedFile,
-    InvalidUtf8,
-    TestimonyMissing,
-    /// The web form's consent question was not answered.
-    ConsentMissing,
-    DuplicateTestimony,
-    /// The client stopped sending before the upload was complete.
-    IncompleteUpload,
-    /// No bytes arrived for `limits.idle_timeout_secs`.
-    UploadStalled,
-    /// The upload took longer than `limits.upload_deadline_secs` in all.
-    UploadTooSlow,
-    /// The upload kept an average below `limits.min_upload_bytes_per_sec` past its grace.
-    UploadRateTooLow,
-    StorageFull,
-    NotFound,
-    /// A follow-up with neither text nor a file.
-    NothingToAdd,
-    /// The codename opens no case (API only: the page answers with its form again).
-    CodenameNotRecognized,
-    /// The follow-up session is gone (15 minutes idle, or the server restarted).
-    SessionExpired,
-    /// The server holds as many open follow-up sessions as it allows.
-    Busy,
-    /// A form post from another site.
-    CrossSite,
-    /// Not a tar beginning with `sealed.json` of ours.
-    NotASealedFile,
-    /// A tar member other than the objects `sealed.json` lists: a link, a device, a
-    /// path outside `objects/`, a duplicate.
-    SealedMemberRefused,
-    SealedObjectMismatch,
-    SealedObjectNotAge,
-    /// A field of `sealed.json` is not what the field kit writes (an id that is not
-    /// 32 hex digits, a recipients fingerprint that is not 64).
-    SealedFieldInvalid,
-    Internal,
+/// Declares a refusal enum, its stable codes and the list of all of them from one
+/// table, so that no refusal can be left out of the list.
+macro_rules! stable_codes {
+    ($(#[$outer:meta])* pub enum $name:ident {
+        $( $(#[$doc:meta])* $variant:ident => $code:literal, )*
+    }) => {
+        $(#[$outer])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl $name {
+            /// Every refusal, in one list: the stable codes clients may rely on.
+            pub const ALL: &[$name] = &[$($name::$variant),*];
+
+            /// The stable code clients and tests rely on.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $($name::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+stable_codes! {
+    pub enum IntakeError {
+        /// All files together passed `limits.max_submission_bytes`.
+        SubmissionTooLarge => "submission_too_large",
+        TooManyFiles => "too_many_files",
+        /// All text fields together passed `limits.max_text_bytes`.
+        TextTooLarge => "text_too_large",
+        TooManyFields => "too_many_fields",
+        /// A part's headers did not fit the multipart parser's buffer.
+        PartHeadersTooLarge => "part_headers_too_large",
+        NotMultipart => "not_multipart",
+        MalformedMultipart => "malformed_multipart",
+        NestedMultipart => "nested_multipart",
+        FieldWithoutName => "field_without_name",
+        InvalidFieldName => "invalid_field_name",
+        UnexpectedFile => "unexpected_file",
+        InvalidUtf8 => "invalid_utf8",
+        TestimonyMissing => "testimony_missing",
+        /// The web form's consent question was not answered.
+        ConsentMissing => "consent_missing",
+        DuplicateTestimony => "duplicate_testimony",
+        /// The client stopped sending before the upload was complete.
+        IncompleteUpload => "incomplete_upload",
+        /// No bytes arrived for `limits.idle_timeout_secs`.
+        UploadStalled => "upload_stalled",
+        /// The upload took longer than `limits.upload_deadline_secs` in all.
+        UploadTooSlow => "upload_too_slow",
+        /// The upload kept an average below `limits.min_upload_bytes_per_sec` past its grace.
+        UploadRateTooLow => "upload_rate_too_low",
+        StorageFull => "storage_full",
+        NotFound => "not_found",
+        /// A follow-up with neither text nor a file.
+        NothingToAdd => "nothing_to_add",
+        /// The codename opens no case (API only: the page answers with its form again).
+        CodenameNotRecognized => "codename_not_recognized",
+        /// The follow-up session is gone (15 minutes idle, or the server restarted).
+        SessionExpired => "session_expired",
+        /// The server holds as many open follow-up sessions as it allows.
+        Busy => "busy",
+        /// A form post from another site.
+        CrossSite => "cross_site_request",
+        /// Not a tar beginning with `sealed.json` of ours.
+        NotASealedFile => "not_a_sealed_file",
+        /// A tar member other than the objects `sealed.json` lists: a link, a device, a
+        /// path outside `objects/`, a duplicate.
+        SealedMemberRefused => "sealed_member_refused",
+        SealedObjectMismatch => "sealed_object_mismatch",
+        SealedObjectNotAge => "sealed_object_not_age",
+        /// A field of `sealed.json` is not what the field kit writes (an id that is not
+        /// 32 hex digits, a recipients fingerprint that is not 64).
+        SealedFieldInvalid => "sealed_field_invalid",
+        Internal => "internal_error",
+    }
 }
 
 impl IntakeError {
-    /// Every refusal, in one list: the stable codes clients may rely on.
-    pub const ALL: &[IntakeError] = &[
-        IntakeError::SubmissionTooLarge,
-        IntakeError::TooManyFiles,
-        IntakeError::TextTooLarge,
-        IntakeError::TooManyFields,
-        IntakeError::PartHeadersTooLarge,
-        IntakeError::NotMultipart,
-        IntakeError::MalformedMultipart,
-        IntakeError::NestedMultipart,
-        IntakeError::FieldWithoutName,
-        IntakeError::InvalidFieldName,
-        IntakeError::UnexpectedFile,
-        IntakeError::InvalidUtf8,
-        IntakeError::TestimonyMissing,
-        IntakeError::ConsentMissing,
-        IntakeError::DuplicateTestimony,
-        IntakeError::IncompleteUpload,
-        IntakeError::UploadStalled,
-        IntakeError::UploadTooSlow,
-        IntakeError::UploadRateTooLow,
-        IntakeError::StorageFull,
-        IntakeError::NotFound,
-        IntakeError::NothingToAdd,
-        IntakeError::CodenameNotRecognized,
-        IntakeError::SessionExpired,
-        IntakeError::Busy,
-        IntakeError::CrossSite,
-        IntakeError::NotASealedFile,
-        IntakeError::SealedMemberRefused,
-        IntakeError::SealedObjectMismatch,
-        IntakeError::SealedObjectNotAge,
-        IntakeError::SealedFieldInvalid,
-        IntakeError::Internal,
-    ];
-
-    pub fn code(self) -> &'static str {
-        use IntakeError::{
-            Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
-            FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
-            MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
-            NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
-            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
-            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
-            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
-        };
-        match self {
-            SubmissionTooLarge => "submission_too_large",
-            TooManyFiles => "too_many_files",
-            TextTooLarge => "text_too_large",
-            TooManyFields => "too_many_fields",
-            PartHeadersTooLarge => "part_headers_too_large",
-            NotMultipart => "not_multipart",
-            MalformedMultipart => "malformed_multipart",
-            NestedMultipart => "nested_multipart",
-            FieldWithoutName => "field_without_name",
-            InvalidFieldName => "invalid_field_name",
-            UnexpectedFile => "unexpected_file",
-            InvalidUtf8 => "invalid_utf8",
-            TestimonyMissing => "testimony_missing",
-            ConsentMissing => "consent_missing",
-            DuplicateTestimony => "duplicate_testimony",
-            IncompleteUpload => "incomplete_upload",
-            UploadStalled => "upload_stalled",
-            UploadTooSlow => "upload_too_slow",
-            UploadRateTooLow => "upload_rate_too_low",
-            StorageFull => "storage_full",
-            NotFound => "not_found",
-            NothingToAdd => "nothing_to_add",
-            CodenameNotRecognized => "codename_not_recognized",
-            SessionExpired => "session_expired",
-            Busy => "busy",
-            CrossSite => "cross_site_request",
-            NotASealedFile => "not_a_sealed_file",
-            SealedMemberRefused => "sealed_member_refused",
-            SealedObjectMismatch => "sealed_object_mismatch",
-            SealedObjectNotAge => "sealed_object_not_age",
-            SealedFieldInvalid => "sealed_field_invalid",
-            Internal => "internal_error",
-        }
-    }
-
     pub fn status(self) -> StatusCode {
         use IntakeError::{
             Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
@@ -318,41 +263,20 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The admin socket's own refusals. Their codes are in the same stable list as the
-/// API's (`all_codes`); an imported sealed file is refused with the API's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminRefusal {
-    /// Not a request of this version, or a request out of order.
-    BadRequest,
-    NoSuchObject,
-    /// `reload` found a recipients file that fails the start-up checks.
-    RecipientsRefused,
-    ReplyRefused,
-    /// The export was not confirmed: nothing was marked exported.
-    NotConfirmed,
-    /// The server could not do it (its log has the reason).
-    Failed,
-}
-
-impl AdminRefusal {
-    pub const ALL: &[AdminRefusal] = &[
-        AdminRefusal::BadRequest,
-        AdminRefusal::NoSuchObject,
-        AdminRefusal::RecipientsRefused,
-        AdminRefusal::ReplyRefused,
-        AdminRefusal::NotConfirmed,
-        AdminRefusal::Failed,
-    ];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            AdminRefusal::BadRequest => "bad_request",
-            AdminRefusal::NoSuchObject => "no_such_object",
-            AdminRefusal::RecipientsRefused => "recipients_refused",
-            AdminRefusal::ReplyRefused => "reply_refused",
-            AdminRefusal::NotConfirmed => "not_confirmed",
-            AdminRefusal::Failed => "failed",
-        }
+stable_codes! {
+    /// The admin socket's own refusals. Their codes are in the same stable list as the
+    /// API's (`all_codes`); an imported sealed file is refused with the API's codes.
+    pub enum AdminRefusal {
+        /// Not a request of this version, or a request out of order.
+        BadRequest => "bad_request",
+        NoSuchObject => "no_such_object",
+        /// `reload` found a recipients file that fails the start-up checks.
+        RecipientsRefused => "recipients_refused",
+        ReplyRefused => "reply_refused",
+        /// The export was not confirmed: nothing was marked exported.
+        NotConfirmed => "not_confirmed",
+        /// The server could not do it (its log has the reason).
+        Failed => "failed",
     }
 }
 
