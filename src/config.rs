@@ -28,12 +28,20 @@ pub struct Config {
     pub attestation: Attestation,
 }
 
-/// Outside parties that attest the intake log's checkpoints (C2SP tlog-witness).
+/// Outside parties that attest the intake log's checkpoints: RFC 3161 time-stamping
+/// authorities and C2SP tlog-witnesses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Attestation {
-    /// Ask every witness to cosign the newest checkpoint this often, when the log grew.
+    /// Attest the newest checkpoint this often, when the log grew.
     pub interval_secs: u64,
+    /// A SOCKS5 proxy that resolves names itself (`socks5h://` to a loopback address,
+    /// Tor's SocksPort), through which every TSA and witness is reached: then their
+    /// urls may name onion services.
+    pub proxy: Option<String>,
+    /// The time-stamping authorities.
+    #[serde(rename = "tsa")]
+    pub tsas: Vec<TsaEndpoint>,
     /// The witnesses: partner organisations running `amanat witness`.
     #[serde(rename = "witness")]
     pub witnesses: Vec<WitnessEndpoint>,
@@ -41,8 +49,20 @@ pub struct Attestation {
 
 impl Default for Attestation {
     fn default() -> Self {
-        Attestation { interval_secs: 600, witnesses: Vec::new() }
+        Attestation { interval_secs: 600, proxy: None, tsas: Vec::new(), witnesses: Vec::new() }
     }
+}
+
+/// One `[[attestation.tsa]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsaEndpoint {
+    /// A short name (lowercase letters, digits, dashes) used in package file names.
+    pub name: String,
+    /// Where it answers RFC 3161 over HTTP (`application/timestamp-query`).
+    pub url: String,
+    /// Its certificate chain (PEM): every token is checked against it on arrival.
+    pub ca_file: PathBuf,
 }
 
 /// One `[[attestation.witness]]`.
@@ -238,11 +258,28 @@ impl Config {
         if a.interval_secs == 0 {
             return refuse("attestation.interval_secs must be at least 1");
         }
-        if !a.witnesses.iter().all(|w| is_loopback_url(&w.url)) {
+        if let Some(proxy) = &a.proxy {
+            let loopback = proxy.strip_prefix("socks5h://").is_some_and(|rest| {
+                is_loopback_url(&format!("http://{}", rest.trim_end_matches('/')))
+            });
+            if !loopback {
+                return refuse(
+                    "attestation.proxy must be socks5h:// to a loopback address with a port \
+                     (Tor's SocksPort): socks5h, so that names are resolved by Tor, never here",
+                );
+            }
+        }
+        let urls = a.witnesses.iter().map(|w| &w.url).chain(a.tsas.iter().map(|t| &t.url));
+        let reachable = |url: &String| match a.proxy {
+            Some(_) => url.starts_with("http://"),
+            None => is_loopback_url(url),
+        };
+        if !urls.into_iter().all(reachable) {
             return refuse(
-                "each [[attestation.witness]] url must be http:// to a loopback address with a \
-                 port: reach a partner's onion service through a local tunnel (Tor's \
-                 HTTPTunnelPort or socat); the server itself resolves and reaches no other host",
+                "each [[attestation.witness]] and [[attestation.tsa]] url must be http:// to a \
+                 loopback address with a port, or, with attestation.proxy set, any http:// \
+                 address (an onion service) reached through that proxy: the server itself \
+                 resolves and reaches no other host",
             );
         }
         if l.max_concurrent_uploads == 0 || l.max_concurrent_texts == 0 || l.max_connections == 0 {

@@ -17,7 +17,7 @@ pub enum StartError {
     Log(std::io::Error),
     AdminSocket(std::io::Error),
     Retention(std::io::Error),
-    Attestation(crate::attestation::BadWitness),
+    Attestation(crate::attestation::BadAttester),
     Server(std::io::Error),
 }
 

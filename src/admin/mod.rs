@@ -140,6 +140,20 @@ pub struct ServerStatus {
     /// Each witness's last cosigned size and last error (never the note itself).
     #[serde(default)]
     pub witnesses: Vec<WitnessStatus>,
+    /// Each time-stamping authority's last stamped size and last error.
+    #[serde(default)]
+    pub timestamping: Vec<TsaStatus>,
+    /// The largest checkpoint any outside party attested (0: none yet).
+    #[serde(default)]
+    pub attested_size: u64,
+}
+
+/// One TSA, as `status` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TsaStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub stamped: crate::store::Stamped,
 }
 
 /// One witness, as `status` shows it: its name and what the store keeps of it.
@@ -218,7 +232,16 @@ fn serve_connection(
                 .map(|(name, witnessed)| WitnessStatus { name, witnessed })
                 .collect();
             let intake = activity.saturation();
-            answer(&mut writer, &ServerStatus { store: status, intake, witnesses })
+            let timestamping = store
+                .stamped()?
+                .into_iter()
+                .map(|(name, stamped)| TsaStatus { name, stamped })
+                .collect();
+            let attested_size = store.attested()?.last().map_or(0, |a| a.size);
+            answer(
+                &mut writer,
+                &ServerStatus { store: status, intake, witnesses, timestamping, attested_size },
+            )
         }),
         Request::Export { all } => export(store, all, &mut reader, &mut writer),
         Request::Confirm { .. } => answer_error(
@@ -329,6 +352,7 @@ fn export(
     }
     let (log, head) = store.bundle_log(&submissions)?;
     let checkpoint_size = head.size;
+    let attestations = store.attestation_members(&submissions, checkpoint_size)?;
     let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
         bundle: crate::record::random_hex(16),
@@ -340,6 +364,7 @@ fn export(
     let index_len = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?.len() as u64;
     let sizes = index.objects().iter().map(|id| lens.get(id).copied()).collect::<Option<Vec<_>>>();
     let sizes = sizes.ok_or_else(|| io::Error::other("an object of the bundle has no length"))?;
+    let sizes = attestations.iter().map(|(_, bytes)| bytes.len() as u64).chain(sizes);
     let bytes = bundle::export::bundle_len(index_len, sizes);
     let ids: Vec<String> = index.submissions.iter().map(|r| r.id.to_string()).collect();
     answer(
@@ -347,7 +372,7 @@ fn export(
         &ExportOffer { bundle: Some(index.bundle.clone()), submissions: ids.len(), bytes, missing },
     )?;
     let mut counted = CountingWriter { inner: io::BufWriter::new(&mut *writer), count: 0 };
-    counted = bundle::export::write(counted, &index, |id| store.open_object(id))?;
+    counted = bundle::export::write(counted, &index, &attestations, |id| store.open_object(id))?;
     counted.flush()?;
     if counted.count != bytes {
         return Err(io::Error::other("bundle size differs from the announced size"));

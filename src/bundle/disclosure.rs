@@ -2,9 +2,10 @@
 //! `amanat/disclosure/v1`) first, then `custody.json` (who disclosed what to whom, and
 //! when), its signature `custody.sig`, `VERIFY.txt`, and for each object
 //! `objects/<id>.age` exactly as the server received it and `keys/<id>.age`, its age file
-//! key encrypted to the lawyer.
+//! key encrypted to the lawyer; and `attestations/`, the outside parties' word on when
+//! the server's log held each submission (see `log::attested`).
 
-use super::{is_id_member, BundleError, Package};
+use super::{is_attestation_member, is_id_member, BundleError, Package};
 use crate::record::{ObjectId, SubmissionRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -64,6 +65,11 @@ pub struct Custody {
     /// the way fail the custody signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_txt_sha256: Option<String>,
+    /// Every `attestations/` file of the package and its SHA-256 (hex), so that no
+    /// attestation can be added, dropped or changed on the way without failing the
+    /// custody signature (packages from before attestations have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl DisclosureIndex {
@@ -88,6 +94,7 @@ pub fn read(path: &Path) -> Result<(Package, DisclosureIndex), BundleError> {
     let package = Package::read(path, INDEX_NAME, |name| {
         is_id_member(name, "objects/")
             || is_id_member(name, "keys/")
+            || is_attestation_member(name)
             || [CUSTODY_NAME, CUSTODY_SIGNATURE_NAME, VERIFY_NAME].contains(&name)
     })?;
     let index: DisclosureIndex = package.parse_index()?;

@@ -1,8 +1,12 @@
 //! Export bundles: what an export carries from the server to an offline reviewer.
-//! `bundle.json` (schema `amanat/bundle/v1`) first, then every object exactly as
-//! stored, as `objects/<id>.age`.
+//! `bundle.json` (schema `amanat/bundle/v1`) first, then the attestations that bracket
+//! its records' times (`attestations/`, see `log::attested`), then every object exactly
+//! as stored, as `objects/<id>.age`.
 
-use super::{is_id_member, object_member, objects_of, BundleError, Package, PackageWriter};
+use super::{
+    is_attestation_member, is_id_member, object_member, objects_of, BundleError, Package,
+    PackageWriter,
+};
 use crate::log::BundleLog;
 use crate::record::{ObjectId, SubmissionRecord};
 use serde::{Deserialize, Serialize};
@@ -40,15 +44,20 @@ pub fn bundle_len(index_bytes: u64, object_sizes: impl IntoIterator<Item = u64>)
     super::tar_len(index_bytes, object_sizes)
 }
 
-/// Writes a bundle: `bundle.json`, then each object from `open_object` (a reader and its
-/// exact length). Returns the sink; the caller makes it durable.
+/// Writes a bundle: `bundle.json`, the attestation files, then each object from
+/// `open_object` (a reader and its exact length). Returns the sink; the caller makes it
+/// durable.
 pub fn write<W: Write, R: Read>(
     out: W,
     index: &BundleIndex,
+    attestations: &[(String, Vec<u8>)],
     mut open_object: impl FnMut(&ObjectId) -> io::Result<(R, u64)>,
 ) -> io::Result<W> {
     let mut package = PackageWriter::new(out);
     package.json(INDEX_NAME, index)?;
+    for (name, bytes) in attestations {
+        package.bytes(name, bytes)?;
+    }
     for id in index.objects() {
         let (object, len) = open_object(&id)?;
         package.reader(&object_member(&id), len, object)?;
@@ -68,7 +77,9 @@ impl Bundle {
     /// `objects/<64 hex>.age`, each once. Damage after `bundle.json` (a truncated copy)
     /// is recorded in `damaged`, so that the whole objects before it can still be used.
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
-        let package = Package::read(path, INDEX_NAME, |name| is_id_member(name, "objects/"))?;
+        let package = Package::read(path, INDEX_NAME, |name| {
+            is_id_member(name, "objects/") || is_attestation_member(name)
+        })?;
         let index: BundleIndex = package.parse_index()?;
         package.require_schema(&index.schema, BUNDLE_SCHEMA)?;
         let damaged = package.damaged.clone();
@@ -83,5 +94,10 @@ impl Bundle {
 
     pub fn object_len(&self, id: &ObjectId) -> Option<u64> {
         self.package.object_len(id)
+    }
+
+    /// The attestation files the bundle carries, by name.
+    pub fn attestations(&self) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        self.package.attestations()
     }
 }

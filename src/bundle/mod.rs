@@ -344,6 +344,28 @@ impl Package {
         }))
     }
 
+    /// Every attestation file the package carries, by name, each read whole (bounded
+    /// in size and number, so a crafted package cannot fill a laptop's memory).
+    pub fn attestations(&self) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        let mut out = std::collections::BTreeMap::new();
+        let names: Vec<&String> =
+            self.members.keys().filter(|n| is_attestation_member(n)).collect();
+        if names.len() > MAX_ATTESTATION_FILES {
+            return Err(io::Error::other(format!(
+                "{} attestation files, more than the {MAX_ATTESTATION_FILES} a package may carry",
+                names.len()
+            )));
+        }
+        for name in names {
+            if self.member_len(name).unwrap_or(0) > MAX_ATTESTATION_BYTES {
+                return Err(io::Error::other(format!("{name} is too large")));
+            }
+            let bytes = self.read_member(name, MAX_ATTESTATION_BYTES).expect("a member")?;
+            out.insert(name.clone(), bytes);
+        }
+        Ok(out)
+    }
+
     /// The stored bytes of one object, if the package carries it. The caller checks
     /// them against the id (`envelope::check_object`).
     pub fn object(&self, id: &ObjectId) -> Option<io::Result<io::Take<File>>> {
@@ -354,6 +376,25 @@ impl Package {
         self.member_len(&object_member(id))
     }
 }
+
+/// `attestations/<size>.checkpoint`, `.cosigned`, `.<tsa>.tsr` or
+/// `<a>-<b>.consistency`: short names of digits, lowercase letters, dots and dashes.
+pub fn is_attestation_member(name: &str) -> bool {
+    name.strip_prefix(crate::log::attested::ATTESTATIONS_DIR).is_some_and(|rest| {
+        (1..=80).contains(&rest.len())
+            && rest.starts_with(|c: char| c.is_ascii_digit())
+            && !rest.contains("..")
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    })
+}
+
+/// The largest attestation file a package may carry: a token with its chain.
+const MAX_ATTESTATION_BYTES: u64 = crate::log::timestamp::MAX_RESPONSE_BYTES as u64;
+/// At most this many attestation files: a few per checkpoint bracketing each of a
+/// package's submissions, with room to spare (at most 256 MiB read).
+const MAX_ATTESTATION_FILES: usize = 4096;
 
 /// `objects/<64 hex>.age`, the name of a stored object in a tar.
 pub fn object_member(id: &ObjectId) -> String {

@@ -192,8 +192,46 @@ pub struct VerifyArgs {
     /// compare (the report says so).
     #[arg(long)]
     accept_unverified_custody: bool,
+    /// A time-stamping authority's certificate chain (PEM) you trust, from the TSA
+    /// itself: its tokens bound each submission's time. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    tsa_cert: Vec<PathBuf>,
+    /// A witness's cosignature verifier key you trust, from the witness itself.
+    /// Repeatable.
+    #[arg(long, value_name = "KEY")]
+    witness: Vec<String>,
+    /// Fail unless each submission is held by a checkpoint cosigned by at least N of
+    /// the witnesses named.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    require_witnesses: usize,
     #[command(flatten)]
     json: Json,
+}
+
+/// The parties a lawyer trusts to attest time, read from the command line.
+fn attesters(args: &VerifyArgs) -> Result<amanat::log::attested::Attesters, String> {
+    let mut tsas = Vec::new();
+    for path in &args.tsa_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("--tsa-cert {}: {e}", path.display()))?;
+        let trust = amanat::log::timestamp::TsaTrust::from_pem(&pem)
+            .map_err(|e| format!("--tsa-cert {}: {e}", path.display()))?;
+        let label = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+        tsas.push((printable(&label), trust));
+    }
+    let witnesses = args
+        .witness
+        .iter()
+        .map(|key| key.parse().map_err(|e| format!("--witness {key:?}: {e}")))
+        .collect::<Result<Vec<_>, String>>()?;
+    if args.require_witnesses > witnesses.len() {
+        return Err(format!(
+            "--require-witnesses {} needs at least that many --witness keys",
+            args.require_witnesses
+        ));
+    }
+    Ok(amanat::log::attested::Attesters { tsas, witnesses })
 }
 
 /// `amanat verify`: exit 0 only when every check holds.
@@ -204,10 +242,13 @@ pub fn verify(args: &VerifyArgs) -> Done {
         .map(|i| amanat::keys::load_identities(i, args.passphrase_file.as_deref()))
         .transpose()
         .map_err(|e| e.to_string())?;
+    let attesters = attesters(args)?;
     let trust = review::verify::Trust {
         server_key: args.server_key.as_deref(),
         custody_key: args.custody_key.as_deref(),
         accept_unverified_custody: args.accept_unverified_custody,
+        attesters: Some(&attesters),
+        require_witnesses: args.require_witnesses,
     };
     let report =
         review::verify::verify_any(&args.file, identities.as_deref(), args.out.as_deref(), &trust)

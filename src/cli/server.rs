@@ -364,16 +364,37 @@ fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
             status.replies_exposed_before_upgrade
         );
     }
-    for w in &server.witnesses {
-        let (name, w) = (&w.name, &w.witnessed);
+    // One line per attester: what it last attested, and whether its last request failed.
+    let attester = |label: &str,
+                    name: &str,
+                    did: &str,
+                    size: u64,
+                    at: &Option<String>,
+                    error: &Option<String>| {
         println!(
-            "witness       {name}: cosigned size {}{}{}",
-            w.size,
-            w.cosigned_at.as_deref().map(|at| format!(" at {at}")).unwrap_or_default(),
-            w.last_error
-                .as_deref()
-                .map(|e| format!("; LAST REQUEST FAILED ({e})"))
-                .unwrap_or_default()
+            "{label:<14}{name}: {did} size {size}{}{}",
+            at.as_deref().map(|at| format!(" at {at}")).unwrap_or_default(),
+            error.as_deref().map(|e| format!("; LAST REQUEST FAILED ({e})")).unwrap_or_default()
+        );
+    };
+    for w in &server.witnesses {
+        let s = &w.witnessed;
+        attester("witness", &w.name, "cosigned", s.size, &s.cosigned_at, &s.last_error);
+    }
+    for t in &server.timestamping {
+        let s = &t.stamped;
+        attester("tsa", &t.name, "stamped", s.size, &s.stamped_at, &s.last_error);
+    }
+    if !server.witnesses.is_empty() || !server.timestamping.is_empty() {
+        let size = status.log_size;
+        println!(
+            "attested      up to size {} of {size}{}",
+            server.attested_size,
+            if server.attested_size < size {
+                " (the newest submissions await attestation)"
+            } else {
+                ""
+            }
         );
     }
     match &status.last_export {

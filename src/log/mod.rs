@@ -3,8 +3,10 @@
 //! the operator or the coalition, that a record was in the log at a given size and that
 //! later checkpoints only ever extended it.
 
+pub mod attested;
 mod evidence;
 pub mod merkle;
+pub mod timestamp;
 mod tracker;
 
 pub use evidence::{

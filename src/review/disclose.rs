@@ -220,7 +220,19 @@ pub fn disclose(
     };
     let mut objects: Vec<String> = index.objects().iter().map(ToString::to_string).collect();
     objects.sort();
-    let verify_txt = verify_text(&index);
+    // The attestations bracketing each submission, from the bundle that proves it.
+    let mut attestations = std::collections::BTreeMap::new();
+    for (n, submission) in &submissions {
+        let (bundle, verified) = &bundles[*n];
+        let members = bundle.attestations().map_err(|e| e.to_string())?;
+        let leaves = submission.record.log_index;
+        for (name, bytes) in
+            crate::log::attested::select_members(&members, leaves, verified.checkpoint.size)
+        {
+            attestations.entry(name).or_insert(bytes);
+        }
+    }
+    let verify_txt = verify_text_with_attestations(&index, attestations.keys());
     let custody = Custody {
         schema: CUSTODY_SCHEMA.into(),
         case: req.case.into(),
@@ -231,6 +243,14 @@ pub fn disclose(
         consent: consent.unwrap_or_else(|| "not stated".into()),
         consent_override,
         verify_txt_sha256: Some(crate::envelope::ObjectId::of(verify_txt.as_bytes()).to_string()),
+        attestations: Some(
+            attestations
+                .iter()
+                .map(|(name, bytes)| {
+                    (name.clone(), crate::envelope::ObjectId::of(bytes).to_string())
+                })
+                .collect(),
+        ),
     };
     let custody_bytes = serde_json::to_vec_pretty(&custody).map_err(|e| e.to_string())?;
 
@@ -247,6 +267,9 @@ pub fn disclose(
         package.bytes(CUSTODY_SIGNATURE_NAME, signature.as_bytes()).map_err(io_err)?;
     }
     package.bytes(VERIFY_NAME, verify_txt.as_bytes()).map_err(io_err)?;
+    for (name, bytes) in &attestations {
+        package.bytes(name, bytes).map_err(io_err)?;
+    }
     for (n, submission) in &submissions {
         let bundle = &bundles[*n].0;
         for id in submission.record.object_ids() {
@@ -343,4 +366,41 @@ WITH STANDARD TOOLS (tar, sha256sum, age, openssl, base64)
         case = index.case,
         first = first
     )
+}
+
+/// `verify_text` and the stock-tool check of each attestation the package carries.
+pub(super) fn verify_text_with_attestations<'a>(
+    index: &DisclosureIndex,
+    attestations: impl IntoIterator<Item = &'a String>,
+) -> String {
+    let mut text = verify_text(index);
+    text.push_str(
+        "8. attestations/ holds outside parties' word on when the log held each submission:
+   <size>.checkpoint is a checkpoint of the log (a signed note, as in step 5), each
+   <size>.<tsa>.tsr an RFC 3161 time-stamp token over that file's exact bytes, from a
+   time-stamping authority (TSA); <size>.cosigned the same note with witnesses'
+   cosignature lines (C2SP tlog-cosignature); <a>-<b>.consistency the RFC 9162 proof
+   that the log of a entries is the start of the log of b. A submission with leaf
+   index i was received after the latest attested checkpoint of size <= i and before
+   the earliest of size > i. With the TSA's certificate chain from the TSA itself:
+",
+    );
+    let mut tokens = 0;
+    for name in attestations {
+        let Some((checkpoint, _tsa)) = name.strip_suffix(".tsr").and_then(|s| s.split_once('.'))
+        else {
+            continue;
+        };
+        tokens += 1;
+        text.push_str(&format!(
+            "     openssl ts -verify -data {checkpoint}.checkpoint -in {name} -CAfile TSA-CHAIN.pem\n"
+        ));
+    }
+    if tokens == 0 {
+        text.push_str(
+            "   This package carries no time-stamp token: the received hours rest on the\n   \
+             server's clock alone.\n",
+        );
+    }
+    text
 }

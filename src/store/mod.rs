@@ -10,11 +10,13 @@
 //! instance.secret   32 random bytes keying codename keys (0600)
 //! ```
 
+mod attested;
 mod cases;
 mod index;
 mod objects;
 mod records;
 
+pub use attested::{Attestation, Stamped, Witnessed};
 pub use cases::FoundCase;
 pub use index::CaseChoice;
 use index::CommitError;
@@ -112,23 +114,6 @@ pub struct StoreStatus {
 
 /// Lengths of stored objects by id, and the (submission, object) pairs not stored.
 pub type ObjectLens = (std::collections::HashMap<ObjectId, u64>, Vec<(String, ObjectId)>);
-
-/// `meta` keys of what each witness cosigned: `witness/<name>`.
-const WITNESSED: &str = "witness/";
-
-/// What one witness has cosigned of this log, and how its last request went.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Witnessed {
-    /// The largest size it cosigned (0: none yet).
-    pub size: u64,
-    /// That checkpoint with the witness's cosignature line: the attestation itself.
-    pub cosigned: String,
-    /// The hour of its last cosignature.
-    pub cosigned_at: Option<String>,
-    /// Why the last request failed, if it did (a stable word and the status).
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-}
 
 /// What the start-up sweep removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -282,33 +267,6 @@ impl Store {
             })
             .collect();
         self.prover().bundle_log(size, &self.index.export_sizes()?, records, reply_keys)
-    }
-
-    /// What the attestation step needs to ask a witness: the signed checkpoint at the
-    /// log's size now, its tree head, and the consistency proof to it from `from` (none
-    /// when `from` is 0 or the log has not grown past it).
-    pub fn attestation_request(
-        &self,
-        from: u64,
-    ) -> io::Result<(Checkpoint, String, Vec<crate::log::merkle::Hash>)> {
-        let size = self.index.log_size()?;
-        let (head, note) = self.prover().signed_head(size)?;
-        let proof = if from == 0 || from >= size {
-            Vec::new()
-        } else {
-            crate::log::merkle::consistency_proof(&self.index, from, size)?
-        };
-        Ok((head, note, proof))
-    }
-
-    /// What a witness has cosigned of this log, by witness name.
-    pub fn witnessed(&self) -> io::Result<Vec<(String, Witnessed)>> {
-        self.index.meta_prefixed(WITNESSED)
-    }
-
-    /// Records what a witness said, durably.
-    pub fn record_witnessed(&self, witness: &str, state: &Witnessed) -> io::Result<()> {
-        self.index.meta_put(&format!("{WITNESSED}{witness}"), state)
     }
 
     /// The key that signs this server's checkpoints, in signed-note verifier form.

@@ -50,7 +50,11 @@ fn the_torrc_is_a_valid_v3_onion_service_for_the_configured_listener() {
     };
     assert_eq!(setting("HiddenServiceVersion "), ["3"]);
     assert_eq!(setting("HiddenServicePort "), [format!("80 {}", shipped_listen())]);
-    assert_eq!(setting("SocksPort "), ["0"], "the server is no Tor client");
+    // Tor's one client port is for amanat's outbound attestation, on loopback only,
+    // where the shipped configuration's proxy points.
+    assert_eq!(setting("SocksPort "), ["127.0.0.1:9050"], "loopback only");
+    assert_eq!(setting("SocksPolicy "), ["accept 127.0.0.1", "reject *"]);
+    assert!(repo("config/amanat.toml").contains("proxy = \"socks5h://127.0.0.1:9050\""));
     assert!(!torrc.lines().any(|l| l.trim_start().starts_with("HiddenServiceSingleHopMode")));
 
     // The check itself refuses a broken file (so a pass above means something).

@@ -47,33 +47,8 @@ fn disclosed_case() -> Setup {
     submit(&server, 2, &[("unrelated.jpg", 10_000)]);
     let bundle = dir.path().join("b.tar");
     export(&server, &bundle, false);
-    let cases = dir.path().join("cases");
-    assert!(open(&[&bundle], &coalition.identity_files[0], &cases).0);
-
-    std::fs::create_dir(dir.path().join("lawyer")).unwrap();
-    let lawyer_key = dir.path().join("lawyer/key.txt");
-    let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
-    let signer = dir.path().join("offline/custody.key");
-    let custody_key = keygen(&["keygen", "--signing", "--out", s(&signer)]);
-    let package = dir.path().join("case.tar");
-    let out = amanat(&[
-        "disclose",
-        "--cases",
-        s(&cases),
-        "--case",
-        &sent.id,
-        "--bundle",
-        s(&bundle),
-        "--identity",
-        s(&coalition.identity_files[0]),
-        "--to",
-        &lawyer,
-        "--signer",
-        s(&signer),
-        "--out",
-        s(&package),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Disclosed { package, lawyer_key, custody_key } =
+        disclose_case(dir.path(), &coalition, &bundle, &sent.id);
     Setup {
         case: sent.id.clone(),
         files: sent.files,
@@ -85,6 +60,51 @@ fn disclosed_case() -> Setup {
         custody_key,
         _server: server,
     }
+}
+
+/// What `disclose_case` made: the package, the lawyer's identity file and the
+/// reviewer's custody key (as printed).
+pub(crate) struct Disclosed {
+    pub package: PathBuf,
+    pub lawyer_key: PathBuf,
+    pub custody_key: String,
+}
+
+/// A reviewer's whole path from a bundle to a lawyer's package, in `dir`: open the
+/// bundle, make the lawyer's and the custody keys, disclose `case`.
+pub(crate) fn disclose_case(
+    dir: &Path,
+    coalition: &Coalition,
+    bundle: &Path,
+    case: &str,
+) -> Disclosed {
+    let cases = dir.join("cases");
+    assert!(open(&[bundle], &coalition.identity_files[0], &cases).0);
+    std::fs::create_dir(dir.join("lawyer")).unwrap();
+    let lawyer_key = dir.join("lawyer/key.txt");
+    let lawyer = keygen(&["keygen", "--no-passphrase", "--out", s(&lawyer_key)]);
+    let signer = dir.join("offline/custody.key");
+    let custody_key = keygen(&["keygen", "--signing", "--out", s(&signer)]);
+    let package = dir.join("case.tar");
+    let out = amanat(&[
+        "disclose",
+        "--cases",
+        s(&cases),
+        "--case",
+        case,
+        "--bundle",
+        s(bundle),
+        "--identity",
+        s(&coalition.identity_files[0]),
+        "--to",
+        &lawyer,
+        "--signer",
+        s(&signer),
+        "--out",
+        s(&package),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Disclosed { package, lawyer_key, custody_key }
 }
 
 /// `amanat verify --json` with the published server key and the reviewer's custody key,

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod attested;
 mod browser;
 mod codename_keys;
 mod crash;
@@ -23,4 +24,5 @@ mod pages;
 mod review;
 mod seizure;
 mod startup;
+mod timestamp;
 mod witness;

@@ -64,15 +64,15 @@ fn body(old: u64, proof: &[&str], note: &str) -> Vec<u8> {
     body.into_bytes()
 }
 
-struct Witness {
+pub(crate) struct Witness {
     child: std::process::Child,
-    addr: std::net::SocketAddr,
+    pub(crate) addr: std::net::SocketAddr,
     config: std::path::PathBuf,
     log: Arc<Mutex<String>>,
 }
 
 impl Witness {
-    fn start(config: &Path) -> Witness {
+    pub(crate) fn start(config: &Path) -> Witness {
         let log = Arc::new(Mutex::new(String::new()));
         let mut command = Command::new(BIN);
         command.args(["witness", "serve", "--config", config.to_str().unwrap()]);
@@ -161,7 +161,12 @@ fn assert_cosigned(note: &str, answer: &Response, witness_key: &str) {
 
 /// `amanat witness keygen` and a `witness.toml` for one log in `dir`: the
 /// configuration's path and the witness's verifier key (keygen's last line).
-fn set_up(dir: &Path, name: &str, origin: &str, log_key: &str) -> (std::path::PathBuf, String) {
+pub(crate) fn set_up(
+    dir: &Path,
+    name: &str,
+    origin: &str,
+    log_key: &str,
+) -> (std::path::PathBuf, String) {
     let key = dir.join("witness.key");
     let made = amanat(&["witness", "keygen", "--name", name, "--out", key.to_str().unwrap()]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -298,7 +303,7 @@ fn a_partner_witnesses_the_intake_log_from_two_exports() {
     verify(&second.checkpoint, &witness.add(&body(first_size, &proof, &second.checkpoint)));
 }
 
-fn status(server: &Server) -> serde_json::Value {
+pub(crate) fn status(server: &Server) -> serde_json::Value {
     let out = amanat(&["status", "--json", "--data-dir", server.data_dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()

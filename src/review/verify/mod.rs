@@ -28,7 +28,7 @@ pub struct Check {
 }
 
 /// What the person verifying knows from elsewhere, and chooses to accept.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct Trust<'a> {
     /// The server key the coalition published: required for a pass.
     pub server_key: Option<&'a str>,
@@ -39,6 +39,12 @@ pub struct Trust<'a> {
     /// Accept a custody record that is unsigned, or signed by a key not compared with
     /// the reviewer's (the report says so).
     pub accept_unverified_custody: bool,
+    /// The time-stamping authorities and witnesses the person trusts to attest time
+    /// (`--tsa-cert`, `--witness`).
+    pub attesters: Option<&'a crate::log::attested::Attesters>,
+    /// Fail unless each submission's "existed by" bound is cosigned by at least this
+    /// many of those witnesses (`--require-witnesses`).
+    pub require_witnesses: usize,
 }
 
 /// One disclosed file.
@@ -77,7 +83,24 @@ pub struct VerifyReport {
     /// The custody record is unsigned, or its signer was not compared with the
     /// reviewer's key, and it was accepted by `--accept-unverified-custody`.
     pub accepted_unverified_custody: bool,
+    /// Each submission's time as outside parties attest it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<SubmissionTime>,
     pub verified: bool,
+}
+
+/// When one submission was received, by the attestations a lawyer trusts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmissionTime {
+    pub submission: String,
+    /// The latest moment (Unix seconds) an outside party saw the log without it.
+    pub not_before: Option<u64>,
+    pub not_before_by: Vec<String>,
+    /// The earliest moment an outside party saw the log holding it.
+    pub not_after: Option<u64>,
+    pub not_after_by: Vec<String>,
+    /// What is missing or was refused, in words.
+    pub missing: Vec<String>,
 }
 
 impl VerifyReport {
@@ -213,6 +236,7 @@ fn empty_report(case: &str, server_key: &str) -> VerifyReport {
         consent: None,
         consent_override: None,
         accepted_unverified_custody: false,
+        times: Vec::new(),
         verified: false,
     }
 }

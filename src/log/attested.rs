@@ -1,0 +1,402 @@
+//! Checkpoints attested by outside parties, and the time bracket they give a leaf.
+//!
+//! The server keeps each attested checkpoint with every RFC 3161 token and witness
+//! cosignature it got for it (`Attested`). A package carries, for each leaf it proves,
+//! the latest attested checkpoint that does not hold it yet and the earliest that does,
+//! as files a stock tool can read:
+//!
+//! - `attestations/<size>.checkpoint`: the signed note, exactly the bytes stamped;
+//! - `attestations/<size>.<tsa>.tsr`: each DER TimeStampResp as the TSA sent it;
+//! - `attestations/<size>.cosigned`: the note with every witness cosignature line;
+//! - `attestations/<a>-<b>.consistency`: base64 hashes, one a line, proving the tree of
+//!   `a` leaves is a prefix of the tree of `b` (tying each attested checkpoint to the
+//!   checkpoint the package's inclusion proofs lead to).
+//!
+//! `check_bracket` is the one reading of these files, for `verify`.
+
+use super::merkle::{self, Hash, NodeSource};
+use super::timestamp::{check_token, Timestamp, TimestampError, TsaTrust};
+use super::{decode_hashes, encode_hashes, Checkpoint, LogError};
+use crate::keys::{CosignatureVerifier, VerifierKey};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+/// Where a package keeps its attestations.
+pub const ATTESTATIONS_DIR: &str = "attestations/";
+
+/// One attested checkpoint, as the server keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attested {
+    pub size: u64,
+    /// The signed note exactly as stamped and cosigned.
+    pub checkpoint: String,
+    /// TSA name -> base64 DER TimeStampResp, as received.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+    /// Witness name -> its cosignature line (`— name base64`).
+    #[serde(default)]
+    pub cosignatures: BTreeMap<String, String>,
+}
+
+impl Attested {
+    /// The note with every witness's cosignature line: `<size>.cosigned`.
+    pub fn cosigned(&self) -> String {
+        let mut note = self.checkpoint.clone();
+        for line in self.cosignatures.values() {
+            note.push_str(line);
+            note.push('\n');
+        }
+        note
+    }
+}
+
+/// A TSA's or witness's short name, safe in a file name.
+pub fn is_attester_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn checkpoint_member(size: u64) -> String {
+    format!("{ATTESTATIONS_DIR}{size}.checkpoint")
+}
+
+fn cosigned_member(size: u64) -> String {
+    format!("{ATTESTATIONS_DIR}{size}.cosigned")
+}
+
+fn token_member(size: u64, tsa: &str) -> String {
+    format!("{ATTESTATIONS_DIR}{size}.{tsa}.tsr")
+}
+
+fn consistency_member(old: u64, new: u64) -> String {
+    format!("{ATTESTATIONS_DIR}{old}-{new}.consistency")
+}
+
+/// The attested checkpoints that bracket leaf `index` in `attested` (sorted by size):
+/// the latest of size <= index (the log did not hold it yet) and the earliest of size
+/// > index (it held it), either absent when none was attested.
+pub fn bracketing(attested: &[Attested], index: u64) -> (Option<&Attested>, Option<&Attested>) {
+    let split = attested.partition_point(|a| a.size <= index);
+    (split.checked_sub(1).map(|i| &attested[i]), attested.get(split))
+}
+
+/// The package files for the attestations bracketing each of `leaves`, tied by
+/// consistency proofs to the tree of `size` (attestations of larger trees are left
+/// out: a later package carries them).
+pub fn package_members(
+    attested: &[Attested],
+    leaves: impl IntoIterator<Item = u64>,
+    size: u64,
+    nodes: &impl NodeSource,
+) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let usable: Vec<Attested> = attested.iter().filter(|a| a.size <= size).cloned().collect();
+    let mut chosen = BTreeSet::new();
+    for leaf in leaves {
+        let (before, after) = bracketing(&usable, leaf);
+        chosen.extend(before.into_iter().chain(after).map(|a| a.size));
+    }
+    let mut members = Vec::new();
+    for a in usable.iter().filter(|a| chosen.contains(&a.size)) {
+        members.push((checkpoint_member(a.size), a.checkpoint.clone().into_bytes()));
+        for (tsa, token) in &a.tokens {
+            let der = B64.decode(token).map_err(io::Error::other)?;
+            members.push((token_member(a.size, tsa), der));
+        }
+        if !a.cosignatures.is_empty() {
+            members.push((cosigned_member(a.size), a.cosigned().into_bytes()));
+        }
+        if a.size < size {
+            let proof = encode_hashes(&merkle::consistency_proof(nodes, a.size, size)?);
+            let mut text = proof.join("\n");
+            text.push('\n');
+            members.push((consistency_member(a.size, size), text.into_bytes()));
+        }
+    }
+    Ok(members)
+}
+
+/// Whom a checker trusts to attest time: the lawyer's `--tsa-cert` (each with the
+/// name it is shown by, its file's) and `--witness`.
+pub struct Attesters {
+    pub tsas: Vec<(String, TsaTrust)>,
+    pub witnesses: Vec<CosignatureVerifier>,
+}
+
+/// One outside party's word on a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// Uncertainty in milliseconds (a TSA's stated accuracy; 0 for a witness).
+    pub accuracy_ms: u64,
+    /// `TSA CN=... (trusted through FILE)` or `witness <name>`.
+    pub by: String,
+}
+
+impl Attestation {
+    /// The earliest the party's moment can have been: its time less its accuracy.
+    pub fn earliest(&self) -> u64 {
+        self.time.saturating_sub(self.accuracy_ms.div_ceil(1000))
+    }
+
+    /// The latest the party's moment can have been: its time plus its accuracy.
+    pub fn latest(&self) -> u64 {
+        self.time.saturating_add(self.accuracy_ms.div_ceil(1000))
+    }
+}
+
+/// What the checks found for one attested checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct AttestedCheckpoint {
+    pub size: u64,
+    /// Every attestation that verified with a trusted party.
+    pub attestations: Vec<Attestation>,
+    /// Files present but not counted, and why (an untrusted TSA, a bad token...).
+    pub refused: Vec<String>,
+}
+
+/// A leaf's time bracket: the attested checkpoints around it, each already checked
+/// and tied to the checkpoint that proves the leaf.
+#[derive(Debug, Clone, Default)]
+pub struct Bracket {
+    pub before: Option<AttestedCheckpoint>,
+    pub after: Option<AttestedCheckpoint>,
+    /// What a reader should know is missing or was refused.
+    pub missing: Vec<String>,
+}
+
+impl Bracket {
+    /// The first outside party to see the checkpoint without the leaf, and the moment
+    /// (its time less its accuracy). The first, not the last: anyone can have a
+    /// checkpoint stamped again later, which says nothing about when the leaf came.
+    pub fn not_before(&self) -> Option<(u64, &Attestation)> {
+        let first = self.before.as_ref()?.attestations.iter().min_by_key(|a| a.earliest())?;
+        Some((first.earliest(), first))
+    }
+
+    /// The first outside party to see a checkpoint holding the leaf, and the moment by
+    /// which it existed (its time plus its accuracy).
+    pub fn not_after(&self) -> Option<(u64, &Attestation)> {
+        let first = self.after.as_ref()?.attestations.iter().min_by_key(|a| a.latest())?;
+        Some((first.latest(), first))
+    }
+}
+
+/// The attestations in a package (its `attestations/` members by name), readable for
+/// any of its leaves.
+pub struct PackageAttestations<'a> {
+    members: &'a BTreeMap<String, Vec<u8>>,
+    server_key: &'a VerifierKey,
+    attesters: &'a Attesters,
+    /// What `check` found, by (attested size, head size).
+    checked: std::cell::RefCell<BTreeMap<(u64, u64), Result<AttestedCheckpoint, LogError>>>,
+}
+
+impl<'a> PackageAttestations<'a> {
+    pub fn new(
+        members: &'a BTreeMap<String, Vec<u8>>,
+        server_key: &'a VerifierKey,
+        attesters: &'a Attesters,
+    ) -> PackageAttestations<'a> {
+        PackageAttestations { members, server_key, attesters, checked: Default::default() }
+    }
+
+    /// The sizes of every attested checkpoint the package carries, ascending.
+    fn sizes(&self) -> Vec<u64> {
+        let mut sizes: Vec<u64> = self
+            .members
+            .keys()
+            .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
+            .filter_map(|size| size.parse().ok())
+            .collect();
+        sizes.sort_unstable();
+        sizes
+    }
+
+    /// The bracket of leaf `index`, proven in the tree `head`: each bound is the
+    /// nearest attested checkpoint on its side that is signed by the server, tied to
+    /// `head` by a consistency proof, and attested by at least one trusted party.
+    pub fn bracket(&self, index: u64, head: &Checkpoint) -> Bracket {
+        let sizes = self.sizes();
+        let mut bracket = Bracket::default();
+        let below = sizes.iter().rev().filter(|&&s| s <= index);
+        let above = sizes.iter().filter(|&&s| s > index);
+        for (side, candidates) in [(false, below.collect::<Vec<_>>()), (true, above.collect())] {
+            let mut found = None;
+            for &size in candidates {
+                match self.checked(size, head) {
+                    Ok(checked) => {
+                        for why in &checked.refused {
+                            bracket.missing.push(format!("checkpoint {size}: refused {why}"));
+                        }
+                        if checked.attestations.is_empty() {
+                            bracket.missing.push(format!(
+                                "the checkpoint of size {size} is attested by no party you trust"
+                            ));
+                        } else {
+                            found = Some(checked);
+                            break;
+                        }
+                    }
+                    Err(why) => bracket.missing.push(format!("attestation {size}: {why}")),
+                }
+            }
+            match (side, &found) {
+                (false, None) => bracket.missing.push(
+                    "no attested checkpoint before it: when it was received is bounded below \
+                     only by the server's clock"
+                        .into(),
+                ),
+                (true, None) => bracket.missing.push(
+                    "no attested checkpoint holds it: that it existed by a given time rests on \
+                     the server's clock alone"
+                        .into(),
+                ),
+                _ => {}
+            }
+            if side {
+                bracket.after = found;
+            } else {
+                bracket.before = found;
+            }
+        }
+        bracket
+    }
+
+    /// `check`, once per size for the whole package.
+    fn checked(&self, size: u64, head: &Checkpoint) -> Result<AttestedCheckpoint, LogError> {
+        let key = (size, head.size);
+        if let Some(done) = self.checked.borrow().get(&key) {
+            return done.clone();
+        }
+        let done = self.check(size, head);
+        self.checked.borrow_mut().insert(key, done.clone());
+        done
+    }
+
+    /// Checks one attested checkpoint: its server signature, its tie to `head`, and
+    /// every token and cosignature carried for it.
+    fn check(&self, size: u64, head: &Checkpoint) -> Result<AttestedCheckpoint, LogError> {
+        let note = self
+            .members
+            .get(&checkpoint_member(size))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| LogError::Checkpoint("not UTF-8".into()))?;
+        let checkpoint = Checkpoint::verify(note, self.server_key)?;
+        if checkpoint.size != size {
+            return Err(LogError::Checkpoint(format!("its note says size {}", checkpoint.size)));
+        }
+        self.tie(&checkpoint, head)?;
+        let mut checked = AttestedCheckpoint { size, ..Default::default() };
+        let token_prefix = format!("{ATTESTATIONS_DIR}{size}.");
+        let tokens = self.members.iter().filter_map(|(name, token)| {
+            Some((name.strip_prefix(&token_prefix)?.strip_suffix(".tsr")?, token))
+        });
+        for (tsa, token) in tokens {
+            match self.timestamp(token, note.as_bytes()) {
+                Ok((stamp, anchor)) => checked.attestations.push(Attestation {
+                    time: stamp.time,
+                    accuracy_ms: stamp.accuracy_ms,
+                    by: format!("TSA {} (trusted through {anchor})", stamp.tsa),
+                }),
+                Err(why) => checked.refused.push(format!("{size}.{tsa}.tsr: {why}")),
+            }
+        }
+        if let Some(cosigned) = self.members.get(&cosigned_member(size)) {
+            let text = std::str::from_utf8(cosigned).unwrap_or("");
+            let Some(lines) = text.strip_prefix(note) else {
+                checked.refused.push("cosigned: not this checkpoint's note".into());
+                return Ok(checked);
+            };
+            let body = &note[..=note.find("\n\n").expect("a verified note has a blank line")];
+            for line in lines.lines() {
+                let verified = self
+                    .attesters
+                    .witnesses
+                    .iter()
+                    .find_map(|w| w.verify(body, line).ok().map(|time| (w, time)));
+                match verified {
+                    Some((witness, time)) => checked.attestations.push(Attestation {
+                        time,
+                        accuracy_ms: 0,
+                        by: format!("witness {}", witness.name),
+                    }),
+                    None => checked.refused.push(
+                        "a cosignature line by a witness you did not name, or that does not \
+                         verify"
+                            .into(),
+                    ),
+                }
+            }
+        }
+        Ok(checked)
+    }
+
+    /// A token, checked against each trusted TSA anchor in turn; with the label of the
+    /// anchor that holds.
+    fn timestamp(&self, token: &[u8], note: &[u8]) -> Result<(Timestamp, String), TimestampError> {
+        let mut last = TimestampError::Untrusted("no --tsa-cert given".into());
+        for (label, trust) in &self.attesters.tsas {
+            match check_token(token, note, None, trust) {
+                Ok(stamp) => return Ok((stamp, label.clone())),
+                Err(why) => last = why,
+            }
+        }
+        Err(last)
+    }
+
+    /// That `checkpoint` and `head` are views of one log: the same tree when the sizes
+    /// match, else a consistency proof from the smaller to the larger.
+    fn tie(&self, checkpoint: &Checkpoint, head: &Checkpoint) -> Result<(), LogError> {
+        let (old, new) =
+            if checkpoint.size <= head.size { (checkpoint, head) } else { (head, checkpoint) };
+        if old.size == new.size {
+            return merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &[]);
+        }
+        let proof = self.members.get(&consistency_member(old.size, new.size)).ok_or_else(|| {
+            LogError::Proof(format!("no consistency proof from {} to {}", old.size, new.size))
+        })?;
+        let lines: Vec<String> =
+            String::from_utf8_lossy(proof).lines().map(str::to_string).collect();
+        let proof: Vec<Hash> = decode_hashes(&lines)?;
+        merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &proof)
+    }
+}
+
+/// From a package's attestation files (`members`, by name), those a package proving
+/// `leaves` in the tree of `head_size` needs: the bracketing checkpoints' files and
+/// their consistency proofs to `head_size`.
+pub fn select_members(
+    members: &BTreeMap<String, Vec<u8>>,
+    leaves: impl IntoIterator<Item = u64>,
+    head_size: u64,
+) -> Vec<(String, Vec<u8>)> {
+    let mut sizes: Vec<u64> = members
+        .keys()
+        .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
+        .filter_map(|size| size.parse().ok())
+        .filter(|&size| size <= head_size)
+        .collect();
+    sizes.sort_unstable();
+    let mut chosen = BTreeSet::new();
+    for leaf in leaves {
+        let split = sizes.partition_point(|&s| s <= leaf);
+        chosen.extend(split.checked_sub(1).map(|i| sizes[i]));
+        chosen.extend(sizes.get(split).copied());
+    }
+    members
+        .iter()
+        .filter(|(name, _)| {
+            let rest = name.strip_prefix(ATTESTATIONS_DIR).unwrap_or("");
+            chosen.iter().any(|size| {
+                let own = rest.strip_prefix(&size.to_string()).is_some_and(|r| r.starts_with('.'));
+                own || rest == format!("{size}-{head_size}.consistency")
+            })
+        })
+        .map(|(name, bytes)| (name.clone(), bytes.clone()))
+        .collect()
+}
