@@ -237,7 +237,7 @@ fn serve_connection(
                 .into_iter()
                 .map(|(name, stamped)| TsaStatus { name, stamped })
                 .collect();
-            let attested_size = store.attested()?.last().map_or(0, |a| a.size);
+            let attested_size = store.newest_attested()?.map_or(0, |a| a.size);
             answer(
                 &mut writer,
                 &ServerStatus { store: status, intake, witnesses, timestamping, attested_size },

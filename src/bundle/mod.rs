@@ -86,6 +86,14 @@ impl Opened {
         }
     }
 
+    /// The attestation files it carries (none for a sealed file).
+    pub fn attestations(&self) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        match self {
+            Opened::Export(bundle) => bundle.attestations(),
+            Opened::Sealed(_) => Ok(std::collections::BTreeMap::new()),
+        }
+    }
+
     /// The server log evidence; none for a sealed file.
     pub fn log(&self) -> Option<&BundleLog> {
         match self {
@@ -356,6 +364,10 @@ impl Package {
                 names.len()
             )));
         }
+        let total: u64 = names.iter().map(|name| self.member_len(name).unwrap_or(0)).sum();
+        if total > MAX_ATTESTATION_TOTAL_BYTES {
+            return Err(io::Error::other(format!("{total} bytes of attestation files")));
+        }
         for name in names {
             if self.member_len(name).unwrap_or(0) > MAX_ATTESTATION_BYTES {
                 return Err(io::Error::other(format!("{name} is too large")));
@@ -392,9 +404,12 @@ pub fn is_attestation_member(name: &str) -> bool {
 
 /// The largest attestation file a package may carry: a token with its chain.
 const MAX_ATTESTATION_BYTES: u64 = crate::log::timestamp::MAX_RESPONSE_BYTES as u64;
-/// At most this many attestation files: a few per checkpoint bracketing each of a
-/// package's submissions, with room to spare (at most 256 MiB read).
-const MAX_ATTESTATION_FILES: usize = 4096;
+/// At most this many attestation files, and bytes in all: a few files of a few KiB per
+/// checkpoint bracketing each of a package's submissions (an `export --all` of years
+/// of intake at the default interval stays well below), so a crafted package cannot
+/// fill a laptop's memory.
+const MAX_ATTESTATION_FILES: usize = 65_536;
+const MAX_ATTESTATION_TOTAL_BYTES: u64 = 256 << 20;
 
 /// `objects/<64 hex>.age`, the name of a stored object in a tar.
 pub fn object_member(id: &ObjectId) -> String {

@@ -273,6 +273,10 @@ struct CaseView {
 struct ReceivedItem {
     received_at: String,
     files: usize,
+    /// Its receipt as JSON, offered as a download; with the attested checkpoint once
+    /// outside parties attested one holding it.
+    receipt: String,
+    attested: bool,
 }
 
 /// Reseals every reply of a just-upgraded case that opens with its old key to its new
@@ -330,11 +334,33 @@ fn read_replies(store: &Store, opened: &OpenedCase) -> std::io::Result<Vec<Shown
 }
 
 fn case_items(store: &Store, case: &str) -> std::io::Result<Vec<ReceivedItem>> {
-    Ok(store
+    let mut items = Vec::new();
+    for (record, receipt) in case_receipts(store, case)? {
+        items.push(ReceivedItem {
+            received_at: record.received_at,
+            files: record.attachments.len(),
+            attested: receipt.as_ref().is_some_and(|r| r.attested.is_some()),
+            receipt: receipt
+                .map(|r| serde_json::to_string(&r).unwrap_or_default())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(items)
+}
+
+/// Every submission of a case with its receipt (attested once it can be).
+fn case_receipts(
+    store: &Store,
+    case: &str,
+) -> std::io::Result<Vec<(crate::record::SubmissionRecord, Option<crate::log::Receipt>)>> {
+    store
         .case_submissions(case)?
         .into_iter()
-        .map(|r| ReceivedItem { received_at: r.received_at, files: r.attachments.len() })
-        .collect())
+        .map(|record| {
+            let receipt = store.attested_receipt(&record)?;
+            Ok((record, receipt))
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -532,6 +558,10 @@ struct FollowUpAnswer {
     case: String,
     replies: Vec<ShownReply>,
     submissions: usize,
+    /// A receipt for each submission, oldest first, with the attested checkpoint once
+    /// outside parties attested one holding it: what a survivor keeps that does not
+    /// rest on the server.
+    receipts: Vec<crate::log::Receipt>,
 }
 
 /// `POST /api/v1/followup`: `{"codename"}` gives the case, its replies and how many
@@ -552,14 +582,17 @@ async fn api_open(
     let case = opened.case.case.clone();
     let result = upload::blocking(move || {
         let replies = read_replies(&store, &opened)?;
-        let submissions = store.case_submissions(&opened.case.case)?.len();
-        Ok((replies, submissions))
+        let receipts = case_receipts(&store, &opened.case.case)?;
+        Ok((replies, receipts))
     })
     .await;
     match result {
-        Ok((replies, submissions)) => {
-            HttpResponse::Ok().json(FollowUpAnswer { case, replies, submissions })
-        }
+        Ok((replies, receipts)) => HttpResponse::Ok().json(FollowUpAnswer {
+            case,
+            replies,
+            submissions: receipts.len(),
+            receipts: receipts.into_iter().filter_map(|(_, receipt)| receipt).collect(),
+        }),
         Err(e) => api::error_response(&intake, e),
     }
 }

@@ -15,6 +15,10 @@ use zeroize::Zeroizing;
 
 const STYLESHEET: &str = include_str!("templates/amanat.css");
 
+/// The largest receipt form echoed back as a file: a few TSAs' tokens of at most 64 KiB
+/// each, base64 and then form-encoded.
+const RECEIPT_FORM_BYTES: usize = 2 * 1024 * 1024;
+
 /// The sections of the form with (or without) a required question, in order.
 fn sections(required: bool) -> Vec<&'static Section> {
     SECTIONS.iter().filter(|s| s.required() == required).collect()
@@ -22,7 +26,13 @@ fn sections(required: bool) -> Vec<&'static Section> {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/amanat.css", web::get().to(stylesheet))
-        .route("/receipt", web::post().to(download_receipt))
+        .service(
+            web::resource("/receipt")
+                // A receipt with its attested checkpoint carries each TSA's token and
+                // certificate chain: more than the default 16 KiB, still small.
+                .app_data(web::FormConfig::default().limit(RECEIPT_FORM_BYTES))
+                .route(web::post().to(download_receipt)),
+        )
         // Bare paths pick the language from Accept-Language (read, never logged).
         .route("/", web::get().to(to_language))
         .route("/submit", web::get().to(to_language))
@@ -280,13 +290,37 @@ struct ReceiptForm {
 }
 
 /// Hands the receipt on the page back as a file: the server keeps nothing to answer
-/// this, and only a well-formed receipt is echoed.
+/// this, and echoes only a receipt it signed itself (its inclusion under this server's
+/// key, and its attested part's), from its own pages.
 async fn download_receipt(
+    req: HttpRequest,
     intake: web::Data<Intake>,
     form: Result<web::Form<ReceiptForm>, actix_web::Error>,
 ) -> HttpResponse {
-    let receipt =
-        form.ok().and_then(|f| serde_json::from_str::<crate::log::Receipt>(&f.receipt).ok());
+    // Another site must not make a survivor's browser save a file of its choosing
+    // under our name.
+    if !super::followup::same_origin(&req) {
+        return error_page(&intake, Lang::En, IntakeError::CrossSite, None);
+    }
+    let key = intake.store.verifier_key();
+    let receipt = form
+        .ok()
+        .and_then(|f| serde_json::from_str::<crate::log::Receipt>(&f.receipt).ok())
+        .filter(|r| crate::record::is_submission_id(&r.submission))
+        .filter(|r| r.verify_standalone(&key).is_ok())
+        .filter(|r| {
+            r.attested.as_ref().is_none_or(|a| {
+                crate::log::Checkpoint::verify(&a.checkpoint, &key).is_ok_and(|head| {
+                    crate::log::check_inclusion_of(
+                        r.leaf.as_bytes(),
+                        r.leaf_index,
+                        &a.inclusion_proof,
+                        &head,
+                    )
+                    .is_ok()
+                })
+            })
+        });
     match receipt {
         Some(receipt) => HttpResponse::Ok()
             .content_type("application/json")
@@ -294,7 +328,7 @@ async fn download_receipt(
                 "Content-Disposition",
                 format!(
                     "attachment; filename=\"amanat-receipt-{}.json\"",
-                    &receipt.submission.get(..8).unwrap_or("")
+                    &receipt.submission[..8]
                 ),
             ))
             .body(serde_json::to_string_pretty(&receipt).unwrap_or_default()),

@@ -54,10 +54,101 @@ impl Attested {
     }
 }
 
+/// A receipt's attested part: the first attested checkpoint holding its leaf.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestedReceipt {
+    /// The signed note, exactly as stamped and cosigned.
+    pub checkpoint: String,
+    /// The leaf's inclusion proof in it (base64, leaf to root).
+    pub inclusion_proof: Vec<String>,
+    /// TSA name -> base64 DER TimeStampResp over `checkpoint`.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+    /// The witnesses' cosignature lines over it.
+    #[serde(default)]
+    pub cosignatures: Vec<String>,
+}
+
+impl AttestedReceipt {
+    /// The attested checkpoint `after` (one holding leaf `index`) with the leaf's
+    /// inclusion proof in it.
+    pub fn of(
+        after: &Attested,
+        index: u64,
+        nodes: &impl NodeSource,
+    ) -> io::Result<AttestedReceipt> {
+        let proof = merkle::inclusion_proof(nodes, index, after.size)?;
+        Ok(AttestedReceipt {
+            checkpoint: after.checkpoint.clone(),
+            inclusion_proof: encode_hashes(&proof),
+            tokens: after.tokens.clone(),
+            cosignatures: after.cosignatures.values().cloned().collect(),
+        })
+    }
+
+    /// The same, as the files a package would carry (`attestations/`), for the one
+    /// reading in `PackageAttestations`. Undecodable tokens are left for it to refuse.
+    pub fn members(&self, size: u64) -> BTreeMap<String, Vec<u8>> {
+        let mut members = BTreeMap::new();
+        members.insert(checkpoint_member(size), self.checkpoint.clone().into_bytes());
+        for (tsa, token) in &self.tokens {
+            if is_attester_name(tsa) {
+                members.insert(token_member(size, tsa), B64.decode(token).unwrap_or_default());
+            }
+        }
+        if !self.cosignatures.is_empty() {
+            let mut note = self.checkpoint.clone();
+            for line in &self.cosignatures {
+                note.push_str(line);
+                note.push('\n');
+            }
+            members.insert(cosigned_member(size), note.into_bytes());
+        }
+        members
+    }
+}
+
+/// The attested checkpoints among a package's files that the server signed and that
+/// a consistency proof ties to `head`: (size, root). A file that is not the server's,
+/// or has no proof, claims nothing and is passed over (`verify` names it); a
+/// server-signed checkpoint whose proof fails is a fork, and an error.
+pub fn attested_heads(
+    members: &BTreeMap<String, Vec<u8>>,
+    key: &VerifierKey,
+    head: &Checkpoint,
+) -> Result<Vec<(u64, Hash)>, LogError> {
+    let none = Attesters { tsas: Vec::new(), witnesses: Vec::new() };
+    let package = PackageAttestations::new(members, key, &none);
+    let mut heads = Vec::new();
+    for size in package.sizes() {
+        let Ok(checkpoint) = package.note(size).and_then(|note| Checkpoint::verify(note, key))
+        else {
+            continue;
+        };
+        let (old, new) = (size.min(head.size), size.max(head.size));
+        if checkpoint.size != size
+            || (old != new && !members.contains_key(&consistency_member(old, new)))
+        {
+            continue;
+        }
+        package.tie(&checkpoint, head).map_err(|e| {
+            LogError::Forked(format!("the server-signed checkpoint of size {size}: {e}"))
+        })?;
+        heads.push((size, checkpoint.root));
+    }
+    Ok(heads)
+}
+
 /// A TSA's or witness's short name, safe in a file name.
 pub fn is_attester_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A size as a file name writes it: decimal, no leading zero (`05` is no size).
+fn canonical_size(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().filter(|size| size.to_string() == text)
 }
 
 fn checkpoint_member(size: u64) -> String {
@@ -76,31 +167,15 @@ fn consistency_member(old: u64, new: u64) -> String {
     format!("{ATTESTATIONS_DIR}{old}-{new}.consistency")
 }
 
-/// The attested checkpoints that bracket leaf `index` in `attested` (sorted by size):
-/// the latest of size <= index (the log did not hold it yet) and the earliest of size
-/// > index (it held it), either absent when none was attested.
-pub fn bracketing(attested: &[Attested], index: u64) -> (Option<&Attested>, Option<&Attested>) {
-    let split = attested.partition_point(|a| a.size <= index);
-    (split.checked_sub(1).map(|i| &attested[i]), attested.get(split))
-}
-
-/// The package files for the attestations bracketing each of `leaves`, tied by
-/// consistency proofs to the tree of `size` (attestations of larger trees are left
-/// out: a later package carries them).
+/// The package files for `chosen` attested checkpoints (those bracketing a package's
+/// leaves, none larger than `size`), tied by consistency proofs to the tree of `size`.
 pub fn package_members(
-    attested: &[Attested],
-    leaves: impl IntoIterator<Item = u64>,
+    chosen: &[Attested],
     size: u64,
     nodes: &impl NodeSource,
 ) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let usable: Vec<Attested> = attested.iter().filter(|a| a.size <= size).cloned().collect();
-    let mut chosen = BTreeSet::new();
-    for leaf in leaves {
-        let (before, after) = bracketing(&usable, leaf);
-        chosen.extend(before.into_iter().chain(after).map(|a| a.size));
-    }
     let mut members = Vec::new();
-    for a in usable.iter().filter(|a| chosen.contains(&a.size)) {
+    for a in chosen.iter().filter(|a| a.size <= size) {
         members.push((checkpoint_member(a.size), a.checkpoint.clone().into_bytes()));
         for (tsa, token) in &a.tokens {
             let der = B64.decode(token).map_err(io::Error::other)?;
@@ -211,7 +286,7 @@ impl<'a> PackageAttestations<'a> {
             .members
             .keys()
             .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
-            .filter_map(|size| size.parse().ok())
+            .filter_map(canonical_size)
             .collect();
         sizes.sort_unstable();
         sizes
@@ -278,19 +353,30 @@ impl<'a> PackageAttestations<'a> {
         done
     }
 
-    /// Checks one attested checkpoint: its server signature, its tie to `head`, and
-    /// every token and cosignature carried for it.
-    fn check(&self, size: u64, head: &Checkpoint) -> Result<AttestedCheckpoint, LogError> {
-        let note = self
-            .members
-            .get(&checkpoint_member(size))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or_else(|| LogError::Checkpoint("not UTF-8".into()))?;
+    /// The attested checkpoint of `size`: signed by the server, of that size, and tied
+    /// to `head`.
+    fn tied(&self, size: u64, head: &Checkpoint) -> Result<Checkpoint, LogError> {
+        let note = self.note(size)?;
         let checkpoint = Checkpoint::verify(note, self.server_key)?;
         if checkpoint.size != size {
             return Err(LogError::Checkpoint(format!("its note says size {}", checkpoint.size)));
         }
         self.tie(&checkpoint, head)?;
+        Ok(checkpoint)
+    }
+
+    fn note(&self, size: u64) -> Result<&str, LogError> {
+        self.members
+            .get(&checkpoint_member(size))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| LogError::Checkpoint("not UTF-8".into()))
+    }
+
+    /// Checks one attested checkpoint: its server signature, its tie to `head`, and
+    /// every token and cosignature carried for it.
+    fn check(&self, size: u64, head: &Checkpoint) -> Result<AttestedCheckpoint, LogError> {
+        self.tied(size, head)?;
+        let note = self.note(size)?;
         let mut checked = AttestedCheckpoint { size, ..Default::default() };
         let token_prefix = format!("{ATTESTATIONS_DIR}{size}.");
         let tokens = self.members.iter().filter_map(|(name, token)| {
@@ -378,7 +464,7 @@ pub fn select_members(
     let mut sizes: Vec<u64> = members
         .keys()
         .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
-        .filter_map(|size| size.parse().ok())
+        .filter_map(canonical_size)
         .filter(|&size| size <= head_size)
         .collect();
     sizes.sort_unstable();

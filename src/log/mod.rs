@@ -305,6 +305,11 @@ pub struct Receipt {
     pub checkpoint: String,
     /// Base64 hashes, leaf to root (RFC 9162 PATH).
     pub inclusion_proof: Vec<String>,
+    /// Once outside parties attested a checkpoint holding the leaf: that checkpoint,
+    /// the leaf's inclusion in it and their tokens and cosignatures, so what the
+    /// survivor keeps shows the time without the server's word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested: Option<attested::AttestedReceipt>,
 }
 
 pub const RECEIPT_SCHEMA: &str = "amanat/receipt/v1";
@@ -327,6 +332,7 @@ impl Receipt {
             server_key: server_key.to_string(),
             checkpoint,
             inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            attested: None,
         }
     }
 

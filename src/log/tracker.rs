@@ -28,6 +28,11 @@ struct ServerState {
     key: String,
     /// Tree size -> base64 root, for every tree head proven so far.
     heads: BTreeMap<u64, String>,
+    /// Tree size -> base64 root of every attested checkpoint a bundle carried (signed
+    /// by the server, tied to that bundle's head): a later bundle whose checkpoints or
+    /// attestations give one of these sizes another root is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    attested: BTreeMap<u64, String>,
 }
 
 /// A bundle's checkpoint, checked against its own proofs and against this state.
@@ -70,6 +75,17 @@ impl ReviewState {
     /// Verifies the bundle's checkpoint and its consistency with every earlier export's
     /// and with everything this laptop verified before; records the new tree heads.
     pub fn check(&mut self, log: &BundleLog) -> Result<VerifiedLog, LogError> {
+        self.check_attested(log, &BTreeMap::new())
+    }
+
+    /// `check`, and the bundle's attested checkpoints (`attestations/` files by name):
+    /// each signed by the server and tied to the bundle's head, none giving a size
+    /// another root than this laptop saw for it before.
+    pub fn check_attested(
+        &mut self,
+        log: &BundleLog,
+        attestations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<VerifiedLog, LogError> {
         let key =
             log.server_key.parse::<VerifierKey>().map_err(|e| LogError::Key(e.to_string()))?;
         let checkpoint = Checkpoint::verify(&log.checkpoint, &key)?;
@@ -108,10 +124,31 @@ impl ReviewState {
             }
             check_against(&known.heads, &proven, checkpoint.size)?;
         }
+        let attested: BTreeMap<u64, String> =
+            super::attested::attested_heads(attestations, &key, &checkpoint)
+                .map_err(|e| {
+                    LogError::Forked(format!("its attestations do not agree with its own log: {e}"))
+                })?
+                .into_iter()
+                .map(|(size, root)| (size, B64.encode(root)))
+                .collect();
+        if let Some(known) = known {
+            let seen = known.heads.iter().chain(&known.attested);
+            for (size, root) in seen {
+                let now = proven.get(size).or_else(|| attested.get(size));
+                if now.is_some_and(|r| r != root) {
+                    return Err(LogError::Forked(format!(
+                        "ATTESTED HISTORY CONFLICTS: this server's tree of {size} entries had \
+                         another root in a bundle or attestation you verified before"
+                    )));
+                }
+            }
+        }
         let new_server = known.is_none();
         let server = self.servers.entry(key.name.clone()).or_default();
         server.key.clone_from(&log.server_key);
         server.heads.extend(proven);
+        server.attested.extend(attested);
         self.save().map_err(|e| {
             LogError::Tracker(format!("cannot record the verified checkpoint: {e}"))
         })?;

@@ -115,8 +115,10 @@ pub fn disclose(
     let mut bundles = Vec::new();
     for path in req.bundles {
         let bundle = Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let verified =
-            state.check(&bundle.index.log).map_err(|e| format!("{}: {e}", path.display()))?;
+        let attestations = bundle.attestations().map_err(|e| format!("{}: {e}", path.display()))?;
+        let verified = state
+            .check_attested(&bundle.index.log, &attestations)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         bundles.push((bundle, verified));
     }
     let mut server_key = None;
@@ -229,7 +231,12 @@ pub fn disclose(
         for (name, bytes) in
             crate::log::attested::select_members(&members, leaves, verified.checkpoint.size)
         {
-            attestations.entry(name).or_insert(bytes);
+            // The same checkpoint from two bundles: keep the copy with more witnesses'
+            // cosignatures (a later export may carry more).
+            let kept = attestations.entry(name).or_insert_with(Vec::new);
+            if bytes.len() > kept.len() {
+                *kept = bytes;
+            }
         }
     }
     let verify_txt = verify_text_with_attestations(&index, attestations.keys());

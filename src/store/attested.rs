@@ -4,9 +4,9 @@
 //! (`tsa/<name>`, `witness/<name>`), for `amanat status`.
 
 use super::Store;
-use crate::log::attested::Attested;
+use crate::log::attested::{Attested, AttestedReceipt};
 use crate::log::merkle::Hash;
-use crate::log::Checkpoint;
+use crate::log::{Checkpoint, LogLeaf, Receipt};
 use crate::record::SubmissionRecord;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -98,9 +98,15 @@ impl Store {
         self.index.meta_put(&key, &attested)
     }
 
-    /// Every attested checkpoint, by size.
-    pub fn attested(&self) -> io::Result<Vec<Attested>> {
-        Ok(self.index.meta_prefixed(ATTESTED)?.into_iter().map(|(_, a)| a).collect())
+    /// The attested checkpoints around leaf `index`: the latest of size <= index and the
+    /// first of size > index (two lookups, however long the history).
+    pub fn attested_around(&self, index: u64) -> io::Result<(Option<Attested>, Option<Attested>)> {
+        self.index.meta_around(ATTESTED, &format!("{ATTESTED}{index:020}"))
+    }
+
+    /// The newest attested checkpoint, if any.
+    pub fn newest_attested(&self) -> io::Result<Option<Attested>> {
+        Ok(self.index.meta_around(ATTESTED, &format!("{ATTESTED}{:020}", u64::MAX))?.0)
     }
 
     /// The package files for the attestations that bracket `records` in the tree of
@@ -110,8 +116,26 @@ impl Store {
         records: &[SubmissionRecord],
         size: u64,
     ) -> io::Result<Vec<(String, Vec<u8>)>> {
-        let leaves = records.iter().filter_map(|r| r.log_index);
-        crate::log::attested::package_members(&self.attested()?, leaves, size, &self.index)
+        let mut chosen = std::collections::BTreeMap::new();
+        for index in records.iter().filter_map(|r| r.log_index) {
+            let (before, after) = self.attested_around(index)?;
+            for attested in before.into_iter().chain(after).filter(|a| a.size <= size) {
+                chosen.entry(attested.size).or_insert(attested);
+            }
+        }
+        let chosen: Vec<Attested> = chosen.into_values().collect();
+        crate::log::attested::package_members(&chosen, size, &self.index)
+    }
+
+    /// A submission's receipt, with its attested part once outside parties attested a
+    /// checkpoint holding it.
+    pub fn attested_receipt(&self, record: &SubmissionRecord) -> io::Result<Option<Receipt>> {
+        let Some(index) = record.log_index else { return Ok(None) };
+        let mut receipt = self.receipt(&record.id, index, &LogLeaf::from(record))?;
+        let after = self.attested_around(index)?.1;
+        receipt.attested =
+            after.map(|a| AttestedReceipt::of(&a, index, &self.index)).transpose()?;
+        Ok(Some(receipt))
     }
 
     /// What a witness has cosigned of this log, by witness name.

@@ -94,10 +94,112 @@ fn a_lawyer_sees_each_submission_received_between_two_attested_moments() {
     assert!(printed.contains("tsa           test-tsa: stamped size"), "{printed}");
     assert!(!printed.contains("FAILED"), "{printed}");
 
+    // The survivor's receipt grows up: the follow-up page and API offer it with the
+    // first attested checkpoint holding the submission, and it verifies on its own.
+    let api = crate::followup::followup(&server, &sent.codename).json();
+    let receipt = &api["receipts"][0];
+    assert_eq!(receipt["submission"], sent.id.as_str());
+    assert!(receipt["attested"]["tokens"]["test-tsa"].is_string(), "{receipt:#}");
+    let page = crate::followup::form_post(
+        &server,
+        "/en/followup",
+        &format!("codename={}", crate::followup::urlencode(&sent.codename)),
+        None,
+    )
+    .text();
+    assert!(page.contains("Download (time confirmed by outside parties)"), "{page}");
+    let hidden = page.split("name=\"receipt\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let json = hidden
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#43;", "+")
+        .replace("&#47;", "/")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let downloaded = crate::followup::form_post(
+        &server,
+        "/receipt",
+        &format!("receipt={}", crate::followup::urlencode(&json)),
+        None,
+    );
+    assert_eq!(downloaded.status, 200, "{}", downloaded.text());
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, &downloaded.body).unwrap();
+    let (k1, k2) = (endpoints[0].1.clone(), endpoints[1].1.clone());
+    let ca = s(&tsa.ca_pem).to_string();
+    let verify_receipt = |extra: &[&str]| -> (bool, serde_json::Value) {
+        let mut args = vec!["verify", s(&receipt_file), "--json", "--server-key", &server_key];
+        args.extend(extra);
+        let out = amanat(&args);
+        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let (ok, report) = verify_receipt(&[
+        "--tsa-cert",
+        &ca,
+        "--witness",
+        &k1,
+        "--witness",
+        &k2,
+        "--require-witnesses",
+        "2",
+    ]);
+    assert!(ok, "{report:#}");
+    let time = &report["times"][0];
+    assert!(time["not_after"].as_u64().unwrap() + 2 >= sent_from, "{time:#}");
+    assert_eq!(time["not_after_by"].as_array().unwrap().len(), 3, "a TSA and two witnesses");
+    // The receipt file is unsigned: stripped of its attested part, it says so, and
+    // fails where witnesses are required.
+    let mut stripped: serde_json::Value = serde_json::from_slice(&downloaded.body).unwrap();
+    stripped.as_object_mut().unwrap().remove("attested");
+    std::fs::write(&receipt_file, serde_json::to_vec(&stripped).unwrap()).unwrap();
+    let (ok, report) = verify_receipt(&["--witness", &k1, "--require-witnesses", "1"]);
+    assert!(!ok);
+    assert!(report["times"][0]["missing"].to_string().contains("server's clock"), "{report:#}");
+    // The server echoes only receipts it signed: an edited one is not handed back.
+    let forged = json.replacen("\"leaf_index\":", "\"leaf_index\":1", 1);
+    let refused = crate::followup::form_post(
+        &server,
+        "/receipt",
+        &format!("receipt={}", crate::followup::urlencode(&forged)),
+        None,
+    );
+    assert_ne!(refused.status, 200);
+
     let bundle = dir.path().join("b.tar");
     export(&server, &bundle, false);
     let crate::disclose::Disclosed { package, custody_key, .. } =
         crate::disclose::disclose_case(dir.path(), &coalition, &bundle, &sent.id);
+
+    // A seizing party holding signing.key forks an attested checkpoint (same origin and
+    // key, another root): `open` refuses the bundle, since the fork is not the log
+    // the bundle's head extends.
+    let origin_name = origin.clone();
+    let key = amanat::keys::SigningKey::load_or_create(
+        &server.data_dir.join("signing.key"),
+        &origin_name,
+    )
+    .unwrap();
+    let fork = dir.path().join("forked.tar");
+    rewrite_tar(&bundle, &fork, |members| {
+        let (_, note) = members
+            .iter_mut()
+            .find(|(name, _)| name.ends_with(".checkpoint"))
+            .expect("the bundle carries attested checkpoints");
+        let size: u64 = String::from_utf8_lossy(note).lines().nth(1).unwrap().parse().unwrap();
+        let fork = amanat::log::Checkpoint { origin: origin_name.clone(), size, root: [7; 32] };
+        *note = fork.sign(&key).into_bytes();
+    });
+    let (ok, outcomes) = crate::review::open(
+        &[&fork],
+        &coalition.identity_files[0],
+        &dir.path().join("forked-cases"),
+    );
+    assert!(!ok);
+    let said = format!("{outcomes:?}");
+    assert!(said.contains("do not agree with its own log"), "{said}");
 
     // Stock tools: every token in the package passes `openssl ts -verify` over its
     // checkpoint file, as VERIFY.txt tells the lawyer.
@@ -133,8 +235,6 @@ fn a_lawyer_sees_each_submission_received_between_two_attested_moments() {
         let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
         (output.status.success(), report)
     };
-    let ca = s(&tsa.ca_pem).to_string();
-    let (k1, k2) = (endpoints[0].1.clone(), endpoints[1].1.clone());
     let all_trusted = [
         "--tsa-cert",
         ca.as_str(),
@@ -165,6 +265,11 @@ fn a_lawyer_sees_each_submission_received_between_two_attested_moments() {
         assert!(by.contains(&"witness tbilisi.example") && by.contains(&"witness vilnius.example"));
     }
     assert_eq!(time["missing"].as_array().unwrap().len(), 0, "{time:#}");
+    // Each file of the submission carries its bracket, in the JSON and report.txt.
+    for file in report["files"].as_array().unwrap() {
+        let attested = file["attested"].as_str().unwrap();
+        assert!(attested.starts_with("after 20") && attested.contains(" and by 20"), "{attested}");
+    }
 
     // Without naming any attester: it still verifies, and says the times rest on the
     // server's clock.
@@ -251,8 +356,9 @@ fn rand_suffix() -> String {
     N.fetch_add(1, Ordering::SeqCst).to_string()
 }
 
-/// A TSA that is down, answers garbage, or refuses for a whole run delays no survivor,
-/// is shown failing in `status`, and the next interval catches up once it stamps.
+/// A TSA that is down, answers garbage, or refuses, and both witnesses down for the
+/// whole run: every survivor is answered 201, `status` shows each failing, and the
+/// next interval catches up once the TSA stamps again.
 #[test]
 fn a_failing_tsa_refuses_or_delays_nothing_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,8 +367,18 @@ fn a_failing_tsa_refuses_or_delays_nothing_and_catches_up() {
     let tsa = TestTsa::new(dir.path(), "flaky", KeyKind::P256);
     let tsa_addr = tsa.serve();
     tsa.set_mode(TsaMode::Down);
+    // Both witnesses are down for the whole run: nothing listens where they should be.
+    let mut dead = Vec::new();
+    for name in ["dead-a.example", "dead-b.example"] {
+        let key_file = dir.path().join(format!("{name}.key"));
+        let out = amanat(&["witness", "keygen", "--name", name, "--out", s(&key_file)]);
+        assert!(out.status.success());
+        let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        dead.push((format!("http://{port}/"), key));
+    }
     let config = std::fs::read_to_string(&server.config).unwrap();
-    std::fs::write(&server.config, config + &attestation_config(&tsa, tsa_addr, &[])).unwrap();
+    std::fs::write(&server.config, config + &attestation_config(&tsa, tsa_addr, &dead)).unwrap();
     server.restart();
     let tsa_error = |server: &Server| {
         status(server)["timestamping"][0]["last_error"].as_str().map(str::to_string)
@@ -284,6 +400,11 @@ fn a_failing_tsa_refuses_or_delays_nothing_and_catches_up() {
     }
     let (attested, size) = attested_size(&server);
     assert!(attested < size);
+    let witnesses = status(&server)["witnesses"].clone();
+    assert!(
+        witnesses.as_array().unwrap().iter().all(|w| w["size"] == 0 && w["last_error"].is_string()),
+        "{witnesses:#}"
+    );
     tsa.set_mode(TsaMode::Stamp);
     wait_until("the TSA catches up", || {
         let (attested, size) = attested_size(&server);
@@ -382,4 +503,81 @@ fn attestation_goes_through_the_socks_proxy_by_name() {
     std::fs::write(&server.config, &config).unwrap();
     let out = amanat(&["--config", s(&server.config), "serve"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("socks5h"), "{out:?}");
+}
+
+/// A witness that answers what it should not: 422, 409 without a size, garbage under a
+/// 200, or nothing. Survivors are answered as before and `status` names each failure
+/// in fixed words, never the witness's text.
+#[test]
+fn a_misbehaving_witness_is_named_in_status_and_delays_no_one() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let mut server = Server::start(dir.path(), &coalition, "");
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let said = answer.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = said.lock().unwrap().clone();
+            if !answer.is_empty() {
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        }
+    });
+    // A well-formed cosignature key for the misbehaving witness, made by keygen.
+    let home = dir.path().join("w");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = amanat(&["witness", "keygen", "--name", "w.example", "--out", s(&home.join("k"))]);
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let config = std::fs::read_to_string(&server.config).unwrap()
+        + &format!(
+            "\n[attestation]\ninterval_secs = 1\n[[attestation.witness]]\nurl = \"http://{addr}/\"\n\
+             key = \"{key}\"\n"
+        );
+    std::fs::write(&server.config, config).unwrap();
+    server.restart();
+    let witness_error =
+        |server: &Server| status(server)["witnesses"][0]["last_error"].as_str().map(str::to_string);
+    let reply = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (said, word) in [
+        (reply("422 Unprocessable Entity", "\u{1b}[31mforked!\n"), "refused: status 422"),
+        (reply("409 Conflict", "not a number\n"), "bad_answer"),
+        (reply("200 OK", "\u{2014} w.example AAAA\n"), "bad_cosignature"),
+        (String::new(), "un"),
+    ] {
+        *answer.lock().unwrap() = said;
+        for _ in 0..2 {
+            normal_submission_works(&server);
+        }
+        wait_until(&format!("status names the witness's failure ({word})"), || {
+            witness_error(&server).is_some_and(|e| e.contains(word))
+        });
+        let error = witness_error(&server).unwrap();
+        assert!(!error.contains("forked") && !error.contains('\u{1b}'), "{error}");
+    }
+    let printed = amanat(&["status", "--data-dir", s(&server.data_dir)]);
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("LAST REQUEST FAILED"));
+    assert!(!server.logs().contains("forked"));
 }

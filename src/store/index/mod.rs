@@ -158,6 +158,36 @@ impl Index {
         self.make_durable()
     }
 
+    /// The `meta` values under `prefix` nearest `key` on each side: the last at or
+    /// before it and the first after it (keys compare as bytes).
+    pub(super) fn meta_around<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        key: &str,
+    ) -> io::Result<(Option<T>, Option<T>)> {
+        let parse =
+            |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| -> io::Result<Option<T>> {
+                match item.transpose().map_err(sled_io)? {
+                    Some((k, v)) if k.starts_with(prefix.as_bytes()) => {
+                        serde_json::from_slice(&v).map(Some).map_err(io::Error::other)
+                    }
+                    _ => Ok(None),
+                }
+            };
+        let before = parse(self.meta.range(prefix.as_bytes()..=key.as_bytes()).next_back())?;
+        let after = {
+            let mut above = self.meta.range(key.as_bytes()..);
+            let mut first = above.next();
+            if let Some(Ok((k, _))) = &first {
+                if k.as_ref() == key.as_bytes() {
+                    first = above.next();
+                }
+            }
+            parse(first)?
+        };
+        Ok((before, after))
+    }
+
     /// Every `meta` value whose key begins with `prefix`, by key.
     pub(super) fn meta_prefixed<T: serde::de::DeserializeOwned>(
         &self,
