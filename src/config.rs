@@ -33,7 +33,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Attestation {
-    /// Attest the newest checkpoint this often, when the log grew.
+    /// Attest the newest checkpoint this often, when the log grew (and once a day
+    /// regardless).
     pub interval_secs: u64,
     /// A SOCKS5 proxy that resolves names itself (`socks5h://` to a loopback address,
     /// Tor's SocksPort), through which every TSA and witness is reached: then their

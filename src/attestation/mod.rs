@@ -191,8 +191,16 @@ fn internal(e: impl std::fmt::Display) -> AskError {
     AskError::Internal
 }
 
+/// Whether an attester that holds `held` (last asked in hour `last`) is to be asked
+/// about the checkpoint at `size`: when the log grew past what it holds, and once a day
+/// regardless (`day_ago`: this time yesterday), so that a quiet log still shows, in
+/// status and to the attester, that attestation works.
+fn due(held: u64, size: u64, last: Option<&str>, day_ago: &str) -> bool {
+    size > 0 && (held < size || last.is_some_and(|at| at < day_ago))
+}
+
 /// One round with one TSA: a token over the checkpoint at `size`, if it has not
-/// stamped that size yet. Returns whether the TSA is in order.
+/// stamped that size yet (or not for a day). Returns whether the TSA is in order.
 fn stamp(store: &Store, agent: &ureq::Agent, tsa: &Tsa, size: u64) -> bool {
     let stamped = store.stamped().map(|all| all.into_iter().find(|(n, _)| *n == tsa.name));
     let mut state = match stamped {
@@ -202,7 +210,7 @@ fn stamp(store: &Store, agent: &ureq::Agent, tsa: &Tsa, size: u64) -> bool {
             return false;
         }
     };
-    if size == 0 || state.size >= size {
+    if !due(state.size, size, state.stamped_at.as_deref(), &Hour::cutoff_days_ago(1)) {
         return true;
     }
     let outcome = (|| {
@@ -262,7 +270,9 @@ fn attest(store: &Store, agent: &ureq::Agent, witness: &Witness, size: u64) -> b
             return false;
         }
     };
-    let outcome = ask(store, agent, witness, state.size, size, false).and_then(|answer| {
+    let daily = state.size >= size
+        && due(state.size, size, state.cosigned_at.as_deref(), &Hour::cutoff_days_ago(1));
+    let outcome = ask(store, agent, witness, state.size, size, daily).and_then(|answer| {
         match answer {
             // The witness holds another size than we thought (it was restored, or
             // another server of ours asked it): prove from there, once.
@@ -362,5 +372,25 @@ fn ask(
         }
         409 => answer.trim_end().parse().map(Answer::Conflict).map_err(|_| AskError::BadAnswer),
         other => Err(AskError::Refused(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn an_attester_is_asked_when_the_log_grew_and_daily_regardless() {
+        let yesterday = "2026-12-01T06:00:00Z";
+        // Nothing to attest in an empty log.
+        assert!(!due(0, 0, None, yesterday));
+        // The log grew past what it holds, whenever it was last asked.
+        assert!(due(0, 3, None, yesterday));
+        assert!(due(3, 4, Some("2026-12-02T05:00:00Z"), yesterday));
+        // Up to date and asked within the day: not again.
+        assert!(!due(4, 4, Some("2026-12-02T05:00:00Z"), yesterday));
+        assert!(!due(4, 4, Some(yesterday), yesterday));
+        // Up to date but last asked over a day ago: again, on the same checkpoint.
+        assert!(due(4, 4, Some("2026-12-01T05:00:00Z"), yesterday));
     }
 }
