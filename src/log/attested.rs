@@ -45,13 +45,18 @@ pub struct Attested {
 impl Attested {
     /// The note with every witness's cosignature line: `<size>.cosigned`.
     pub fn cosigned(&self) -> String {
-        let mut note = self.checkpoint.clone();
-        for line in self.cosignatures.values() {
-            note.push_str(line);
-            note.push('\n');
-        }
-        note
+        cosigned_note(&self.checkpoint, self.cosignatures.values())
     }
+}
+
+/// A signed note followed by cosignature lines, one a line.
+fn cosigned_note<'a>(note: &str, lines: impl IntoIterator<Item = &'a String>) -> String {
+    let mut note = note.to_string();
+    for line in lines {
+        note.push_str(line);
+        note.push('\n');
+    }
+    note
 }
 
 /// A receipt's attested part: the first attested checkpoint holding its leaf.
@@ -98,11 +103,7 @@ impl AttestedReceipt {
             }
         }
         if !self.cosignatures.is_empty() {
-            let mut note = self.checkpoint.clone();
-            for line in &self.cosignatures {
-                note.push_str(line);
-                note.push('\n');
-            }
+            let note = cosigned_note(&self.checkpoint, &self.cosignatures);
             members.insert(cosigned_member(size), note.into_bytes());
         }
         members
@@ -144,6 +145,18 @@ pub fn attested_heads(
 pub fn is_attester_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The sizes of every `<size>.checkpoint` among package files, ascending (the
+/// files' map is sorted by name, not by number).
+fn checkpoint_sizes(members: &BTreeMap<String, Vec<u8>>) -> Vec<u64> {
+    let mut sizes: Vec<u64> = members
+        .keys()
+        .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
+        .filter_map(canonical_size)
+        .collect();
+    sizes.sort_unstable();
+    sizes
 }
 
 /// A size as a file name writes it: decimal, no leading zero (`05` is no size).
@@ -282,14 +295,7 @@ impl<'a> PackageAttestations<'a> {
 
     /// The sizes of every attested checkpoint the package carries, ascending.
     fn sizes(&self) -> Vec<u64> {
-        let mut sizes: Vec<u64> = self
-            .members
-            .keys()
-            .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
-            .filter_map(canonical_size)
-            .collect();
-        sizes.sort_unstable();
-        sizes
+        checkpoint_sizes(self.members)
     }
 
     /// The bracket of leaf `index`, proven in the tree `head`: each bound is the
@@ -461,13 +467,8 @@ pub fn select_members(
     leaves: impl IntoIterator<Item = u64>,
     head_size: u64,
 ) -> Vec<(String, Vec<u8>)> {
-    let mut sizes: Vec<u64> = members
-        .keys()
-        .filter_map(|name| name.strip_prefix(ATTESTATIONS_DIR)?.strip_suffix(".checkpoint"))
-        .filter_map(canonical_size)
-        .filter(|&size| size <= head_size)
-        .collect();
-    sizes.sort_unstable();
+    let mut sizes = checkpoint_sizes(members);
+    sizes.retain(|&size| size <= head_size);
     let mut chosen = BTreeSet::new();
     for leaf in leaves {
         let split = sizes.partition_point(|&s| s <= leaf);
