@@ -26,6 +26,68 @@ pub struct Config {
     pub limits: Limits,
     pub replies: Replies,
     pub attestation: Attestation,
+    /// S3-compatible object stores (Garage nodes run by partners) that hold a copy of
+    /// every object and an encrypted, signed journal of the intake.
+    #[serde(rename = "replicas")]
+    pub replicas: Vec<ReplicaEndpoint>,
+    pub replication: Replication,
+}
+
+/// One `[[replicas]]`: a bucket on an S3-compatible store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaEndpoint {
+    /// A short name (lowercase letters, digits, dashes): in `amanat status` and on the
+    /// command line.
+    pub name: String,
+    /// The store's S3 endpoint, e.g. `http://127.0.0.1:3900` (a local tunnel to a
+    /// partner's onion service), or any http(s):// address reached through
+    /// `replication.proxy`.
+    pub endpoint: String,
+    /// The S3 region the store expects (`garage` for Garage's default).
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    /// A file (0600) holding the secret access key: never in this file, never logged.
+    pub secret_access_key_file: PathBuf,
+}
+
+/// How replication runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replication {
+    /// `local`: a submission is acknowledged once durable here; `replicated`: once also
+    /// in at least `min_replicas` replicas (or the deadline passed, said plainly).
+    pub ack: AckPolicy,
+    pub min_replicas: usize,
+    /// How long a submission's acknowledgement waits for its replicas under
+    /// `ack = "replicated"`.
+    pub ack_deadline_secs: u64,
+    /// A SOCKS5 proxy that resolves names itself (`socks5h://` to a loopback address,
+    /// Tor's SocksPort), through which every replica is reached.
+    pub proxy: Option<String>,
+    /// Log entries per journal segment (1 to 1024): a segment is rewritten whole while
+    /// it grows, then closed.
+    pub segment_leaves: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    Local,
+    Replicated,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            ack: AckPolicy::Local,
+            min_replicas: 1,
+            ack_deadline_secs: 60,
+            proxy: None,
+            segment_leaves: 1024,
+        }
+    }
 }
 
 /// Outside parties that attest the intake log's checkpoints: RFC 3161 time-stamping
@@ -135,6 +197,8 @@ impl Default for Config {
             limits: Limits::default(),
             replies: Replies::default(),
             attestation: Attestation::default(),
+            replicas: Vec::new(),
+            replication: Replication::default(),
         }
     }
 }
@@ -183,6 +247,14 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// `socks5h://` to a loopback address with a port: Tor's SocksPort, resolving names
+/// itself.
+fn is_loopback_socks(proxy: &str) -> bool {
+    proxy
+        .strip_prefix("socks5h://")
+        .is_some_and(|rest| is_loopback_url(&format!("http://{}", rest.trim_end_matches('/'))))
+}
 
 /// `http://` to a loopback IP address with a port: no name to resolve, so no DNS query
 /// can say whom the server talks to.
@@ -260,10 +332,7 @@ impl Config {
             return refuse("attestation.interval_secs must be at least 1");
         }
         if let Some(proxy) = &a.proxy {
-            let loopback = proxy.strip_prefix("socks5h://").is_some_and(|rest| {
-                is_loopback_url(&format!("http://{}", rest.trim_end_matches('/')))
-            });
-            if !loopback {
+            if !is_loopback_socks(proxy) {
                 return refuse(
                     "attestation.proxy must be socks5h:// to a loopback address with a port \
                      (Tor's SocksPort): socks5h, so that names are resolved by Tor, never here",
@@ -283,11 +352,71 @@ impl Config {
                  resolves and reaches no other host",
             );
         }
+        self.validate_replicas()?;
         if l.max_concurrent_uploads == 0 || l.max_concurrent_texts == 0 || l.max_connections == 0 {
             return refuse(
                 "limits.max_concurrent_uploads, max_concurrent_texts and max_connections must be \
                  above 0",
             );
+        }
+        Ok(())
+    }
+
+    fn validate_replicas(&self) -> Result<(), ConfigError> {
+        let refuse = |why: &'static str| Err(ConfigError::Setting(why));
+        let r = &self.replication;
+        if let Some(proxy) = &r.proxy {
+            if !is_loopback_socks(proxy) {
+                return refuse(
+                    "replication.proxy must be socks5h:// to a loopback address with a port \
+                     (Tor's SocksPort)",
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for replica in &self.replicas {
+            let well_formed = (1..=32).contains(&replica.name.len())
+                && replica
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !well_formed || !seen.insert(replica.name.as_str()) {
+                return refuse(
+                    "each [[replicas]] needs its own name of 1-32 lowercase letters, digits or \
+                     dashes",
+                );
+            }
+            let reachable = match r.proxy {
+                Some(_) => {
+                    replica.endpoint.starts_with("http://")
+                        || replica.endpoint.starts_with("https://")
+                }
+                None => is_loopback_url(replica.endpoint.trim_end_matches('/')),
+            };
+            if !reachable {
+                return refuse(
+                    "each [[replicas]] endpoint must be http:// to a loopback address with a \
+                     port, or, with replication.proxy set, any http(s):// address reached \
+                     through that proxy: the server itself resolves and reaches no other host",
+                );
+            }
+            if replica.bucket.is_empty() || replica.access_key_id.is_empty() {
+                return refuse("each [[replicas]] needs a bucket and an access_key_id");
+            }
+        }
+        if r.ack == AckPolicy::Replicated
+            && (r.min_replicas == 0 || r.min_replicas > self.replicas.len())
+        {
+            return refuse(
+                "replication.ack = \"replicated\" needs min_replicas between 1 and the number of \
+                 [[replicas]]",
+            );
+        }
+        if !(1..=1024).contains(&r.segment_leaves) {
+            return refuse("replication.segment_leaves must be between 1 and 1024");
+        }
+        if r.ack_deadline_secs == 0 {
+            return refuse("replication.ack_deadline_secs must be at least 1");
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod log;
 pub mod process;
 pub mod record;
+pub mod replication;
 pub mod review;
 pub mod serve;
 pub mod store;

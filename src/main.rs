@@ -62,6 +62,9 @@ enum Command {
     /// A witness of partner organisations' intake logs (C2SP tlog-witness): `keygen`,
     /// `serve --config witness.toml`.
     Witness(cli::witness::WitnessArgs),
+    /// A replica's copy of the intake (S3-compatible storage): `pull` everything new
+    /// into a file for `open`; `audit` it for deleted or replaced objects.
+    Replica(cli::replica::ReplicaArgs),
     /// Try amanat on this machine: a throwaway demo key under demo/, server on 127.0.0.1:8080.
     Demo(cli::server::DemoArgs),
 }
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => cli::fieldkit::seal(&args),
         Command::Import(args) => cli::server::import_sealed(config, &args),
         Command::Witness(args) => cli::witness::witness(config, &args),
+        Command::Replica(args) => cli::replica::replica(config, &args),
         Command::Demo(args) => cli::server::demo(&args),
     };
     match result {

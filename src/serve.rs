@@ -18,6 +18,7 @@ pub enum StartError {
     AdminSocket(std::io::Error),
     Retention(std::io::Error),
     Attestation(crate::attestation::BadAttester),
+    Replication(crate::replication::BadReplica),
     Server(std::io::Error),
 }
 
@@ -34,6 +35,7 @@ impl std::fmt::Display for StartError {
             StartError::AdminSocket(e) => write!(f, "cannot open the admin socket: {e}"),
             StartError::Retention(e) => write!(f, "cannot start the retention purge: {e}"),
             StartError::Attestation(e) => e.fmt(f),
+            StartError::Replication(e) => e.fmt(f),
             StartError::Server(e) => write!(f, "server failed: {e}"),
         }
     }
@@ -82,7 +84,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     crate::attestation::start(store.clone(), &config.attestation)
         .map_err(StartError::Attestation)?;
+    let ack_wait = crate::replication::start(store.clone(), recipients.clone(), &config)
+        .map_err(StartError::Replication)?;
     let followup = intake::followup::FollowUp::new(activity.clone());
-    let intake = Intake { config, recipients, store, followup, activity };
+    let intake = Intake { config, recipients, store, followup, activity, ack_wait };
     actix_web::rt::System::new().block_on(intake::serve(intake)).map_err(StartError::Server)
 }

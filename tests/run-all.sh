@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
-# deploy/ files; cargo-deny and cargo-fuzz are built from the crates registry), then
+# deploy/ files, curl to tamper with a replica; Garage, the partners' object store, and
+# cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
 # packages, some tests mount a small tmpfs to fill a disk, and one starts the server as
@@ -21,11 +22,25 @@ command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
 command -v tor >/dev/null || need+=(tor)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# Garage, the S3-compatible store the replica tests start (one node and a cluster of
+# three). Built once, lightly optimised to keep a cold run short (it only serves
+# loopback tests here), its build cached where a second run reuses it.
+if ! command -v garage >/dev/null; then
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+        CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/amanat-garage-build" \
+        cargo install garage --version 2.5.0 --locked --no-default-features \
+        --features bundled-libs,sqlite
+fi
+# The replica tests skip without Garage elsewhere; here its absence is a failure.
+export AMANAT_REQUIRE_GARAGE=1
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings

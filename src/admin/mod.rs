@@ -146,6 +146,9 @@ pub struct ServerStatus {
     /// The largest checkpoint any outside party attested (0: none yet).
     #[serde(default)]
     pub attested_size: u64,
+    /// Each replica's backlog, oldest pending submission and last success.
+    #[serde(default)]
+    pub replicas: Vec<crate::store::ReplicaHealth>,
 }
 
 /// One TSA, as `status` shows it.
@@ -238,9 +241,17 @@ fn serve_connection(
                 .map(|(name, stamped)| TsaStatus { name, stamped })
                 .collect();
             let attested_size = store.newest_attested()?.map_or(0, |a| a.size);
+            let replicas = store.replica_health()?;
             answer(
                 &mut writer,
-                &ServerStatus { store: status, intake, witnesses, timestamping, attested_size },
+                &ServerStatus {
+                    store: status,
+                    intake,
+                    witnesses,
+                    timestamping,
+                    attested_size,
+                    replicas,
+                },
             )
         }),
         Request::Export { all } => export(store, all, &mut reader, &mut writer),

@@ -6,6 +6,8 @@
 //! - `sealed`: a field kit's sealed testimony (`sealed.json`).
 //! - `reply`: the coalition's replies to survivors (`replies.json`).
 //! - `disclosure`: one case for one lawyer (`disclosure.json`).
+//! - `replica`: journal segments in a replica's bucket, and what `replica pull` carries
+//!   away from it (`replica.json`).
 //!
 //! Reading checks structure and indexes the members without decrypting anything;
 //! writing needs only ciphertext. Packages are written to disk through
@@ -13,6 +15,7 @@
 
 pub mod disclosure;
 pub mod export;
+pub mod replica;
 pub mod reply;
 pub mod sealed;
 
@@ -38,6 +41,8 @@ pub enum Kind {
     Sealed,
     Replies,
     Disclosure,
+    /// What `amanat replica pull` wrote.
+    Replica,
     Unknown,
 }
 
@@ -57,6 +62,7 @@ impl Kind {
             b"sealed.json" => Kind::Sealed,
             b"replies.json" => Kind::Replies,
             b"disclosure.json" => Kind::Disclosure,
+            b"replica.json" => Kind::Replica,
             _ => Kind::Unknown,
         })
     }
@@ -208,6 +214,9 @@ pub enum BundleError {
     BadIndex(String),
     /// A member other than the index and those the format allows, or a duplicate.
     UnexpectedMember(String),
+    /// A member that is not what its format says (a journal segment that does not hold
+    /// together, say).
+    Damaged(String),
 }
 
 impl fmt::Display for BundleError {
@@ -218,7 +227,7 @@ impl fmt::Display for BundleError {
                 write!(f, "not a readable bundle (damaged or truncated tar): {why}")
             }
             BundleError::MissingIndex(name) => write!(f, "the package has no {name} first"),
-            BundleError::BadIndex(why) => f.write_str(why),
+            BundleError::BadIndex(why) | BundleError::Damaged(why) => f.write_str(why),
             BundleError::UnexpectedMember(name) => {
                 write!(f, "the bundle holds an unexpected member {name:?}")
             }
@@ -227,6 +236,18 @@ impl fmt::Display for BundleError {
 }
 
 impl std::error::Error for BundleError {}
+
+impl From<String> for BundleError {
+    fn from(why: String) -> Self {
+        BundleError::Damaged(why)
+    }
+}
+
+impl From<&str> for BundleError {
+    fn from(why: &str) -> Self {
+        BundleError::Damaged(why.to_string())
+    }
+}
 
 impl From<io::Error> for BundleError {
     fn from(e: io::Error) -> Self {

@@ -4,6 +4,7 @@
 
 pub mod fieldkit;
 pub mod keys;
+pub mod replica;
 pub mod review;
 pub mod server;
 pub mod witness;

@@ -397,6 +397,24 @@ fn print_status(server: &amanat::admin::ServerStatus, json: bool) {
             }
         );
     }
+    for r in &server.replicas {
+        println!(
+            "replica       {}: holds {} of {} log entries{}{}{}",
+            r.name,
+            r.through,
+            status.log_size,
+            if r.backlog > 0 { format!("; BACKLOG {}", r.backlog) } else { String::new() },
+            r.oldest_pending
+                .as_deref()
+                .map(|h| format!(", oldest pending received {h}"))
+                .unwrap_or_default(),
+            match (&r.last_success, &r.last_error) {
+                (_, Some(e)) => format!("; LAST PUSH FAILED ({e}, {} time(s))", r.failures),
+                (Some(at), None) => format!("; last success {at}"),
+                (None, None) => String::new(),
+            }
+        );
+    }
     match &status.last_export {
         Some(last) => println!(
             "last export   {} ({} submissions, bundle {})",

@@ -34,6 +34,9 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
         receipt: &'a crate::log::Receipt,
         #[serde(skip_serializing_if = "Option::is_none")]
         codename: Option<&'a str>,
+        /// Only under `replication.ack = "replicated"`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replication: Option<&'a crate::replication::Replicated>,
     }
     HttpResponse::Created().json(Created {
         id: &accepted.id,
@@ -42,6 +45,7 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
         objects: &accepted.objects,
         receipt: &accepted.receipt,
         codename: accepted.codename.as_ref().map(super::super::codename::Codename::as_str),
+        replication: accepted.replicated.as_ref(),
     })
 }
 

@@ -29,6 +29,9 @@ pub struct Intake {
     pub followup: followup::FollowUp,
     /// The upload and text lanes, and this hour's traffic.
     pub activity: Arc<activity::Activity>,
+    /// Set when `replication.ack = "replicated"`: each acknowledgement waits for the
+    /// submission to be in this many replicas, up to the deadline.
+    pub ack_wait: Option<crate::replication::AckWait>,
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.

@@ -54,6 +54,8 @@ pub struct Accepted {
     pub objects: Vec<String>,
     /// Proof that the submission is in the signed intake log.
     pub receipt: crate::log::Receipt,
+    /// Under `replication.ack = "replicated"`: whether it reached the replicas in time.
+    pub replicated: Option<crate::replication::Replicated>,
 }
 
 /// Everything read from one request, with its objects persisted but not committed.
@@ -310,6 +312,14 @@ pub async fn receive_keeping(
         Ok((record, objects, receipt))
     })
     .await?;
+    // Durable here already; under `ack = "replicated"` the answer also waits (up to its
+    // deadline) for the replicas, and says how far it got.
+    let replicated = match &intake.ack_wait {
+        Some(ack) => {
+            Some(crate::replication::wait_for(&intake.store, receipt.leaf_index, ack).await)
+        }
+        None => None,
+    };
 
     Ok(Accepted {
         id: record.id.into(),
@@ -318,6 +328,7 @@ pub async fn receive_keeping(
         received_at: record.received_at,
         objects,
         receipt,
+        replicated,
     })
 }
 

@@ -40,6 +40,42 @@ fn to_hash(d: digest::Digest) -> Hash {
     out
 }
 
+/// A tree held in memory, built leaf by leaf with the server's own append rule: how a
+/// reviewer rebuilds a log from a replica's journal, to prove against it.
+#[derive(Default)]
+pub struct MemoryTree {
+    /// Perfect-subtree hashes by level, then position.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MemoryTree {
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    pub fn append(&mut self, leaf: Hash) {
+        let nodes = nodes_completed_by(self.size(), leaf, |level, i| self.node(level, i))
+            .expect("the left siblings of a new node are all complete");
+        for (level, _, hash) in nodes {
+            let level = usize::from(level);
+            if self.levels.len() <= level {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level].push(hash);
+        }
+    }
+}
+
+impl NodeSource for MemoryTree {
+    fn node(&self, level: u8, index: u64) -> io::Result<Hash> {
+        self.levels
+            .get(usize::from(level))
+            .and_then(|l| l.get(index as usize))
+            .copied()
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+}
+
 /// The perfect nodes that become complete when leaf `index` is appended, bottom up,
 /// starting with the leaf itself. `get` reads nodes already stored.
 pub fn nodes_completed_by<E>(

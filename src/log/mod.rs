@@ -5,6 +5,7 @@
 
 pub mod attested;
 mod evidence;
+pub mod journal;
 pub mod merkle;
 pub mod timestamp;
 mod tracker;
@@ -240,11 +241,7 @@ impl Checkpoint {
 
     /// The signed note: body, blank line, one signature line.
     pub fn sign(&self, key: &SigningKey) -> String {
-        let body = self.body();
-        let signature = key.sign(body.as_bytes());
-        let mut blob = key.verifier().key_id().to_vec();
-        blob.extend_from_slice(&signature);
-        format!("{body}\n\u{2014} {} {}\n", key.verifier().name, B64.encode(blob))
+        sign_note(&self.body(), key)
     }
 
     /// Parses a signed note and checks its signature by `key`.
@@ -272,19 +269,46 @@ impl Checkpoint {
                 key.name
             )));
         }
-        let signed = signatures.lines().any(|line| {
-            let Some(rest) = line.strip_prefix("\u{2014} ") else { return false };
-            let Some((name, sig)) = rest.split_once(' ') else { return false };
-            let Ok(blob) = B64.decode(sig) else { return false };
-            name == key.name
-                && blob.len() == 68
-                && blob[..4] == key.key_id()
-                && key.verify(body.as_bytes(), &blob[4..])
-        });
-        if !signed {
+        if !signed_by(&body, signatures, key) {
             return Err(bad("the checkpoint's signature does not verify with the server key"));
         }
         Ok(Checkpoint { origin, size, root })
+    }
+}
+
+/// A C2SP signed note of `body` (text ending in a newline) by `key`: the body, a blank
+/// line, one Ed25519 signature line. The server signs two kinds, told apart by their
+/// first line: checkpoints (its origin) and journal segments (`journal::HEADER_FIRST_LINE`).
+pub fn sign_note(body: &str, key: &SigningKey) -> String {
+    let signature = key.sign(body.as_bytes());
+    let mut blob = key.verifier().key_id().to_vec();
+    blob.extend_from_slice(&signature);
+    format!("{body}\n\u{2014} {} {}\n", key.verifier().name, B64.encode(blob))
+}
+
+/// Whether one of a note's signature lines is `key`'s valid signature of `body`.
+fn signed_by(body: &str, signatures: &str, key: &VerifierKey) -> bool {
+    signatures.lines().any(|line| {
+        let Some(rest) = line.strip_prefix("\u{2014} ") else { return false };
+        let Some((name, sig)) = rest.split_once(' ') else { return false };
+        let Ok(blob) = B64.decode(sig) else { return false };
+        name == key.name
+            && blob.len() == 68
+            && blob[..4] == key.key_id()
+            && key.verify(body.as_bytes(), &blob[4..])
+    })
+}
+
+/// The body of a signed note whose signature by `key` holds, or why not.
+pub fn verify_note(note: &str, key: &VerifierKey) -> Result<String, LogError> {
+    let (body, signatures) = note.split_once("\n\n").ok_or_else(|| {
+        LogError::Checkpoint("a signed note needs a blank line before its signature".into())
+    })?;
+    let body = format!("{body}\n");
+    if signed_by(&body, signatures, key) {
+        Ok(body)
+    } else {
+        Err(LogError::Checkpoint(format!("the note's signature does not verify with {}", key.name)))
     }
 }
 

@@ -72,6 +72,17 @@ impl ReviewState {
         )
     }
 
+    /// Every tree size of `origin`'s log this laptop verified (heads and attested
+    /// checkpoints): a log rebuilt from a replica's journal is proven against each.
+    pub fn known_sizes(&self, origin: &str) -> Vec<u64> {
+        self.servers.get(origin).map_or_else(Vec::new, |s| {
+            let mut sizes: Vec<u64> = s.heads.keys().chain(s.attested.keys()).copied().collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            sizes
+        })
+    }
+
     /// Verifies the bundle's checkpoint and its consistency with every earlier export's
     /// and with everything this laptop verified before; records the new tree heads.
     pub fn check(&mut self, log: &BundleLog) -> Result<VerifiedLog, LogError> {

@@ -8,6 +8,7 @@
 
 pub mod disclose;
 mod names;
+mod replica;
 pub mod reply;
 mod report;
 pub mod verify;
@@ -133,41 +134,54 @@ pub fn open_bundles(
     let mut opened: Vec<(Opened, Option<VerifiedLog>)> = Vec::new();
     let mut outcomes = Vec::new();
     for path in bundles {
-        // The whole bundle is refused when its log does not hold together or does not
-        // agree with what this laptop verified before.
-        match Opened::open(path).map_err(|e| e.to_string()).and_then(|b| {
-            // Attestations are not needed to open: files past the limits are left to
-            // `verify` to name, and the bundle opens on its own log.
-            let attestations = b.attestations().unwrap_or_default();
-            let verified = b.log().map(|log| state.check_attested(log, &attestations)).transpose();
-            Ok((b, verified.map_err(|e| e.to_string())?))
-        }) {
-            Ok(pair) => {
-                if let Some(verified) = pair.1.as_ref().filter(|v| v.new_server) {
-                    outcomes.push(Outcome {
-                        submission: path.display().to_string(),
-                        status: Status::NewServerKey,
-                        reason: Some(format!(
-                            "first bundle from server key {}: compare it with the key \
+        // A replica's pull file gives one bundle per server, rebuilt from its journal
+        // against what this laptop verified up to now (the bundles before it included).
+        let servers = replica::servers_in(path);
+        for n in 0..servers.unwrap_or(1) {
+            let (label, candidate) = match servers {
+                Some(_) => {
+                    let (label, candidate) = replica::candidate(path, n, identities, state);
+                    (label, candidate.map_err(|e| e.to_string()))
+                }
+                None => (path.display().to_string(), Opened::open(path).map_err(|e| e.to_string())),
+            };
+            // The whole bundle is refused when its log does not hold together or does not
+            // agree with what this laptop verified before.
+            match candidate.and_then(|b| {
+                // Attestations are not needed to open: files past the limits are left to
+                // `verify` to name, and the bundle opens on its own log.
+                let attestations = b.attestations().unwrap_or_default();
+                let verified =
+                    b.log().map(|log| state.check_attested(log, &attestations)).transpose();
+                Ok((b, verified.map_err(|e| e.to_string())?))
+            }) {
+                Ok(pair) => {
+                    if let Some(verified) = pair.1.as_ref().filter(|v| v.new_server) {
+                        outcomes.push(Outcome {
+                            submission: label.clone(),
+                            status: Status::NewServerKey,
+                            reason: Some(format!(
+                                "first bundle from server key {}: compare it with the key \
                              `amanat status` prints on the server; from now on this laptop \
                              holds that server to its log",
-                            verified.server_key
-                        )),
-                        files: 0,
-                        path: None,
-                        case: None,
-                    });
+                                verified.server_key
+                            )),
+                            files: 0,
+                            path: None,
+                            case: None,
+                        });
+                    }
+                    opened.push(pair);
                 }
-                opened.push(pair);
+                Err(reason) => outcomes.push(Outcome {
+                    submission: label,
+                    status: Status::Failed,
+                    reason: Some(reason),
+                    files: 0,
+                    path: None,
+                    case: None,
+                }),
             }
-            Err(reason) => outcomes.push(Outcome {
-                submission: path.display().to_string(),
-                status: Status::Failed,
-                reason: Some(reason),
-                files: 0,
-                path: None,
-                case: None,
-            }),
         }
     }
     let total: u64 = opened
@@ -576,6 +590,16 @@ fn decrypt_object<W: Write + Send>(
 struct LimitedWriter {
     inner: Zeroizing<Vec<u8>>,
     left: u64,
+}
+
+impl LimitedWriter {
+    fn new(max: u64) -> Self {
+        LimitedWriter { inner: Zeroizing::new(Vec::new()), left: max }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.inner
+    }
 }
 
 impl Write for LimitedWriter {

@@ -13,6 +13,7 @@
 mod attested;
 mod cases;
 mod index;
+mod journal;
 mod objects;
 mod records;
 
@@ -20,6 +21,7 @@ pub use attested::{Attestation, Stamped, Witnessed};
 pub use cases::FoundCase;
 pub use index::CaseChoice;
 use index::CommitError;
+pub use journal::{minute_now, ReplicaHealth, ReplicaProgress, Segment};
 pub use objects::{ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, INLINE_MAX};
 pub use records::{CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord};
 
@@ -50,6 +52,13 @@ pub struct Store {
     /// Commits share it; a purge takes it alone, so no record commits between the
     /// purge's reading of what records name and its deleting of the rest.
     commit_gate: std::sync::RwLock<()>,
+    /// Each replica's last push, by name (`journal`).
+    replicas: std::sync::Mutex<std::collections::BTreeMap<String, ReplicaHealth>>,
+    /// Counts commits: replication wakes on it.
+    grew: tokio::sync::watch::Sender<u64>,
+    /// Each replica's `through`, as replication records it: an acknowledgement that
+    /// waits for replicas waits on it.
+    replicated: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A claim on importing one sealed file; released on drop.
@@ -151,6 +160,9 @@ impl Store {
             usage,
             refs,
             commit_gate: Default::default(),
+            replicas: Default::default(),
+            grew: tokio::sync::watch::Sender::new(0),
+            replicated: tokio::sync::watch::Sender::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -230,6 +242,7 @@ impl Store {
             write(inline).map_err(CommitError::kept)
         })?;
         self.usage.set_index_bytes(self.index.disk_bytes()?);
+        self.grew.send_modify(|commits| *commits = commits.wrapping_add(1));
         Ok(result)
     }
 
@@ -361,10 +374,16 @@ impl Store {
         let mut marks = Vec::new();
         // Replies stay for their survivors, and bytes another record still names stay
         // for it (the same ciphertext twice: a sealed file carrying a stored object).
+        // And what a configured replica does not hold yet stays until it does: a
+        // replica is the copy that survives the server.
         let mut keep = self.index.reply_objects()?;
+        let replicated = self.replicated_by_all()?;
         for record in self.index.submissions(false)? {
+            let in_replicas = record.log_index.is_some_and(|i| i < replicated);
             match self.index.export_mark(&record.id)? {
-                Some(mark) if !mark.purged && mark.exported_at.as_str() <= cutoff_hour => {
+                Some(mark)
+                    if !mark.purged && mark.exported_at.as_str() <= cutoff_hour && in_replicas =>
+                {
                     marks.push((record.id.to_string(), mark));
                     due.push(record);
                 }
@@ -380,11 +399,22 @@ impl Store {
         gone.dedup();
         let mut inline = Vec::new();
         let mut files = Vec::new();
+        let mut lens = std::collections::HashMap::new();
         for id in gone {
+            let len = self.object_len(&id)?;
+            lens.insert(id.clone(), len);
             match self.index.inline_len(&id)? {
                 Some(len) => inline.push((id, len)),
                 None => files.push(id),
             }
+        }
+        // Each mark keeps the lengths of what it loses, for the replication journal.
+        for ((_, mark), record) in marks.iter_mut().zip(&due) {
+            mark.purged_lens = record
+                .object_ids()
+                .into_iter()
+                .filter_map(|id| lens.get(&id).map(|&len| (id, len)))
+                .collect();
         }
         let inline_ids: Vec<ObjectId> = inline.iter().map(|(id, _)| id.clone()).collect();
         // Marks, the custody leaf and the small objects' removal first, in one

@@ -12,6 +12,10 @@ pub struct ExportMark {
     /// UTC hour (RFC 3339).
     pub exported_at: String,
     pub purged: bool,
+    /// The length of each of its objects this server deleted when it purged them, so
+    /// that the replication journal can still name them (`Store::journal_segment`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purged_lens: Vec<(ObjectId, u64)>,
 }
 
 /// The last export, for `amanat status`.

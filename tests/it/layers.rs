@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("intake", 3),
     ("admin", 3),
     ("attestation", 3),
+    ("replication", 3),
     ("fieldkit", 3),
     ("review", 3),
     ("witness", 3),

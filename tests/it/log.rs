@@ -159,16 +159,7 @@ fn the_receipt_page_offers_a_receipt_that_verifies() {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&");
-    let encoded: String = json
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let body = format!("receipt={encoded}");
+    let body = format!("receipt={}", percent_encode(&json));
     let download = request(
         server.addr,
         "POST",

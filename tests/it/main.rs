@@ -21,6 +21,7 @@ mod layers;
 mod limits;
 mod log;
 mod pages;
+mod replica;
 mod review;
 mod seizure;
 mod startup;

@@ -50,6 +50,19 @@ pub struct Sent {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
+impl Sent {
+    /// A testimony sent without files, by its id.
+    pub fn text_only(id: &str) -> Sent {
+        Sent {
+            id: id.to_string(),
+            codename: String::new(),
+            testimony: String::new(),
+            fields: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
 pub fn submit(server: &Server, n: u64, files: &[(&str, usize)]) -> Sent {
     submit_with(server, n, files, &[])
 }

@@ -84,7 +84,7 @@ impl Index {
                 if replies.get(key.as_bytes())?.is_some() {
                     return Ok(false);
                 }
-                let log_index = append_leaf(log, leaf)?;
+                let log_index = append_leaf(log, &leaf)?;
                 InlineTrees { objects, ids }.insert(log_index, inline)?;
                 let record = ReplyRecord {
                     object: object.clone(),
@@ -169,7 +169,7 @@ impl Index {
             .transaction(|(reply_keys, log)| {
                 for (key, change, leaf) in &pending {
                     let logged = ReplyKeyChange {
-                        log_index: Some(append_leaf(log, *leaf)?),
+                        log_index: Some(append_leaf(log, leaf)?),
                         ..change.clone()
                     };
                     let bytes = serde_json::to_vec(&logged).map_err(|e| abort(&e.to_string()))?;
@@ -270,7 +270,7 @@ impl Index {
                 if replies.remove(old_key.as_bytes())?.is_none() {
                     return Err(abort("the reply to reseal is gone"));
                 }
-                let log_index = append_leaf(log, leaf)?;
+                let log_index = append_leaf(log, &leaf)?;
                 let trees = InlineTrees { objects, ids };
                 trees.remove(&old_inline)?;
                 meta.insert(COMPACT_DUE, &b"1"[..])?;

@@ -5,6 +5,10 @@
 
 mod cases;
 mod flush;
+mod journal;
+
+use journal::journal_key;
+pub(super) use journal::{JournalValue, RawJournalLeaf};
 
 use super::objects::InlineObject;
 use super::records::{CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord, TaggedCase};
@@ -118,7 +122,7 @@ impl Index {
         let inline_ids = db.open_tree("inline_ids").map_err(sled_io)?;
         let log_file = File::open(path.join("db"))?;
         super::sync_dir(path)?;
-        Ok(Index {
+        let index = Index {
             db,
             log_file,
             submissions,
@@ -133,7 +137,9 @@ impl Index {
             inline_objects,
             inline_ids,
             flush: GroupFlush::default(),
-        })
+        };
+        index.complete_journal()?;
+        Ok(index)
     }
 
     /// A small value in the meta tree, created with `make` on first use and made durable.
@@ -252,6 +258,7 @@ impl Index {
                 bundle: last.bundle.clone(),
                 exported_at: last.exported_at.clone(),
                 purged,
+                purged_lens: Vec::new(),
             })
         };
         let fresh = mark(false).map_err(io::Error::other)?;
@@ -276,7 +283,7 @@ impl Index {
                 }
                 meta.insert("last_export", last_bytes.as_slice())?;
                 meta.insert("export_sizes", sizes_bytes.as_slice())?;
-                append_leaf(log, leaf)?;
+                append_leaf(log, &leaf)?;
                 Ok(())
             })
             .map_err(tx_io)?;
@@ -315,7 +322,7 @@ impl Index {
                     exports.insert(*id, bytes.as_slice())?;
                 }
                 InlineTrees { objects, ids }.remove(inline)?;
-                append_leaf(log, leaf)
+                append_leaf(log, &leaf)
             })
             .map(|_| ())
             .map_err(tx_io)
@@ -405,7 +412,7 @@ impl Index {
                     }
                 }
                 case_members.insert(member.as_bytes(), &[][..])?;
-                let index = append_leaf(log, leaf)?;
+                let index = append_leaf(log, &leaf)?;
                 InlineTrees { objects, ids }.insert(index, inline)?;
                 let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
@@ -565,13 +572,14 @@ fn log_size(value: Option<&sled::IVec>) -> u64 {
     value.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
-/// Appends a leaf inside a transaction: its perfect subtrees and the new size.
+/// Appends a leaf inside a transaction: its perfect subtrees, its journal entry (what
+/// replication sends: `store::journal`) and the new size.
 fn append_leaf(
     log: &sled::transaction::TransactionalTree,
-    leaf: merkle::Hash,
+    leaf: &CheckedLeaf,
 ) -> Result<u64, ConflictableTransactionError<io::Error>> {
     let index = log_size(log.get(LOG_SIZE)?.as_ref());
-    let nodes = merkle::nodes_completed_by(index, leaf, |level, i| {
+    let nodes = merkle::nodes_completed_by(index, leaf.hash, |level, i| {
         let node = log.get(node_key(level, i))?;
         node.and_then(|n| n.as_ref().try_into().ok())
             .ok_or_else(|| abort("the log is missing a node"))
@@ -579,15 +587,24 @@ fn append_leaf(
     for (level, i, hash) in nodes {
         log.insert(&node_key(level, i)[..], &hash[..])?;
     }
+    log.insert(&journal_key(index)[..], leaf.journal.as_slice())?;
     log.insert(LOG_SIZE, &(index + 1).to_be_bytes()[..])?;
     Ok(index)
 }
 
-/// The hash of a leaf that passed `LogLeaf::validate`: the one way a leaf reaches
-/// `append_leaf`.
-fn checked_leaf(leaf: &LogLeaf) -> io::Result<merkle::Hash> {
+/// A leaf that passed `LogLeaf::validate`, ready to append: its hash and its journal
+/// entry.
+pub(super) struct CheckedLeaf {
+    hash: merkle::Hash,
+    journal: Vec<u8>,
+}
+
+/// The one way a leaf reaches `append_leaf`: validated, hashed, and its journal entry
+/// made.
+fn checked_leaf(leaf: &LogLeaf) -> io::Result<CheckedLeaf> {
     leaf.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(leaf.hash())
+    let journal = serde_json::to_vec(&JournalValue::of(leaf)).map_err(io::Error::other)?;
+    Ok(CheckedLeaf { hash: leaf.hash(), journal })
 }
 
 fn chunk_prefix(seq: u64, id: &ObjectId) -> Vec<u8> {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod garage;
 pub mod tsa;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -619,4 +620,17 @@ pub fn rewrite_tar(from: &Path, to: &Path, edit: impl FnOnce(&mut Vec<(String, V
         builder.append(&header, &data[..]).unwrap();
     }
     builder.finish().unwrap();
+}
+
+/// `text` percent-encoded for a URL's query or a form body: every byte but the
+/// unreserved ones (RFC 3986).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

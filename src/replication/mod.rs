@@ -1,0 +1,247 @@
+//! Copies of the intake on S3-compatible object storage run by partners elsewhere
+//! (Garage nodes): every object exactly as stored, and the journal (`log::journal`)
+//! that makes a replica, with the coalition's keys, a complete, verifiable copy.
+//!
+//! The log is the queue (`store::journal`): a replica's progress is its next leaf,
+//! recorded durably after that leaf's objects and its journal segment are in the
+//! bucket. So a crash or a SIGKILL repeats at most one push, whose writes are the same
+//! objects under the same keys (content-addressed) and the same segment rewritten.
+//! Each replica has its own worker on the replication thread; one that is down is
+//! retried with backoff and never delays or refuses a survivor, unless the operator
+//! asked for acknowledgements to wait on replicas (`replication.ack`).
+
+mod audit;
+mod pull;
+mod s3;
+
+pub use audit::{audit, AuditReport};
+pub use pull::{pull, PullReport};
+pub use s3::Replica;
+
+use crate::config::{AckPolicy, Config};
+use crate::keys::LiveRecipients;
+use crate::store::{minute_now, ReplicaHealth, ReplicaProgress, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The first retry after a failure; each further failure doubles it, up to the cap.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// How often a caught-up worker looks again without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Objects one replica uploads at once.
+const OBJECTS_AT_ONCE: usize = 4;
+
+/// Why replication did not start.
+#[derive(Debug)]
+pub struct BadReplica(pub String);
+
+impl std::fmt::Display for BadReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadReplica {}
+
+impl From<String> for BadReplica {
+    fn from(why: String) -> Self {
+        BadReplica(why)
+    }
+}
+
+impl From<BadReplica> for String {
+    fn from(bad: BadReplica) -> Self {
+        bad.0
+    }
+}
+
+/// What the intake needs of replication: whether, and how long, an acknowledgement
+/// waits for replicas.
+#[derive(Clone)]
+pub struct AckWait {
+    pub min_replicas: usize,
+    pub deadline: Duration,
+}
+
+/// Checks every replica's settings and secret and starts the replication thread (none
+/// when no replica is configured). Returns what acknowledgements must wait for.
+pub fn start(
+    store: Arc<Store>,
+    recipients: Arc<LiveRecipients>,
+    config: &Config,
+) -> Result<Option<AckWait>, BadReplica> {
+    if config.replicas.is_empty() {
+        return Ok(None);
+    }
+    let replicas = config
+        .replicas
+        .iter()
+        .map(|endpoint| Replica::connect(endpoint, config.replication.proxy.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let segment_leaves = config.replication.segment_leaves;
+    for replica in &replicas {
+        // Announced once, so an acknowledgement waiting on replicas sees where each is.
+        store
+            .replica_progress(replica.name())
+            .and_then(|p| store.record_replica_progress(replica.name(), p))
+            .map_err(|e| {
+                BadReplica(format!("replica {:?}: cannot read its progress: {e}", replica.name()))
+            })?;
+        store.set_replica_health(ReplicaHealth {
+            name: replica.name().to_string(),
+            ..Default::default()
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BadReplica(format!("cannot start replication: {e}")))?;
+    std::thread::Builder::new()
+        .name("replication".into())
+        .spawn(move || {
+            runtime.block_on(futures_util::future::join_all(replicas.into_iter().map(|replica| {
+                let (store, recipients) = (store.clone(), recipients.clone());
+                async move { run(replica, store, recipients, segment_leaves).await }
+            })));
+        })
+        .map_err(|e| BadReplica(format!("cannot start replication: {e}")))?;
+    Ok((config.replication.ack == AckPolicy::Replicated).then(|| AckWait {
+        min_replicas: config.replication.min_replicas,
+        deadline: Duration::from_secs(config.replication.ack_deadline_secs),
+    }))
+}
+
+/// One replica's worker: push what the log holds beyond the replica's progress, wait
+/// for the next commit, and so on forever.
+async fn run(
+    replica: Replica,
+    store: Arc<Store>,
+    recipients: Arc<LiveRecipients>,
+    segment_leaves: u64,
+) {
+    let mut commits = store.watch_commits();
+    let mut health = ReplicaHealth { name: replica.name().to_string(), ..Default::default() };
+    loop {
+        let pushed = async {
+            let size = store.durable_log_size().map_err(|_| "cannot read the log")?;
+            let progress =
+                store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?;
+            if progress.through >= size {
+                return Ok(false);
+            }
+            let next = push(&replica, &store, &recipients, progress, size, segment_leaves).await?;
+            store
+                .record_replica_progress(replica.name(), next)
+                .map_err(|_| "cannot record its progress")?;
+            Ok::<bool, &'static str>(true)
+        }
+        .await;
+        match pushed {
+            Ok(true) => {
+                health.last_success = Some(minute_now());
+                health.last_error = None;
+                health.failures = 0;
+                store.set_replica_health(health.clone());
+            }
+            Ok(false) => {
+                // Caught up: wait for a commit (or look again in a while).
+                commits.borrow_and_update();
+                let _ = tokio::time::timeout(IDLE_POLL, commits.changed()).await;
+            }
+            Err(why) => {
+                health.failures = health.failures.saturating_add(1);
+                if health.failures == 1 {
+                    tracing::warn!(
+                        replica = replica.name(),
+                        error = why,
+                        "replication failed; retrying"
+                    );
+                }
+                health.last_error = Some(why.to_string());
+                store.set_replica_health(health.clone());
+                let backoff = FIRST_RETRY
+                    .saturating_mul(1 << health.failures.saturating_sub(1).min(6))
+                    .min(MAX_RETRY);
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+/// Sends the objects of leaves `progress.through..` (up to the end of the growing
+/// segment), then that segment; returns the progress to record.
+async fn push(
+    replica: &Replica,
+    store: &Store,
+    recipients: &LiveRecipients,
+    progress: ReplicaProgress,
+    size: u64,
+    segment_leaves: u64,
+) -> Result<ReplicaProgress, &'static str> {
+    // A full segment is closed: the next one begins where it ended.
+    let segment_from = if progress.through - progress.segment_from >= segment_leaves {
+        progress.through
+    } else {
+        progress.segment_from
+    };
+    let to = size.min(segment_from + segment_leaves);
+    let server = store.server_id().map_err(|_| "cannot read the server id")?;
+    let objects =
+        store.journal_objects(progress.through, to).map_err(|_| "cannot read the journal")?;
+    use futures_util::stream::TryStreamExt;
+    futures_util::stream::iter(objects.into_iter().map(Ok::<_, &'static str>))
+        .try_for_each_concurrent(OBJECTS_AT_ONCE, |(id, len)| {
+            let server = server.as_str();
+            async move { replica.put_object(server, store, &id, len).await }
+        })
+        .await?;
+    let segment = store
+        .journal_segment(segment_from, to, &recipients.current())
+        .map_err(|_| "cannot make the journal segment")?;
+    replica.put_segment(&segment).await?;
+    Ok(ReplicaProgress { segment_from, through: to })
+}
+
+/// How a submission stood with the replicas when its acknowledgement was sent (only
+/// under `replication.ack = "replicated"`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replicated {
+    /// Replicas holding it.
+    pub replicas: usize,
+    /// Replicas the configuration asks for.
+    pub required: usize,
+    /// False when the deadline passed first: it is stored here, durably, and will reach
+    /// the replicas when they come back.
+    pub complete: bool,
+    /// Said plainly when it did not reach them in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
+
+/// Waits, up to the deadline, until leaf `leaf` is in `ack.min_replicas` replicas.
+pub async fn wait_for(store: &Store, leaf: u64, ack: &AckWait) -> Replicated {
+    let mut watch = store.watch_replicated();
+    let holding = |all: &std::collections::BTreeMap<String, u64>| {
+        all.values().filter(|&&through| through > leaf).count()
+    };
+    let waited = tokio::time::timeout(ack.deadline, async {
+        loop {
+            if holding(&watch.borrow_and_update()) >= ack.min_replicas {
+                return;
+            }
+            if watch.changed().await.is_err() {
+                // Replication stopped: nothing more will arrive.
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await;
+    let replicas = holding(&watch.borrow());
+    let complete = waited.is_ok();
+    let message = (!complete).then_some(
+        "stored durably on this server, but not yet copied to enough replicas within the \
+         deadline: it will be copied when they answer; nothing needs to be sent again",
+    );
+    Replicated { replicas, required: ack.min_replicas, complete, message }
+}

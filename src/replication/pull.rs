@@ -1,0 +1,254 @@
+//! `amanat replica pull`: everything new in a replica, for every server it holds,
+//! into one file that the air-gapped `amanat open` reads like an export. It needs no
+//! decryption key: it copies ciphertext and signed headers, checks what can be checked
+//! without the coalition's keys (each header's signature, one key per server, no gap
+//! between segments, each object's hash), and says what did not hold.
+
+use super::Replica;
+use crate::bundle::object_member;
+use crate::bundle::replica::{
+    begin_pull, read_segment, segment_from, segment_member, PullIndex, PulledServer,
+    MAX_SEGMENT_BYTES, REPLICA_SCHEMA,
+};
+use crate::config::ReplicaEndpoint;
+use crate::record::{Hour, ObjectId};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// What one pull carried, for people and `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct PullReport {
+    pub out: PathBuf,
+    pub servers: Vec<PulledSummary>,
+    /// What did not hold, by name: a reviewer's `open` refuses what it touches, and
+    /// `amanat replica audit` looks further.
+    pub problems: Vec<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PulledSummary {
+    pub server: String,
+    pub segments: usize,
+    /// Leaves of its log the journal holds.
+    pub leaves: u64,
+    /// Leaves whose objects this file carries (new since the last pull, from the
+    /// segment holding the first new one).
+    pub new_leaves: u64,
+    pub objects: usize,
+}
+
+/// What earlier pulls carried, per server: the leaves they covered (`--state`).
+#[derive(Default, Serialize, Deserialize)]
+struct PullState {
+    servers: BTreeMap<String, u64>,
+}
+
+/// Pulls replica `endpoint` into `out` (a new file). With `state`, only the objects
+/// of leaves new since the pull that last wrote that file come along (the journal
+/// always comes whole: `open` rebuilds the log from it), and the file is updated.
+pub fn pull(
+    endpoint: &ReplicaEndpoint,
+    proxy: Option<&str>,
+    out: &Path,
+    state_path: Option<&Path>,
+) -> Result<PullReport, super::BadReplica> {
+    let replica = Replica::connect(endpoint, proxy).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let mut state: PullState = match state_path.map(std::fs::read) {
+        Some(Ok(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the pull state file is not valid: {e}"))?,
+        Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(format!("cannot read the pull state file: {e}").into())
+        }
+        _ => PullState::default(),
+    };
+    let fail = |why: &str| format!("replica {:?}: {why}", replica.name());
+    let servers = runtime.block_on(replica.servers()).map_err(fail)?;
+    let mut report = PullReport { out: out.to_path_buf(), ..Default::default() };
+    // The segment names first: the index lists them before their bytes follow.
+    let mut listed = Vec::new();
+    for server in &servers {
+        let keys = runtime.block_on(replica.list(&format!("{server}/journal/"))).map_err(fail)?;
+        let mut froms: Vec<(u64, String)> = Vec::new();
+        for (key, size) in keys {
+            match segment_from(&key) {
+                Some(from) if size <= MAX_SEGMENT_BYTES => froms.push((from, key)),
+                _ => report
+                    .problems
+                    .push(format!("server {server}: {key:?} is not a journal segment")),
+            }
+        }
+        froms.sort();
+        listed.push((server.clone(), froms));
+    }
+    let index = PullIndex {
+        schema: REPLICA_SCHEMA.into(),
+        replica: replica.name().to_string(),
+        pulled_at: Hour::now(),
+        servers: listed
+            .iter()
+            .map(|(server, froms)| PulledServer {
+                server: server.clone(),
+                new_from: first_new(froms, state.servers.get(server).copied().unwrap_or(0)),
+                segments: froms.iter().map(|(from, _)| segment_member(server, *from)).collect(),
+            })
+            .collect(),
+    };
+    let file =
+        crate::durable::NewFile::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut package = begin_pull(io::BufWriter::new(file), &index).map_err(|e| e.to_string())?;
+    let mut wanted: BTreeMap<ObjectId, (String, u64)> = BTreeMap::new();
+    for (server, froms) in &listed {
+        let since = state.servers.get(server).copied().unwrap_or(0);
+        let new_from = first_new(froms, since);
+        let mut summary = PulledSummary {
+            server: server.clone(),
+            segments: froms.len(),
+            leaves: 0,
+            new_leaves: 0,
+            objects: 0,
+        };
+        let mut key_of_server: Option<String> = None;
+        let mut expected = 0u64;
+        for (from, key) in froms {
+            let bytes =
+                runtime.block_on(replica.get_small(key, MAX_SEGMENT_BYTES)).map_err(fail)?;
+            package.bytes(&segment_member(server, *from), &bytes).map_err(|e| e.to_string())?;
+            // Its place is in its name, even when its contents cannot be read.
+            if *from != expected {
+                report
+                    .problems
+                    .push(format!("server {server}: the journal misses leaves {expected}..{from}"));
+            }
+            let segment = match read_segment(&bytes) {
+                Ok(segment) => segment.header,
+                Err(why) => {
+                    report.problems.push(format!("server {server}: segment {from}: {why}"));
+                    expected = *from;
+                    continue;
+                }
+            };
+            if segment.server != *server || segment.from != *from {
+                report
+                    .problems
+                    .push(format!("server {server}: segment {from} names another place"));
+            }
+            match &key_of_server {
+                Some(k) if *k != segment.server_key => report
+                    .problems
+                    .push(format!("server {server}: segment {from} is signed by another key")),
+                Some(_) => {}
+                None => key_of_server = Some(segment.server_key.clone()),
+            }
+            expected = segment.to;
+            summary.leaves = summary.leaves.max(segment.to);
+            if segment.from >= new_from {
+                summary.new_leaves += segment.to - segment.from;
+                for (id, len) in segment.objects {
+                    wanted.entry(id).or_insert_with(|| (server.clone(), len));
+                }
+            }
+        }
+        report.servers.push(summary);
+    }
+    for (id, (server, len)) in &wanted {
+        let key = crate::bundle::replica::object_key(server, id);
+        let got = runtime.block_on(replica.get_stream(&key));
+        let (size, stream) = match got {
+            Ok(got) => got,
+            Err(why) => {
+                report.problems.push(format!("server {server}: object {id}: {why}"));
+                continue;
+            }
+        };
+        if size != *len {
+            report.problems.push(format!(
+                "server {server}: object {id} has {size} bytes in the replica, not the {len} its \
+                 journal names: it was replaced"
+            ));
+            continue;
+        }
+        let mut reader = StreamReader::new(&runtime, stream);
+        package.reader(&object_member(id), size, &mut reader).map_err(|e| e.to_string())?;
+        let failed = reader.failed.is_some();
+        let hash = reader.hash.finish();
+        if failed || ObjectId::from_sha256(hash.as_ref()) != *id {
+            report.problems.push(format!(
+                "server {server}: object {id} in the replica does not match its id: it was \
+                 replaced or damaged"
+            ));
+        }
+        if let Some(s) = report.servers.iter_mut().find(|s| s.server == *server) {
+            s.objects += 1;
+        }
+    }
+    let file = package.finish().map_err(|e| e.to_string())?;
+    let file = file.into_inner().map_err(|e| e.into_error().to_string())?;
+    report.bytes = file.publish().map_err(|e| format!("{}: {e}", out.display()))?;
+    if let Some(path) = state_path {
+        for summary in &report.servers {
+            state.servers.insert(summary.server.clone(), summary.leaves);
+        }
+        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
+        crate::durable::replace(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Reads an object's stream of chunks as `Read`, hashing as it goes.
+struct StreamReader<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, &'static str>>,
+    chunk: bytes::Bytes,
+    hash: ring::digest::Context,
+    failed: Option<&'static str>,
+}
+
+impl<'a> StreamReader<'a> {
+    fn new(
+        runtime: &'a tokio::runtime::Runtime,
+        stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, &'static str>>,
+    ) -> Self {
+        StreamReader {
+            runtime,
+            stream,
+            chunk: bytes::Bytes::new(),
+            hash: ring::digest::Context::new(&ring::digest::SHA256),
+            failed: None,
+        }
+    }
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(why)) => {
+                    self.failed = Some(why);
+                    return Err(io::Error::other(why));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.hash.update(&buf[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
+
+/// The first leaf whose objects a pull carries: the start of the segment holding the
+/// first leaf no earlier pull covered (segments are contiguous, named by their first
+/// leaf), so a segment is never carried in part.
+fn first_new(froms: &[(u64, String)], since: u64) -> u64 {
+    froms.iter().map(|(from, _)| *from).filter(|&from| from <= since).max().unwrap_or(0)
+}

@@ -1,0 +1,218 @@
+//! Opening what `amanat replica pull` wrote: each server's journal is decrypted with
+//! the reviewer's identity and rebuilt into its log, leaf by leaf; every segment must
+//! be signed by one key, follow the one before with no gap, hash to the checkpoint it
+//! carries, and every record must hash to its leaf. What holds becomes an export bundle
+//! over the pull file's objects (its checkpoint the newest segment's, with consistency
+//! proofs to every tree size this laptop verified before and inclusion proofs for each
+//! new record), which `open` then checks and opens exactly as an export.
+
+use super::ReviewError;
+use crate::bundle::replica::{read_segment, Pull};
+use crate::bundle::{BundleIndex, Opened, BUNDLE_SCHEMA};
+use crate::keys::VerifierKey;
+use crate::log::journal::{JournalBody, JOURNAL_SCHEMA};
+use crate::log::merkle::{self, MemoryTree};
+use crate::log::{
+    encode_hashes, BundleLog, Checkpoint, EarlierCheckpoint, LogLeaf, LoggedReplyKey, ReviewState,
+};
+use crate::record::SubmissionRecord;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The largest decrypted body of one segment.
+const MAX_BODY_BYTES: u64 = 512 << 20;
+
+/// For a pull file, how many bundles it gives (one per server; one, to report why,
+/// when it cannot be read); None for any other file.
+pub fn servers_in(path: &Path) -> Option<usize> {
+    if !matches!(crate::bundle::Kind::of(path), Ok(crate::bundle::Kind::Replica)) {
+        return None;
+    }
+    Some(Pull::open(path).map_or(1, |pull| pull.index.servers.len().max(1)))
+}
+
+/// The bundle of the pull file's `n`th server, rebuilt from its journal, with a label
+/// naming the file and the server; or why it was refused.
+pub fn candidate(
+    path: &Path,
+    n: usize,
+    identities: &[age::x25519::Identity],
+    state: &ReviewState,
+) -> (String, Result<Opened, ReviewError>) {
+    let label = path.display().to_string();
+    let pull = match Pull::open(path) {
+        Ok(pull) => pull,
+        Err(e) => return (label, Err(ReviewError::Package(e.to_string()))),
+    };
+    let Some(server) = pull.index.servers.get(n) else {
+        return (
+            label,
+            Err(ReviewError::Package("the pull file holds no server's journal".into())),
+        );
+    };
+    let label = format!("{label} (server {})", server.server);
+    let bundle = rebuild(&pull, server, identities, state).and_then(|index| {
+        Pull::bundle(path, index).map_err(|e| ReviewError::Package(e.to_string()))
+    });
+    (label, bundle.map(Opened::Export))
+}
+
+fn rebuild(
+    pull: &Pull,
+    server: &crate::bundle::replica::PulledServer,
+    identities: &[age::x25519::Identity],
+    state: &ReviewState,
+) -> Result<BundleIndex, ReviewError> {
+    let id = &server.server;
+    let mut tree = MemoryTree::default();
+    let mut key: Option<(String, VerifierKey)> = None;
+    let mut checkpoints: Vec<(u64, String)> = Vec::new();
+    let mut records: Vec<SubmissionRecord> = Vec::new();
+    let mut reply_keys: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for member in &server.segments {
+        let segment = pull
+            .segment(member)
+            .and_then(|bytes| read_segment(&bytes))
+            .map_err(|why| ReviewError::Altered(format!("journal segment {member}: {why}")))?;
+        let header = &segment.header;
+        let at = format!("journal segment {}..{}", header.from, header.to);
+        if header.server != *id {
+            return Err(ReviewError::Altered(format!("{at} belongs to another server")));
+        }
+        if header.from != tree.size() {
+            return Err(ReviewError::Altered(format!(
+                "the journal misses leaves {}..{}: a segment was dropped from the replica",
+                tree.size(),
+                header.from
+            )));
+        }
+        let verifier = match &key {
+            Some((text, verifier)) if *text == header.server_key => verifier.clone(),
+            Some(_) => {
+                return Err(ReviewError::Altered(format!(
+                    "{at} is signed by another key than the segments before it"
+                )))
+            }
+            None => {
+                let verifier: VerifierKey = header
+                    .server_key
+                    .parse()
+                    .map_err(|_| ReviewError::Altered(format!("{at}: a malformed key")))?;
+                key = Some((header.server_key.clone(), verifier.clone()));
+                verifier
+            }
+        };
+        let mut plaintext = super::LimitedWriter::new(MAX_BODY_BYTES);
+        plaintext = crate::envelope::open_object(segment.body.as_slice(), identities, plaintext)
+            .map_err(|e| {
+                ReviewError::Altered(format!("{at}: cannot decrypt it with this identity: {e}"))
+            })?
+            .0;
+        let body: JournalBody = serde_json::from_slice(plaintext.bytes())
+            .map_err(|e| ReviewError::Altered(format!("{at}: not a journal: {e}")))?;
+        if body.schema != JOURNAL_SCHEMA
+            || body.server != *id
+            || body.from != header.from
+            || body.to != header.to
+            || body.leaves.len() as u64 != header.to - header.from
+        {
+            return Err(ReviewError::Altered(format!(
+                "{at}: its body does not match its signed header"
+            )));
+        }
+        let named: BTreeSet<_> = header.objects.iter().map(|(id, _)| id.clone()).collect();
+        for (offset, leaf) in body.leaves.iter().enumerate() {
+            let index = header.from + offset as u64;
+            let hash = leaf.hash().map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
+            if let Some(record) = &leaf.submission {
+                if record.log_index != Some(index) || LogLeaf::from(record).hash() != hash {
+                    return Err(ReviewError::Altered(format!(
+                        "{at}: the record of leaf {index} is not the one the log holds"
+                    )));
+                }
+                if !record.object_ids().iter().all(|o| named.contains(o)) {
+                    return Err(ReviewError::Altered(format!(
+                        "{at}: leaf {index} names an object its header does not"
+                    )));
+                }
+                records.push(record.clone());
+            }
+            if let Some(change) = &leaf.reply_key {
+                let logged = LogLeaf::ReplyKey {
+                    case: change.case.clone(),
+                    recipient: change.recipient.clone(),
+                };
+                if logged.validate().is_err() || logged.hash() != hash {
+                    return Err(ReviewError::Altered(format!(
+                        "{at}: the reply-key change of leaf {index} is not the one the log holds"
+                    )));
+                }
+                reply_keys.insert(change.case.clone(), (change.recipient.clone(), index));
+            }
+            tree.append(hash);
+        }
+        let checkpoint = Checkpoint::verify(&body.checkpoint, &verifier)
+            .map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
+        let root =
+            merkle::root(&tree, header.to).map_err(|e| ReviewError::Altered(e.to_string()))?;
+        if checkpoint.size != header.to || checkpoint.root != root {
+            return Err(ReviewError::Altered(format!(
+                "{at}: its leaves do not hash to the checkpoint it carries: the journal was altered"
+            )));
+        }
+        checkpoints.push((header.to, body.checkpoint));
+    }
+    let (Some((server_key, verifier)), Some((size, checkpoint))) =
+        (key, checkpoints.last().cloned())
+    else {
+        return Err(ReviewError::Package("the replica holds no journal for this server".into()));
+    };
+    let proof_err = |e: std::io::Error| ReviewError::Altered(e.to_string());
+    let mut sizes: BTreeSet<u64> = checkpoints.iter().map(|(s, _)| *s).collect();
+    sizes.extend(state.known_sizes(&verifier.name));
+    let mut earlier = Vec::new();
+    for old in sizes.into_iter().filter(|&s| s > 0 && s < size) {
+        earlier.push(EarlierCheckpoint {
+            size: old,
+            root: B64.encode(merkle::root(&tree, old).map_err(proof_err)?),
+            proof: encode_hashes(&merkle::consistency_proof(&tree, old, size).map_err(proof_err)?),
+        });
+    }
+    records.retain(|r| r.log_index.is_some_and(|i| i >= server.new_from));
+    let mut inclusion = BTreeMap::new();
+    for record in &records {
+        let index = record.log_index.unwrap_or_default();
+        let proof = merkle::inclusion_proof(&tree, index, size).map_err(proof_err)?;
+        inclusion.insert(record.id.to_string(), encode_hashes(&proof));
+    }
+    let mut logged_keys = Vec::new();
+    for (case, (recipient, log_index)) in reply_keys {
+        let proof = merkle::inclusion_proof(&tree, log_index, size).map_err(proof_err)?;
+        logged_keys.push(LoggedReplyKey {
+            case,
+            recipient,
+            log_index,
+            inclusion_proof: encode_hashes(&proof),
+        });
+    }
+    let log = BundleLog { server_key, checkpoint, earlier, inclusion, reply_keys: logged_keys };
+    Ok(BundleIndex {
+        schema: BUNDLE_SCHEMA.into(),
+        bundle: bundle_name(id, &pull.index.replica, size),
+        server: id.clone(),
+        created_at: pull.index.pulled_at.clone(),
+        submissions: records,
+        log,
+    })
+}
+
+/// A stable name for the bundle rebuilt from one server's journal at one size.
+fn bundle_name(server: &str, replica: &str, size: u64) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{replica}\n{server}\n{size}").as_bytes(),
+    );
+    hex::encode(&digest.as_ref()[..16])
+}

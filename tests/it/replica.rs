@@ -1,0 +1,482 @@
+//! Replicas (issue 18), against a real Garage started here: nothing acknowledged is
+//! lost when the server is seized or destroyed, nothing readable reaches the bucket,
+//! and whatever a seized server's credentials do to the bucket is found by name.
+
+use crate::common::garage::{self, Garage};
+use crate::common::*;
+use crate::review::{open, submit, Sent};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Garage is installed by tests/run-all.sh; a developer's quick `cargo test` without it
+/// is told so, loudly, instead of failing on a missing tool.
+fn garage_or_skip() -> bool {
+    if garage::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("AMANAT_REQUIRE_GARAGE").is_none(),
+        "garage is not installed but the suite requires it"
+    );
+    eprintln!("SKIPPED: garage is not installed (tests/run-all.sh installs it)");
+    false
+}
+
+fn status(server: &Server) -> serde_json::Value {
+    let out = amanat(&["status", "--json", "--data-dir", s(&server.data_dir)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (up to a deadline that only stops a broken run from hanging) until every
+/// replica holds the whole log.
+fn wait_replicated(server: &Server) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = status(server);
+        let replicas = status["replicas"].as_array().unwrap();
+        assert!(!replicas.is_empty());
+        if replicas.iter().all(|r| r["backlog"] == 0) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replication did not finish: {status:#}\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A server replicating to `garage`'s bucket, with these `[replication]` settings.
+fn start_server(dir: &Path, coalition: &Coalition, garage: &Garage, replication: &str) -> Server {
+    let replicas = garage.replica_config(dir, "partner");
+    Server::start_configured(
+        dir,
+        &dir.join("data"),
+        coalition,
+        &format!("{replicas}\n[replication]\n{replication}\n"),
+        "",
+    )
+}
+
+/// A configuration naming only the replica, as a reviewer's networked machine has.
+fn puller_config(dir: &Path, garage: &Garage) -> PathBuf {
+    let path = dir.join("puller.toml");
+    std::fs::write(&path, garage.replica_config(dir, "partner")).unwrap();
+    path
+}
+
+fn pull(config: &Path, out: &Path) -> (bool, serde_json::Value) {
+    let output = amanat(&[
+        "replica",
+        "pull",
+        "--config",
+        s(config),
+        "--replica",
+        "partner",
+        "--out",
+        s(out),
+        "--json",
+    ]);
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.success(), report)
+}
+
+fn audit(config: &Path) -> (bool, Vec<String>) {
+    let output =
+        amanat(&["replica", "audit", "--config", s(config), "--replica", "partner", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    let problems = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    (output.status.success(), problems)
+}
+
+/// Every sent file comes back byte for byte from the opened cases.
+fn assert_opened(
+    out: &Path,
+    outcomes: &std::collections::HashMap<String, serde_json::Value>,
+    sent: &[Sent],
+) {
+    for s in sent {
+        assert_eq!(outcomes[&s.id]["status"], "opened", "{:#}", outcomes[&s.id]);
+        let case = out.join(&s.id);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(case.join("testimony.json")).unwrap()).unwrap();
+        let files = json["files"].as_array().unwrap();
+        assert_eq!(files.len(), s.files.len());
+        for (file, (name, data)) in files.iter().zip(&s.files) {
+            let saved = std::fs::read(case.join(file["saved_as"].as_str().unwrap())).unwrap();
+            assert!(saved == *data, "{name} comes back byte for byte");
+        }
+    }
+}
+
+#[test]
+fn a_destroyed_server_is_recovered_from_its_replica_alone_byte_for_byte() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 2);
+    let mut server = start_server(dir.path(), &coalition, &garage, "ack = \"local\"");
+    let canary_text = "CANARY-TESTIMONY-Qw7Zp";
+    let text_only = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[text("testimony", &format!("{canary_text}: beaten in the basement of the akimat"))],
+    );
+    assert_eq!(text_only.status, 201);
+    let mut sent = vec![
+        submit(&server, 1, &[("CANARY-NAME-photo.jpg", 2 << 20), ("scan.jpg", 30_000)]),
+        submit(&server, 2, &[("video.mp4", 200 << 20)]),
+    ];
+    let receipts: Vec<serde_json::Value> = vec![text_only.json()["receipt"].clone()];
+    let status = wait_replicated(&server);
+    let server_key = status["server_key"].as_str().unwrap().to_string();
+    assert_eq!(status["replicas"][0]["name"], "partner");
+    assert!(status["replicas"][0]["last_success"].is_string(), "{status:#}");
+
+    // Nothing readable in the bucket: no testimony text, no file name, no file bytes.
+    let keys = garage.keys();
+    assert!(keys.iter().any(|k| k.contains("/journal/")), "{keys:?}");
+    let photo = &sent[0].files[0].1;
+    for key in &keys {
+        let bytes = garage.get(key);
+        for canary in
+            [canary_text.as_bytes(), b"CANARY-NAME", &photo[1000..1064], "Алматы".as_bytes()]
+        {
+            assert!(!contains(&bytes, canary), "{key} holds plaintext");
+        }
+    }
+    // Credentials appear in no log.
+    assert!(!server.logs().contains(garage::SECRET));
+
+    // The seizure: the server and its data directory are gone.
+    server.kill();
+    std::fs::remove_dir_all(&server.data_dir).unwrap();
+
+    let config = puller_config(&dir.path().join("reviewer"), &garage);
+    let pulled = dir.path().join("usb/replica.tar");
+    std::fs::create_dir_all(pulled.parent().unwrap()).unwrap();
+    let (ok, report) = pull(&config, &pulled);
+    assert!(ok, "{report:#}");
+    assert!(report["problems"].as_array().unwrap().is_empty());
+    let out = dir.path().join("cases");
+    let (ok, outcomes) = open(&[&pulled], &coalition.identity_files[1], &out);
+    assert!(ok, "{outcomes:?}");
+    sent.push(Sent::text_only(text_only.json()["id"].as_str().unwrap()));
+    assert_opened(&out, &outcomes, &sent);
+    let testimony = std::fs::read_to_string(out.join(&sent[2].id).join("testimony.json")).unwrap();
+    assert!(testimony.contains(canary_text));
+
+    // The survivors' receipts still verify against the key the journal carries.
+    for receipt in &receipts {
+        let file = dir.path().join("receipt.json");
+        std::fs::write(&file, serde_json::to_vec(receipt).unwrap()).unwrap();
+        let out = amanat(&["verify", s(&file), "--json", "--server-key", &server_key]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+}
+
+/// The bucket's object keys (journal segments aside).
+fn object_keys(garage: &Garage) -> Vec<String> {
+    garage.keys().into_iter().filter(|k| k.contains("/objects/")).collect()
+}
+
+/// What the server stores, as the keys its replica must hold.
+fn expected_object_keys(server: &Server, server_id: &str) -> Vec<String> {
+    let out = amanat(&["objects", "--data-dir", s(&server.data_dir)]);
+    assert!(out.status.success());
+    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|id| format!("{server_id}/objects/{id}"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_replica_that_is_down_delays_no_survivor_and_a_sigkill_mid_push_leaves_it_whole() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let mut server = start_server(dir.path(), &coalition, &garage, "ack = \"local\"");
+    submit(&server, 1, &[("a.jpg", 100_000)]);
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+
+    // The partner's node goes away: intake goes on, the backlog grows and is reported.
+    garage.nodes[0].kill();
+    for n in 2..5 {
+        submit(&server, n, &[("b.jpg", 300_000)]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let down = loop {
+        let status = status(&server);
+        if status["replicas"][0]["last_error"].is_string() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no failure reported: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let replica = &down["replicas"][0];
+    assert!(replica["backlog"].as_u64().unwrap() >= 3, "{down:#}");
+    assert!(replica["oldest_pending"].as_str().unwrap().ends_with(":00:00Z"), "{down:#}");
+    let shown = amanat(&["status", "--data-dir", s(&server.data_dir)]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("BACKLOG") && shown.contains("LAST PUSH FAILED"), "{shown}");
+
+    // It comes back: the backlog drains.
+    garage.nodes[0].start();
+    wait_replicated(&server);
+    assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
+
+    // SIGKILL while a large object is on its way; after restart the replica is whole,
+    // with no object twice and none in part.
+    let big = noise(48 << 20, 7);
+    let response = post_multipart(
+        server.addr,
+        "/api/v1/submissions",
+        &[text("testimony", "the video"), file("evidence", "v.mp4", "video/mp4", &big)],
+    );
+    assert_eq!(response.status, 201);
+    server.kill();
+    server.restart();
+    wait_replicated(&server);
+    assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
+    let config = puller_config(&dir.path().join("reviewer"), &garage);
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn deleted_replaced_dropped_and_edited_in_the_replica_are_each_found_by_name() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server(dir.path(), &coalition, &garage, "segment_leaves = 2");
+    // Each submission's objects, from its receipt's leaf.
+    let sent: Vec<Vec<String>> = (1..=5u64)
+        .map(|n| {
+            let response = post_multipart(
+                server.addr,
+                "/api/v1/submissions",
+                &[
+                    text("testimony", "held"),
+                    file("evidence", "p.jpg", "image/jpeg", &noise(200_000, n)),
+                ],
+            );
+            assert_eq!(response.status, 201);
+            receipt_objects(&response.json())
+        })
+        .collect();
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+    let config = puller_config(&dir.path().join("reviewer"), &garage);
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+
+    // Objects: one of the first submission replaced by other bytes of its length, one
+    // of the second deleted.
+    let key = |id: &String| format!("{server_id}/objects/{id}");
+    let (replaced, deleted) = (&key(&sent[0][0]), &key(&sent[1][0]));
+    let original = garage.get(replaced);
+    garage.put(replaced, &noise(original.len(), 99), dir.path());
+    garage.delete(deleted);
+    let (ok, problems) = audit(&config);
+    assert!(!ok);
+    let id = |key: &str| key.rsplit('/').next().unwrap().to_string();
+    assert!(
+        problems.iter().any(|p| p.contains(&id(replaced)) && p.contains("replaced")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains(&id(deleted)) && p.contains("deleted")),
+        "{problems:?}"
+    );
+    // `open` names them too, and opens every other submission.
+    let pulled = dir.path().join("pull-1.tar");
+    let (ok, report) = pull(&config, &pulled);
+    assert!(!ok, "the pull reports what it could not copy: {report:#}");
+    let out = dir.path().join("cases");
+    let (ok, outcomes) = open(&[&pulled], &coalition.identity_files[0], &out);
+    assert!(!ok);
+    let failed: Vec<&serde_json::Value> =
+        outcomes.values().filter(|o| o["status"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "{outcomes:#?}");
+    for outcome in &failed {
+        let reason = outcome["reason"].as_str().unwrap();
+        assert!(reason.contains(&id(replaced)) || reason.contains(&id(deleted)), "{reason}");
+    }
+    assert_eq!(outcomes.values().filter(|o| o["status"] == "opened").count(), 3);
+
+    // Segments: the one of leaves 2..4 dropped, the last one's body edited.
+    let segments: Vec<String> =
+        garage.keys().into_iter().filter(|k| k.contains("/journal/")).collect();
+    assert_eq!(segments.len(), 3, "{segments:?}");
+    assert!(segments[1].ends_with("00000000000000000002.seg"));
+    garage.delete(&segments[1]);
+    let mut edited = garage.get(&segments[2]);
+    // A byte of the encrypted body (which begins with age's magic line).
+    let magic = b"age-encryption.org/v1";
+    let at = edited.windows(magic.len()).position(|w| w == magic).unwrap() + 40;
+    edited[at] ^= 1;
+    garage.put(&segments[2], &edited, dir.path());
+    let (_, problems) = audit(&config);
+    assert!(problems.iter().any(|p| p.contains("misses leaves 2..4")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("segment 4") && p.contains("altered")),
+        "{problems:?}"
+    );
+    let pulled = dir.path().join("pull-2.tar");
+    pull(&config, &pulled);
+    let (ok, outcomes) =
+        open(&[&pulled], &coalition.identity_files[0], &dir.path().join("cases-2"));
+    assert!(!ok);
+    let refused = &outcomes[&format!("{} (server {server_id})", pulled.display())];
+    assert_eq!(refused["status"], "failed");
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(reason.contains("altered") || reason.contains("misses leaves 2..4"), "{reason}");
+}
+
+#[test]
+fn a_three_node_cluster_losing_a_node_mid_upload_still_holds_every_acknowledged_submission() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::cluster(&dir.path().join("partners"), 3);
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server(dir.path(), &coalition, &garage, "ack = \"local\"");
+    let mut sent = Vec::new();
+    for n in 1..=8 {
+        if n == 4 {
+            // A partner's node dies with uploads under way.
+            garage.nodes[2].kill();
+        }
+        sent.push(submit(&server, n, &[("f.jpg", 3 << 20)]));
+    }
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+    assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
+    let config = puller_config(&dir.path().join("reviewer"), &garage);
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+    let pulled = dir.path().join("pull.tar");
+    assert!(pull(&config, &pulled).0);
+    let out = dir.path().join("cases");
+    let (ok, outcomes) = open(&[&pulled], &coalition.identity_files[0], &out);
+    assert!(ok, "{outcomes:#?}");
+    assert_opened(&out, &outcomes, &sent);
+}
+
+#[test]
+fn with_ack_replicated_the_receipt_waits_for_the_replica_and_says_plainly_when_it_cannot() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server(
+        dir.path(),
+        &coalition,
+        &garage,
+        "ack = \"replicated\"\nmin_replicas = 1\nack_deadline_secs = 3",
+    );
+    let send = || {
+        let response = post_multipart(
+            server.addr,
+            "/api/v1/submissions",
+            &[
+                text("testimony", "held"),
+                file("evidence", "p.jpg", "image/jpeg", &noise(150_000, 3)),
+            ],
+        );
+        assert_eq!(response.status, 201, "{}", response.text());
+        response.json()
+    };
+    // Up: the 201 comes once the replica holds it, objects and journal.
+    let first = send();
+    assert_eq!(first["replication"]["complete"], true, "{first:#}");
+    assert_eq!(first["replication"]["replicas"], 1);
+    let server_id = status(&server)["server"].as_str().unwrap().to_string();
+    let keys = garage.keys();
+    for object in receipt_objects(&first) {
+        assert!(keys.contains(&format!("{server_id}/objects/{object}")), "{keys:?}");
+    }
+    // Down: still acknowledged (it is durable here), and it says so.
+    garage.nodes[0].kill();
+    let second = send();
+    assert_eq!(second["replication"]["complete"], false, "{second:#}");
+    assert!(second["replication"]["message"].as_str().unwrap().contains("not yet copied"));
+    garage.nodes[0].start();
+    wait_replicated(&server);
+}
+
+#[test]
+fn a_purge_keeps_what_a_replica_lacks_and_replication_goes_on_after_it() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server(dir.path(), &coalition, &garage, "ack = \"local\"");
+    let purge = || {
+        let out = amanat(&[
+            "purge",
+            "--data-dir",
+            s(&server.data_dir),
+            "--exported-before",
+            "0",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["purged_submissions"]
+            .as_u64()
+            .unwrap()
+    };
+    // Replicated, exported, purged: the growing journal segment still names it.
+    crate::review::submit(&server, 1, &[("a.jpg", 50_000)]);
+    wait_replicated(&server);
+    crate::review::export(&server, &dir.path().join("b1.tar"), false);
+    assert_eq!(purge(), 1);
+    // Exported but not in the replica (it is down): the purge holds it back.
+    garage.nodes[0].kill();
+    crate::review::submit(&server, 2, &[("b.jpg", 60_000)]);
+    crate::review::export(&server, &dir.path().join("b2.tar"), false);
+    assert_eq!(purge(), 0, "a purge took what no replica holds yet");
+    garage.nodes[0].start();
+    crate::review::submit(&server, 3, &[("c.jpg", 70_000)]);
+    wait_replicated(&server);
+    assert_eq!(purge(), 1);
+    let server_id = status(&server)["server"].as_str().unwrap().to_string();
+    let keys = garage.keys();
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with(&format!("{server_id}/objects/"))).count(),
+        6,
+        "{keys:?}"
+    );
+    let config = puller_config(&dir.path().join("reviewer"), &garage);
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+}
