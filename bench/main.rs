@@ -8,6 +8,7 @@
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
+mod replication;
 
 use common::{Coalition, Server};
 use std::io::Write;
@@ -33,6 +34,9 @@ struct Scale {
     storage_submissions: usize,
     startup_submissions: usize,
     startup_runs: usize,
+    replica_clients: usize,
+    replica_bytes: u64,
+    replica_runs: usize,
 }
 
 impl Scale {
@@ -51,6 +55,9 @@ impl Scale {
             storage_submissions: 10_000,
             startup_submissions: 100_000,
             startup_runs: 3,
+            replica_clients: 16,
+            replica_bytes: 64 * MIB,
+            replica_runs: 3,
         }
     }
 
@@ -68,6 +75,9 @@ impl Scale {
             storage_submissions: 50,
             startup_submissions: 100,
             startup_runs: 1,
+            replica_clients: 2,
+            replica_bytes: 4 * MIB,
+            replica_runs: 1,
         }
     }
 }
@@ -112,6 +122,9 @@ fn main() {
     }
     if want("startup") {
         figures.push(startup(&scale));
+    }
+    if want("replication") {
+        figures.extend(replication::figures(&scale));
     }
     let table = render(&figures, tiny, started.elapsed());
     println!("{table}");
@@ -180,7 +193,11 @@ fn memory(scale: &Scale) -> Vec<Figure> {
         let idle = common::peak_memory_kib(server.pid());
         let addr = server.addr;
         let clients: Vec<_> = (0..scale.memory_clients)
-            .map(|seed| std::thread::spawn(move || upload_generated(addr, size, seed as u64 + 1)))
+            .map(|seed| {
+                std::thread::spawn(move || {
+                    upload_generated(addr, size, seed as u64 + 1);
+                })
+            })
             .collect();
         for c in clients {
             c.join().unwrap();
@@ -296,36 +313,11 @@ fn review(scale: &Scale) -> Figure {
     for run in 0..scale.review_runs {
         let cases = dir.path().join(format!("cases-{run}"));
         let state = dir.path().join(format!("state-{run}"));
-        ours.push(time(|| {
-            let out = amanat(&[
-                "open",
-                p(&bundle),
-                "--identity",
-                p(identity),
-                "--out",
-                p(&cases),
-                "--state",
-                p(&state),
-            ]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }));
+        ours.push(time(|| open_cases(&bundle, identity, &cases, &state)));
         std::fs::remove_dir_all(&cases).unwrap();
         let plain = dir.path().join(format!("plain-{run}"));
         std::fs::create_dir(&plain).unwrap();
-        reference.push(time(|| {
-            for object in &objects {
-                let status = Command::new("age")
-                    .arg("-d")
-                    .arg("-i")
-                    .arg(identity)
-                    .arg("-o")
-                    .arg(plain.join(object.file_name().unwrap()))
-                    .arg(object)
-                    .status()
-                    .unwrap();
-                assert!(status.success());
-            }
-        }));
+        reference.push(time(|| age_decrypt_each(identity, &objects, &plain)));
         std::fs::remove_dir_all(&plain).unwrap();
     }
     let (ours, reference) = (median(ours), median(reference));
@@ -527,10 +519,12 @@ fn upload_head(addr: SocketAddr, file_len: u64) -> (TcpStream, Vec<u8>) {
     (stream, tail)
 }
 
-fn finish_upload(mut stream: TcpStream, tail: &[u8]) {
+/// Sends the multipart tail and returns the 201's JSON (its receipt).
+fn finish_upload(mut stream: TcpStream, tail: &[u8]) -> serde_json::Value {
     stream.write_all(tail).unwrap();
     let response = common::try_read_response(&mut stream).unwrap();
     assert_eq!(response.status, 201, "{}", response.text());
+    serde_json::from_slice(&response.body).unwrap()
 }
 
 /// Uploads a file from disk (the kernel copies it to the socket).
@@ -542,7 +536,7 @@ fn upload_file(addr: SocketAddr, path: &Path) {
 }
 
 /// Uploads `len` bytes of noise made on the fly (no copy of it in the client's memory).
-fn upload_generated(addr: SocketAddr, len: u64, seed: u64) {
+fn upload_generated(addr: SocketAddr, len: u64, seed: u64) -> serde_json::Value {
     let (mut stream, tail) = upload_head(addr, len);
     let mut noise = Noise::new(seed);
     let mut buf = vec![0u8; 256 * 1024];
@@ -553,7 +547,7 @@ fn upload_generated(addr: SocketAddr, len: u64, seed: u64) {
         stream.write_all(&buf[..n]).unwrap();
         left -= n as u64;
     }
-    finish_upload(stream, &tail);
+    finish_upload(stream, &tail)
 }
 
 /// Incompressible bytes, fast (xorshift).
@@ -627,6 +621,37 @@ fn populate(addr: SocketAddr, count: usize, mixed: bool) {
 // ---------- small helpers ----------
 
 /// User and system CPU time a process has used, in seconds.
+/// `amanat open` of one bundle or pull file into `cases`.
+fn open_cases(bundle: &Path, identity: &Path, cases: &Path, state: &Path) {
+    let out = amanat(&[
+        "open",
+        p(bundle),
+        "--identity",
+        p(identity),
+        "--out",
+        p(cases),
+        "--state",
+        p(state),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `age -d` of each object into `plain`, one file per object.
+fn age_decrypt_each(identity: &Path, objects: &[PathBuf], plain: &Path) {
+    for (i, object) in objects.iter().enumerate() {
+        let status = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(identity)
+            .arg("-o")
+            .arg(plain.join(i.to_string()))
+            .arg(object)
+            .status()
+            .expect("Debian's age is installed");
+        assert!(status.success());
+    }
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name, which is in parentheses and may hold spaces.

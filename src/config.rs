@@ -50,6 +50,23 @@ pub struct ReplicaEndpoint {
     pub access_key_id: String,
     /// A file (0600) holding the secret access key: never in this file, never logged.
     pub secret_access_key_file: PathBuf,
+    /// Whether ciphertext the server purges after export is deleted from this replica
+    /// too. Off by default: the replica keeps every object, whatever the server purges.
+    #[serde(default)]
+    pub purge: bool,
+    /// This replica's own retention: its copies of submissions exported more than this
+    /// many days ago are deleted, whatever the server keeps (0: kept for good).
+    #[serde(default)]
+    pub retention_days: u64,
+}
+
+impl ReplicaEndpoint {
+    /// Whether this configuration lets the server delete objects from the replica: an
+    /// audit or pull by the same configuration accepts deletions under a purge notice
+    /// signed by the server; otherwise it reports them.
+    pub fn deletes(&self) -> bool {
+        self.purge || self.retention_days > 0
+    }
 }
 
 /// How replication runs.
@@ -375,11 +392,7 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for replica in &self.replicas {
-            let well_formed = (1..=32).contains(&replica.name.len())
-                && replica
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let well_formed = crate::record::is_replica_name(&replica.name);
             if !well_formed || !seen.insert(replica.name.as_str()) {
                 return refuse(
                     "each [[replicas]] needs its own name of 1-32 lowercase letters, digits or \

@@ -217,6 +217,12 @@ impl From<SubmissionId> for CaseId {
     }
 }
 
+/// A replica's name in `[[replicas]]`: 1-32 lowercase letters, digits or dashes.
+pub fn is_replica_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// A UTC hour, RFC 3339 (`YYYY-MM-DDTHH:00:00Z`): the finest time amanat records, in
 /// records, leaves, logs and file times, so nothing it keeps can be matched against a
 /// network's logs to the minute.

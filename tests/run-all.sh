@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
-# deploy/ files, curl to tamper with a replica; Garage, the partners' object store, and
+# deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
+# as through Tor; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
@@ -23,6 +24,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v tor >/dev/null || need+=(tor)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
+command -v microsocks >/dev/null || need+=(microsocks)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq

@@ -4,14 +4,17 @@
 //! ```text
 //! <server>/objects/<id>             every object exactly as stored
 //! <server>/journal/<from, 20 digits>.seg   a journal segment (log::journal)
+//! <server>/purged/<hour>-<hash>.notice      a signed purge notice, put before the
+//!                                           server deletes what it names
 //! ```
 //! A segment is a POSIX tar: `segment.note` (its signed header), then `journal.age`
 //! (its body, age-encrypted to the coalition).
 //!
 //! A pull file is a tar too: `replica.json` (schema `amanat/replica/v1`), then every
 //! segment of each server as `journal/<server>/<from>.seg`, then the objects of the
-//! submissions new since the last pull as `objects/<id>.age`: `amanat open` reads it
-//! like an export, one bundle per server.
+//! submissions new since the last pull as `objects/<id>.age`, and each server's purge
+//! notices as `purged/<server>/<name>`: `amanat open` reads it like an export, one
+//! bundle per server.
 
 use super::{is_id_member, BundleError, Package, PackageWriter};
 use crate::log::journal::SegmentHeader;
@@ -37,6 +40,40 @@ pub fn segment_key(server: &str, from: u64) -> String {
 pub fn object_key(server: &str, id: &crate::record::ObjectId) -> String {
     format!("{server}/objects/{id}")
 }
+
+/// A purge notice's key in the bucket: its day (as ten digits, `YYYYMMDD00`), then a
+/// hash of the note, so the same notice put twice (a retry) is one object and two
+/// never collide.
+pub fn notice_key(server: &str, note: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, note.as_bytes());
+    let hour = note
+        .lines()
+        .find_map(|l| l.strip_prefix("day "))
+        .map(|h| h.chars().filter(char::is_ascii_digit).take(10).collect::<String>())
+        .unwrap_or_default();
+    format!("{server}/purged/{hour}-{}.notice", hex::encode(&digest.as_ref()[..8]))
+}
+
+/// A purge notice's member name in a pull file, from its key in the bucket.
+pub fn notice_member(server: &str, key: &str) -> Option<String> {
+    let name = key.rsplit('/').next()?;
+    is_notice_name(name).then(|| format!("purged/{server}/{name}"))
+}
+
+fn is_notice_name(name: &str) -> bool {
+    name.strip_suffix(".notice").is_some_and(|stem| {
+        stem.len() == 10 + 1 + 16
+            && stem
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| if i == 10 { b == b'-' } else { b.is_ascii_hexdigit() })
+    })
+}
+
+/// Notices are small: a line per object, a pass's worth of objects at most. One
+/// server's notices, together, are held to a bound as well.
+pub const MAX_NOTICE_BYTES: u64 = 4 << 20;
+pub const MAX_NOTICES_BYTES: u64 = 64 << 20;
 
 /// A segment's first leaf, from its name in the bucket or in a pull file.
 pub fn segment_from(name: &str) -> Option<u64> {
@@ -107,6 +144,12 @@ pub struct PullIndex {
     pub schema: String,
     /// The replica's name in the puller's configuration.
     pub replica: String,
+    /// Whether that configuration lets the server delete from the replica what it
+    /// purges, or for retention: `open` accepts deletions under a purge notice only then.
+    #[serde(default)]
+    pub purge: bool,
+    #[serde(default)]
+    pub retention_days: u64,
     /// UTC hour of the pull.
     pub pulled_at: String,
     pub servers: Vec<PulledServer>,
@@ -122,6 +165,9 @@ pub struct PulledServer {
     pub new_from: u64,
     /// Every segment, in order, as members `journal/<server>/<from>.seg`.
     pub segments: Vec<String>,
+    /// Every purge notice of the server's, as members `purged/<server>/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// A segment's member name in a pull file.
@@ -148,6 +194,8 @@ impl Pull {
         let package = Package::read(path, INDEX_NAME, |name| {
             is_id_member(name, "objects/")
                 || (name.starts_with("journal/") && segment_from(name).is_some())
+                || (name.starts_with("purged/")
+                    && name.rsplit('/').next().is_some_and(is_notice_name))
         })?;
         let index: PullIndex = package.parse_index()?;
         package.require_schema(&index.schema, REPLICA_SCHEMA)?;
@@ -158,6 +206,16 @@ impl Pull {
     pub fn segment(&self, member: &str) -> Result<Vec<u8>, BundleError> {
         match self.package.read_member(member, MAX_SEGMENT_BYTES) {
             Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(e)) => Err(BundleError::Damaged(format!("cannot read {member}: {e}"))),
+            None => Err(BundleError::Damaged(format!("{member} is missing from the pull file"))),
+        }
+    }
+
+    /// One purge notice member, as text (bounded).
+    pub fn notice(&self, member: &str) -> Result<String, BundleError> {
+        match self.package.read_member(member, MAX_NOTICE_BYTES) {
+            Some(Ok(bytes)) => String::from_utf8(bytes)
+                .map_err(|_| BundleError::Damaged(format!("{member} is not text"))),
             Some(Err(e)) => Err(BundleError::Damaged(format!("cannot read {member}: {e}"))),
             None => Err(BundleError::Damaged(format!("{member} is missing from the pull file"))),
         }

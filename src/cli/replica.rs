@@ -36,6 +36,10 @@ enum ReplicaCommand {
     Audit {
         #[arg(long)]
         replica: String,
+        /// Remember here what this audit saw (each server's key, how far its journal
+        /// went, its closed segments), and report what is gone or changed since.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
         #[command(flatten)]
         json: super::Json,
     },
@@ -71,16 +75,16 @@ pub fn replica(config: Option<&Path>, args: &ReplicaArgs) -> Done {
             }
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        ReplicaCommand::Audit { replica, json } => {
-            let report = amanat::replication::audit(find(replica)?, proxy)?;
+        ReplicaCommand::Audit { replica, state, json } => {
+            let report = amanat::replication::audit(find(replica)?, proxy, state.as_deref())?;
             if json.json {
                 super::print_json(&report);
             } else {
                 for s in &report.servers {
                     println!(
                         "server {}: {} journal segment(s) over {} log entries, {} object(s) \
-                         checked ({} bytes hashed)",
-                        s.server, s.segments, s.leaves, s.objects, s.bytes_checked
+                         checked ({} bytes hashed), {} deleted by the server's purge notices",
+                        s.server, s.segments, s.leaves, s.objects, s.bytes_checked, s.purged
                     );
                 }
                 for problem in &report.problems {

@@ -76,17 +76,19 @@ pub fn open(args: &OpenArgs) -> Done {
                 }
             ),
             Status::AlreadyOpen => println!("already  {}", outcome.submission),
-            Status::NewServerKey | Status::ReplyKeyChanged => println!("NOTE     {reason}"),
+            Status::NewServerKey
+            | Status::ReplyKeyChanged
+            | Status::ReplicaBehind
+            | Status::PurgedFromReplica => {
+                println!("NOTE     {reason}");
+            }
             Status::Failed => {
                 println!("FAILED   {}  {reason}", printable(&outcome.submission));
             }
         }
     }
     let failed = outcomes.iter().filter(|o| !o.verified()).count();
-    let notes = outcomes
-        .iter()
-        .filter(|o| matches!(o.status, Status::NewServerKey | Status::ReplyKeyChanged))
-        .count();
+    let notes = outcomes.iter().filter(|o| o.status.is_note()).count();
     if !args.json.json {
         println!(
             "{} verified, {} failed; cases in {} (open index.html)",

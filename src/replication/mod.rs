@@ -11,6 +11,7 @@
 //! asked for acknowledgements to wait on replicas (`replication.ack`).
 
 mod audit;
+mod notices;
 mod pull;
 mod s3;
 
@@ -29,8 +30,12 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 /// How often a caught-up worker looks again without being woken.
 const IDLE_POLL: Duration = Duration::from_secs(5);
-/// Objects one replica uploads at once.
+/// Objects one replica uploads (or deletes) at once.
 const OBJECTS_AT_ONCE: usize = 4;
+/// How often a replica with a retention looks for copies past it.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often a worker checks the bucket still holds what it pushed there.
+const HEAL_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why replication did not start.
 #[derive(Debug)]
@@ -121,13 +126,36 @@ async fn run(
     segment_leaves: u64,
 ) {
     let mut commits = store.watch_commits();
+    let mut purges = store.watch_purges();
+    // Deletions this replica's settings ask for: looked at once caught up, then after
+    // each purge on the server and once an hour (retention).
+    let mut next_prune = tokio::time::Instant::now();
+    // What the bucket lost is put back: looked at once caught up after a start, then
+    // daily.
+    let mut next_heal = tokio::time::Instant::now();
     let mut health = ReplicaHealth { name: replica.name().to_string(), ..Default::default() };
     loop {
+        let prune_now = replica.rule.purge && purges.has_changed().unwrap_or(false)
+            || tokio::time::Instant::now() >= next_prune;
         let pushed = async {
             let size = store.durable_log_size().map_err(|_| "cannot read the log")?;
             let progress =
                 store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?;
             if progress.through >= size {
+                if prune_now && (replica.rule.purge || replica.rule.retention_days > 0) {
+                    purges.borrow_and_update();
+                    let now = tokio::time::Instant::now();
+                    // A failed pass is tried again at the next round (after the backoff).
+                    next_prune = now;
+                    prune(&replica, &store).await?;
+                    next_prune = now + PRUNE_EVERY;
+                }
+                // After the deletions, so that one object it cannot put back never holds
+                // them up.
+                if tokio::time::Instant::now() >= next_heal {
+                    heal(&replica, &store, &recipients).await?;
+                    next_heal = tokio::time::Instant::now() + HEAL_EVERY;
+                }
                 return Ok(false);
             }
             let next = push(&replica, &store, &recipients, progress, size, segment_leaves).await?;
@@ -189,18 +217,114 @@ async fn push(
     let server = store.server_id().map_err(|_| "cannot read the server id")?;
     let objects =
         store.journal_objects(progress.through, to).map_err(|_| "cannot read the journal")?;
+    put_objects(replica, store, &server, objects).await?;
+    put_segment(replica, store, recipients, segment_from, to).await?;
+    Ok(ReplicaProgress { segment_from, through: to })
+}
+
+async fn put_objects(
+    replica: &Replica,
+    store: &Store,
+    server: &str,
+    objects: Vec<(crate::record::ObjectId, u64)>,
+) -> Result<(), &'static str> {
     use futures_util::stream::TryStreamExt;
     futures_util::stream::iter(objects.into_iter().map(Ok::<_, &'static str>))
-        .try_for_each_concurrent(OBJECTS_AT_ONCE, |(id, len)| {
-            let server = server.as_str();
-            async move { replica.put_object(server, store, &id, len).await }
+        .try_for_each_concurrent(OBJECTS_AT_ONCE, |(id, len)| async move {
+            replica.put_object(server, store, &id, len).await
         })
-        .await?;
+        .await
+}
+
+async fn put_segment(
+    replica: &Replica,
+    store: &Store,
+    recipients: &LiveRecipients,
+    from: u64,
+    to: u64,
+) -> Result<(), &'static str> {
     let segment = store
-        .journal_segment(segment_from, to, &recipients.current())
+        .journal_segment(from, to, &recipients.current())
         .map_err(|_| "cannot make the journal segment")?;
-    replica.put_segment(&segment).await?;
-    Ok(ReplicaProgress { segment_from, through: to })
+    replica.put_segment(&segment).await
+}
+
+/// Puts back what the bucket lost of what this server pushed there: objects it still
+/// holds, and journal segments (deleted with a seized key, or by mistake). Returns how
+/// many it put back. A segment put back is sealed afresh, so an audit holding its
+/// earlier hash (`replica audit --state`) names it as changed: someone should look.
+async fn heal(
+    replica: &Replica,
+    store: &Store,
+    recipients: &LiveRecipients,
+) -> Result<usize, &'static str> {
+    let server = store.server_id().map_err(|_| "cannot read the server id")?;
+    let through =
+        store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?.through;
+    let held = |listed: Vec<(String, u64)>| -> std::collections::BTreeSet<String> {
+        listed.into_iter().map(|(key, _)| key).collect()
+    };
+    let objects = held(replica.list(&format!("{server}/objects/")).await?);
+    let owed =
+        store.objects_owed(replica.name(), through).map_err(|_| "cannot read the journal")?;
+    let missing: Vec<_> = owed
+        .into_iter()
+        .filter(|(id, _)| !objects.contains(&crate::bundle::replica::object_key(&server, id)))
+        .collect();
+    let mut restored = missing.len();
+    put_objects(replica, store, &server, missing).await?;
+    let segments = held(replica.list(&format!("{server}/journal/")).await?);
+    let pushed = store.replica_segments(replica.name()).map_err(|_| "cannot read its progress")?;
+    for (from, to) in pushed {
+        if to <= through && !segments.contains(&crate::bundle::replica::segment_key(&server, from))
+        {
+            put_segment(replica, store, recipients, from, to).await?;
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        tracing::warn!(
+            replica = replica.name(),
+            restored,
+            "the replica had lost objects or journal segments this server pushed; put back"
+        );
+    }
+    Ok(restored)
+}
+
+/// Deletes from the replica what its settings say is due (`[[replicas]]` `purge`,
+/// `retention_days`): each batch announced first by a notice the server signs into the
+/// bucket, then recorded durably once deleted (a crash repeats it, which is harmless).
+async fn prune(replica: &Replica, store: &Store) -> Result<(), &'static str> {
+    let due = store
+        .due_deletions(replica.name(), replica.rule)
+        .map_err(|_| "cannot read what is due for deletion")?;
+    if due.submissions.is_empty() {
+        return Ok(());
+    }
+    let server = store.server_id().map_err(|_| "cannot read the server id")?;
+    use futures_util::stream::TryStreamExt;
+    for (reason, objects) in due.objects {
+        let note = store
+            .purge_notice(replica.name(), reason, objects.clone())
+            .map_err(|_| "cannot sign the purge notice")?;
+        replica.put_notice(&server, &note).await?;
+        futures_util::stream::iter(objects.into_iter().map(Ok::<_, &'static str>))
+            .try_for_each_concurrent(OBJECTS_AT_ONCE, |(id, _)| {
+                let server = server.as_str();
+                async move { replica.delete_object(server, &id).await }
+            })
+            .await?;
+    }
+    store
+        .record_deletions(replica.name(), &due.submissions)
+        .map_err(|_| "cannot record the deletions")?;
+    tracing::info!(
+        replica = replica.name(),
+        submissions = due.submissions.len(),
+        "deleted from the replica as its settings ask"
+    );
+    Ok(())
 }
 
 /// How a submission stood with the replicas when its acknowledgement was sent (only

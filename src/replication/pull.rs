@@ -7,7 +7,7 @@
 use super::Replica;
 use crate::bundle::object_member;
 use crate::bundle::replica::{
-    begin_pull, read_segment, segment_from, segment_member, PullIndex, PulledServer,
+    begin_pull, notice_member, read_segment, segment_from, segment_member, PullIndex, PulledServer,
     MAX_SEGMENT_BYTES, REPLICA_SCHEMA,
 };
 use crate::config::ReplicaEndpoint;
@@ -86,26 +86,33 @@ pub fn pull(
             }
         }
         froms.sort();
-        listed.push((server.clone(), froms));
+        let notices = runtime.block_on(super::notices::list(&replica, server)).map_err(fail)?;
+        listed.push((server.clone(), froms, notices));
     }
     let index = PullIndex {
         schema: REPLICA_SCHEMA.into(),
         replica: replica.name().to_string(),
+        purge: endpoint.purge,
+        retention_days: endpoint.retention_days,
         pulled_at: Hour::now(),
         servers: listed
             .iter()
-            .map(|(server, froms)| PulledServer {
+            .map(|(server, froms, notices)| PulledServer {
                 server: server.clone(),
                 new_from: first_new(froms, state.servers.get(server).copied().unwrap_or(0)),
                 segments: froms.iter().map(|(from, _)| segment_member(server, *from)).collect(),
+                notices: notices.iter().filter_map(|(k, _)| notice_member(server, k)).collect(),
             })
             .collect(),
     };
     let file =
         crate::durable::NewFile::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut package = begin_pull(io::BufWriter::new(file), &index).map_err(|e| e.to_string())?;
-    let mut wanted: BTreeMap<ObjectId, (String, u64)> = BTreeMap::new();
-    for (server, froms) in &listed {
+    // Each server's objects from its own prefix: one server's journal never decides
+    // where another's objects are fetched from.
+    let mut wanted: BTreeMap<(String, ObjectId), u64> = BTreeMap::new();
+    let mut deleted: BTreeMap<String, super::notices::Notices> = BTreeMap::new();
+    for (server, froms, listed_notices) in &listed {
         let since = state.servers.get(server).copied().unwrap_or(0);
         let new_from = first_new(froms, since);
         let mut summary = PulledSummary {
@@ -152,19 +159,42 @@ pub fn pull(
             if segment.from >= new_from {
                 summary.new_leaves += segment.to - segment.from;
                 for (id, len) in segment.objects {
-                    wanted.entry(id).or_insert_with(|| (server.clone(), len));
+                    wanted.entry((server.clone(), id)).or_insert(len);
                 }
             }
         }
+        // The server's purge notices come along for `open` to check; objects they name
+        // may be gone, as this configuration allows or not.
+        let notices = runtime
+            .block_on(super::notices::read(
+                &replica,
+                endpoint,
+                server,
+                listed_notices,
+                key_of_server.as_deref(),
+            ))
+            .map_err(fail)?;
+        for (member, note) in &notices.raw {
+            package.bytes(member, note.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        for why in &notices.problems {
+            report.problems.push(format!("server {server}: {why}"));
+        }
+        deleted.insert(server.clone(), notices);
         report.servers.push(summary);
     }
-    for (id, (server, len)) in &wanted {
+    for ((server, id), len) in &wanted {
         let key = crate::bundle::replica::object_key(server, id);
         let got = runtime.block_on(replica.get_stream(&key));
         let (size, stream) = match got {
             Ok(got) => got,
             Err(why) => {
-                report.problems.push(format!("server {server}: object {id}: {why}"));
+                let notices = &deleted[server];
+                match notices.unwanted(id) {
+                    None if why == super::s3::NOT_FOUND && notices.excuses(id) => {}
+                    Some(unwanted) => report.problems.push(format!("server {server}: {unwanted}")),
+                    None => report.problems.push(format!("server {server}: object {id}: {why}")),
+                }
                 continue;
             }
         };
@@ -193,8 +223,13 @@ pub fn pull(
     let file = file.into_inner().map_err(|e| e.into_error().to_string())?;
     report.bytes = file.publish().map_err(|e| format!("{}: {e}", out.display()))?;
     if let Some(path) = state_path {
+        // A server's next pull starts past this one only when all of it came whole: after
+        // any problem it carries everything again, so nothing skipped is ever skipped for good.
         for summary in &report.servers {
-            state.servers.insert(summary.server.clone(), summary.leaves);
+            let prefix = format!("server {}: ", summary.server);
+            if !report.problems.iter().any(|p| p.starts_with(&prefix)) {
+                state.servers.insert(summary.server.clone(), summary.leaves);
+            }
         }
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
         crate::durable::replace(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;

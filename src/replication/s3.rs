@@ -4,10 +4,10 @@
 //! never shown or logged as it is).
 
 use super::BadReplica;
-use crate::bundle::replica::{object_key, segment_key, write_segment};
+use crate::bundle::replica::{notice_key, object_key, segment_key, write_segment};
 use crate::config::ReplicaEndpoint;
 use crate::record::ObjectId;
-use crate::store::{Segment, Store};
+use crate::store::{DeletionRule, Segment, Store};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -27,6 +27,8 @@ const PARTS_AT_ONCE: usize = 2;
 pub struct Replica {
     name: String,
     s3: AmazonS3,
+    /// What the server may delete there.
+    pub rule: DeletionRule,
 }
 
 impl Replica {
@@ -57,7 +59,8 @@ impl Replica {
             })
             .build()
             .map_err(|_| bad("its settings are not a usable S3 endpoint".into()))?;
-        Ok(Replica { name: endpoint.name.clone(), s3 })
+        let rule = DeletionRule { purge: endpoint.purge, retention_days: endpoint.retention_days };
+        Ok(Replica { name: endpoint.name.clone(), s3, rule })
     }
 
     pub fn name(&self) -> &str {
@@ -125,6 +128,21 @@ impl Replica {
             .map_err(|_| "cannot make the journal segment")?;
         let key = Key::from(segment_key(&segment.header.server, segment.header.from));
         self.s3.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| words(&e))
+    }
+
+    /// Puts a signed purge notice, before the deletions it announces.
+    pub async fn put_notice(&self, server: &str, note: &str) -> Result<(), &'static str> {
+        let key = Key::from(notice_key(server, note));
+        let bytes = Bytes::from(note.as_bytes().to_vec());
+        self.s3.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| words(&e))
+    }
+
+    /// Deletes one object (gone already is done).
+    pub async fn delete_object(&self, server: &str, id: &ObjectId) -> Result<(), &'static str> {
+        match self.s3.delete(&Key::from(object_key(server, id))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(words(&e)),
+        }
     }
 
     /// The server ids the bucket holds (its top-level names of 32 hex digits).
@@ -212,10 +230,13 @@ fn read_secret(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, Bad
     Ok(secret)
 }
 
+/// A key the bucket does not hold, in fixed words.
+pub const NOT_FOUND: &str = "not found in the replica";
+
 /// A store's failure in fixed words.
 fn words(e: &object_store::Error) -> &'static str {
     match e {
-        object_store::Error::NotFound { .. } => "not found in the replica",
+        object_store::Error::NotFound { .. } => NOT_FOUND,
         object_store::Error::PermissionDenied { .. } => "the replica refused (permission denied)",
         object_store::Error::Unauthenticated { .. } => {
             "the replica refused the credentials (unauthenticated)"

@@ -109,12 +109,43 @@ pub enum Status {
     /// Not a submission: a case's reply key was replaced (its upgrade from v1 keys);
     /// `amanat reply` seals to the new one from now on.
     ReplyKeyChanged,
+    /// Not a submission: a replica holds less of a server's log than this laptop
+    /// verified before (it lags, or lost entries).
+    ReplicaBehind,
+    /// A submission the server deleted from the replica after its export, under its
+    /// signed purge notice: it is in that export, not here.
+    PurgedFromReplica,
     Failed,
 }
 
 impl Outcome {
     pub fn verified(&self) -> bool {
         self.status != Status::Failed
+    }
+}
+
+/// An outcome that is not a submission but something the reviewer must read.
+pub(super) fn note(label: &str, status: Status, reason: String) -> Outcome {
+    Outcome {
+        submission: label.to_string(),
+        status,
+        reason: Some(reason),
+        files: 0,
+        path: None,
+        case: None,
+    }
+}
+
+impl Status {
+    /// A note for the reviewer rather than a submission opened or failed.
+    pub fn is_note(self) -> bool {
+        matches!(
+            self,
+            Status::NewServerKey
+                | Status::ReplyKeyChanged
+                | Status::ReplicaBehind
+                | Status::PurgedFromReplica
+        )
     }
 }
 
@@ -138,9 +169,15 @@ pub fn open_bundles(
         // against what this laptop verified up to now (the bundles before it included).
         let servers = replica::servers_in(path);
         for n in 0..servers.unwrap_or(1) {
+            // A replica's notes are told only once its log is verified below.
+            let mut notes = Vec::new();
             let (label, candidate) = match servers {
                 Some(_) => {
                     let (label, candidate) = replica::candidate(path, n, identities, state);
+                    let candidate = candidate.map(|(bundle, replica_notes)| {
+                        notes = replica_notes;
+                        bundle
+                    });
                     (label, candidate.map_err(|e| e.to_string()))
                 }
                 None => (path.display().to_string(), Opened::open(path).map_err(|e| e.to_string())),
@@ -157,20 +194,15 @@ pub fn open_bundles(
             }) {
                 Ok(pair) => {
                     if let Some(verified) = pair.1.as_ref().filter(|v| v.new_server) {
-                        outcomes.push(Outcome {
-                            submission: label.clone(),
-                            status: Status::NewServerKey,
-                            reason: Some(format!(
-                                "first bundle from server key {}: compare it with the key \
-                             `amanat status` prints on the server; from now on this laptop \
-                             holds that server to its log",
-                                verified.server_key
-                            )),
-                            files: 0,
-                            path: None,
-                            case: None,
-                        });
+                        let reason = format!(
+                            "first bundle from server key {}: compare it with the key `amanat \
+                             status` prints on the server; from now on this laptop holds that \
+                             server to its log",
+                            verified.server_key
+                        );
+                        outcomes.push(note(&label, Status::NewServerKey, reason));
                     }
+                    outcomes.extend(replica::outcomes_of(&label, notes, out));
                     opened.push(pair);
                 }
                 Err(reason) => outcomes.push(Outcome {

@@ -10,7 +10,7 @@ use super::ReviewError;
 use crate::bundle::replica::{read_segment, Pull};
 use crate::bundle::{BundleIndex, Opened, BUNDLE_SCHEMA};
 use crate::keys::VerifierKey;
-use crate::log::journal::{JournalBody, JOURNAL_SCHEMA};
+use crate::log::journal::{JournalBody, PurgeNotice, JOURNAL_SCHEMA};
 use crate::log::merkle::{self, MemoryTree};
 use crate::log::{
     encode_hashes, BundleLog, Checkpoint, EarlierCheckpoint, LogLeaf, LoggedReplyKey, ReviewState,
@@ -34,13 +34,14 @@ pub fn servers_in(path: &Path) -> Option<usize> {
 }
 
 /// The bundle of the pull file's `n`th server, rebuilt from its journal, with a label
-/// naming the file and the server; or why it was refused.
+/// naming the file and the server, and notes for the reviewer (the replica lags, or
+/// holds submissions the server purged from it); or why it was refused.
 pub fn candidate(
     path: &Path,
     n: usize,
     identities: &[age::x25519::Identity],
     state: &ReviewState,
-) -> (String, Result<Opened, ReviewError>) {
+) -> (String, Result<(Opened, Vec<Note>), ReviewError>) {
     let label = path.display().to_string();
     let pull = match Pull::open(path) {
         Ok(pull) => pull,
@@ -53,10 +54,11 @@ pub fn candidate(
         );
     };
     let label = format!("{label} (server {})", server.server);
-    let bundle = rebuild(&pull, server, identities, state).and_then(|index| {
-        Pull::bundle(path, index).map_err(|e| ReviewError::Package(e.to_string()))
+    let bundle = rebuild(&pull, server, identities, state).and_then(|(index, notes)| {
+        let bundle = Pull::bundle(path, index).map_err(|e| ReviewError::Package(e.to_string()))?;
+        Ok((Opened::Export(bundle), notes))
     });
-    (label, bundle.map(Opened::Export))
+    (label, bundle)
 }
 
 fn rebuild(
@@ -64,7 +66,7 @@ fn rebuild(
     server: &crate::bundle::replica::PulledServer,
     identities: &[age::x25519::Identity],
     state: &ReviewState,
-) -> Result<BundleIndex, ReviewError> {
+) -> Result<(BundleIndex, Vec<Note>), ReviewError> {
     let id = &server.server;
     let mut tree = MemoryTree::default();
     let mut key: Option<(String, VerifierKey)> = None;
@@ -170,8 +172,30 @@ fn rebuild(
         return Err(ReviewError::Package("the replica holds no journal for this server".into()));
     };
     let proof_err = |e: std::io::Error| ReviewError::Altered(e.to_string());
+    let known = state.known_sizes(&verifier.name);
+    let verified_size = known.last().copied().unwrap_or(0);
+    // The pull file's index (written by the networked machine, signed by no one) says
+    // from where it carries objects: entries this laptop never opened must not be
+    // skipped on its word.
+    if server.new_from > verified_size {
+        return Err(ReviewError::Package(format!(
+            "this pull file carries this server's objects only from log entry {} on, but this \
+             laptop has verified its log only up to entry {verified_size}: the entries between were \
+             never opened here; pull again with a new --state file (or none)",
+            server.new_from
+        )));
+    }
+    let mut notes = Vec::new();
+    if size < verified_size {
+        notes.push(Note::Behind(format!(
+            "replica {:?} holds server {id}'s log only up to entry {size}, but this laptop \
+             verified {verified_size} entries before: the replica lags behind, or lost the entries \
+             after {size} (run `amanat replica audit --state` on it)",
+            pull.index.replica
+        )));
+    }
     let mut sizes: BTreeSet<u64> = checkpoints.iter().map(|(s, _)| *s).collect();
-    sizes.extend(state.known_sizes(&verifier.name));
+    sizes.extend(known);
     let mut earlier = Vec::new();
     for old in sizes.into_iter().filter(|&s| s > 0 && s < size) {
         earlier.push(EarlierCheckpoint {
@@ -181,6 +205,25 @@ fn rebuild(
         });
     }
     records.retain(|r| r.log_index.is_some_and(|i| i >= server.new_from));
+    // What the server deleted from the replica under its own signed notice is not
+    // damage: its submission was exported before, and is said so rather than failed.
+    let deleted = purge_notices(pull, server, &server_key);
+    records.retain(|record| {
+        let missing: Vec<_> = record
+            .object_ids()
+            .into_iter()
+            .filter(|o| pull.package.object_len(o).is_none())
+            .collect();
+        // Excused only when every object it lacks was deleted under a notice.
+        let days: Option<Vec<&String>> = missing.iter().map(|o| deleted.get(o)).collect();
+        match days.and_then(|days| days.first().map(|d| (*d).clone())) {
+            Some(day) => {
+                notes.push(Note::Purged { submission: record.id.to_string(), day });
+                false
+            }
+            None => true,
+        }
+    });
     let mut inclusion = BTreeMap::new();
     for record in &records {
         let index = record.log_index.unwrap_or_default();
@@ -198,14 +241,76 @@ fn rebuild(
         });
     }
     let log = BundleLog { server_key, checkpoint, earlier, inclusion, reply_keys: logged_keys };
-    Ok(BundleIndex {
+    let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
         bundle: bundle_name(id, &pull.index.replica, size),
         server: id.clone(),
         created_at: pull.index.pulled_at.clone(),
         submissions: records,
         log,
-    })
+    };
+    Ok((index, notes))
+}
+
+/// What the reviewer is told about a replica besides its submissions.
+pub enum Note {
+    /// It holds less of the server's log than this laptop verified before.
+    Behind(String),
+    /// A submission whose objects the server deleted from the replica after export,
+    /// under its signed notice of `day`.
+    Purged { submission: String, day: String },
+}
+
+/// What the reviewer is told of a replica's notes (a case this laptop opened from its
+/// export before stays as it is, and needs no word).
+pub fn outcomes_of(label: &str, notes: Vec<Note>, out: &Path) -> Vec<super::Outcome> {
+    let mut outcomes = Vec::new();
+    for note in notes {
+        match note {
+            Note::Behind(reason) => {
+                outcomes.push(super::note(label, super::Status::ReplicaBehind, reason));
+            }
+            Note::Purged { submission, .. } if out.join(&submission).is_dir() => {}
+            Note::Purged { submission, day } => {
+                let reason = format!(
+                    "submission {submission} was exported, then deleted from the replica by \
+                     the server's signed purge notice of {day}: open it from the export that \
+                     carried it"
+                );
+                outcomes.push(super::note(&submission, super::Status::PurgedFromReplica, reason));
+            }
+        }
+    }
+    outcomes
+}
+
+/// Each object the server's valid purge notices in the pull file name, with the
+/// notice's day: notices signed by the journal's key, for the replica the pull came
+/// from, for a reason the puller's configuration lets the server delete for. Any other
+/// notice excuses nothing.
+fn purge_notices(
+    pull: &Pull,
+    server: &crate::bundle::replica::PulledServer,
+    server_key: &str,
+) -> BTreeMap<crate::record::ObjectId, String> {
+    let mut deleted = BTreeMap::new();
+    let prefix = format!("purged/{}/", server.server);
+    let members: BTreeSet<&String> =
+        server.notices.iter().filter(|m| m.starts_with(&prefix)).collect();
+    for member in members {
+        let verified = pull.notice(member).ok().and_then(|note| {
+            PurgeNotice::verify_for(&note, &server.server, server_key, &pull.index.replica).ok()
+        });
+        let Some(notice) =
+            verified.filter(|n| n.allowed_by(pull.index.purge, pull.index.retention_days))
+        else {
+            continue;
+        };
+        for (id, _) in notice.objects {
+            deleted.insert(id, notice.day.clone());
+        }
+    }
+    deleted
 }
 
 /// A stable name for the bundle rebuilt from one server's journal at one size.

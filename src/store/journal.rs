@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::io;
 
 const REPLICA: &str = "replica/";
+/// `replica-segment/<replica>/<first leaf, 20 digits>`: a segment pushed there.
+const SEGMENTS: &str = "replica-segment/";
 
 /// How far one replica holds the log, kept durably in the index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,7 +49,7 @@ pub struct ReplicaHealth {
 }
 
 /// Where an object's length comes from, for the journal.
-enum ObjectLen {
+pub(super) enum ObjectLen {
     Here(u64),
     Purged(u64),
     /// Purged by a version that did not keep lengths.
@@ -55,7 +57,7 @@ enum ObjectLen {
 }
 
 impl ObjectLen {
-    fn stored(&self) -> Option<u64> {
+    pub(super) fn stored(&self) -> Option<u64> {
         match *self {
             ObjectLen::Here(len) | ObjectLen::Purged(len) => Some(len),
             ObjectLen::Unknown => None,
@@ -131,14 +133,28 @@ impl Store {
         Ok(self.index.meta_get(&format!("{REPLICA}{name}"))?.unwrap_or_default())
     }
 
-    /// Records, durably, how far replica `name` holds the log, and tells whoever waits
-    /// on it.
+    /// Records, durably, how far replica `name` holds the log (and the segment that
+    /// ends there, for `replica_segments`), and tells whoever waits on it.
     pub fn record_replica_progress(&self, name: &str, progress: ReplicaProgress) -> io::Result<()> {
-        self.index.meta_put(&format!("{REPLICA}{name}"), &progress)?;
+        let mut entries = vec![(format!("{REPLICA}{name}"), progress)];
+        if progress.through > progress.segment_from {
+            let segment = format!("{SEGMENTS}{name}/{:020}", progress.segment_from);
+            entries.push((segment, progress));
+        }
+        self.index.meta_put_all(&entries)?;
         self.replicated.send_modify(|all| {
             all.insert(name.to_string(), progress.through);
         });
         Ok(())
+    }
+
+    /// Every journal segment pushed to replica `name`, as (first leaf, end), in order:
+    /// what the bucket should hold (`replication` checks it does, and puts back what
+    /// went missing).
+    pub fn replica_segments(&self, name: &str) -> io::Result<Vec<(u64, u64)>> {
+        let segments: Vec<(String, ReplicaProgress)> =
+            self.index.meta_prefixed(&format!("{SEGMENTS}{name}/"))?;
+        Ok(segments.into_iter().map(|(_, s)| (s.segment_from, s.through)).collect())
     }
 
     /// The objects of the submissions among leaves `from..to` still on this server,
@@ -160,7 +176,7 @@ impl Store {
 
     /// Each of `record`'s objects with its length: on this server, or kept by the purge
     /// that deleted it.
-    fn journal_lens(
+    pub(super) fn journal_lens(
         &self,
         record: &crate::record::SubmissionRecord,
     ) -> io::Result<Vec<(ObjectId, ObjectLen)>> {

@@ -15,6 +15,7 @@ mod cases;
 mod index;
 mod journal;
 mod objects;
+mod pruning;
 mod records;
 
 pub use attested::{Attestation, Stamped, Witnessed};
@@ -23,6 +24,7 @@ pub use index::CaseChoice;
 use index::CommitError;
 pub use journal::{minute_now, ReplicaHealth, ReplicaProgress, Segment};
 pub use objects::{ObjectWriter, PendingObjects, Reservation, StoredObject, Usage, INLINE_MAX};
+pub use pruning::{DeletionRule, DueDeletions};
 pub use records::{CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord};
 
 use crate::keys::{CodenameKey, InstanceSecret, SigningKey};
@@ -59,6 +61,8 @@ pub struct Store {
     /// Each replica's `through`, as replication records it: an acknowledgement that
     /// waits for replicas waits on it.
     replicated: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
+    /// Counts purges that deleted something: replicas that follow purges wake on it.
+    purges: tokio::sync::watch::Sender<u64>,
 }
 
 /// A claim on importing one sealed file; released on drop.
@@ -163,6 +167,7 @@ impl Store {
             replicas: Default::default(),
             grew: tokio::sync::watch::Sender::new(0),
             replicated: tokio::sync::watch::Sender::new(std::collections::BTreeMap::new()),
+            purges: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -432,6 +437,9 @@ impl Store {
             freed += fs::metadata(self.objects.join(id.as_str())).map_or(0, |m| m.len());
         }
         self.remove_object_files(&files)?;
+        if !due.is_empty() {
+            self.purges.send_modify(|n| *n += 1);
+        }
         Ok((due.len(), freed))
     }
 

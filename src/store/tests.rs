@@ -11,6 +11,14 @@ fn put(store: &Store, pending: &PendingObjects, bytes: &[u8]) -> ObjectId {
     id
 }
 
+/// Commits submission `name` of these objects (the last is its manifest).
+fn commit_objects(store: &Store, name: &str, objects: &[&[u8]]) -> Vec<ObjectId> {
+    let pending = PendingObjects::default();
+    let ids: Vec<ObjectId> = objects.iter().map(|b| put(store, &pending, b)).collect();
+    store.commit(&pending, &record(name, &ids, 0), CaseChoice::WithoutCodename).unwrap();
+    ids
+}
+
 /// A submission id (32 hex digits) named after `name`.
 fn sid(name: &str) -> String {
     ObjectId::of(name.as_bytes()).as_str()[..32].to_string()
@@ -132,12 +140,7 @@ fn one_request_keeps_a_bounded_amount_in_memory_and_files_the_rest() {
 #[test]
 fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
     let (_dir, data, store) = new_store();
-    let commit = |id: &str, objects: &[&[u8]]| {
-        let pending = PendingObjects::default();
-        let ids: Vec<ObjectId> = objects.iter().map(|b| put(&store, &pending, b)).collect();
-        store.commit(&pending, &record(id, &ids, 0), CaseChoice::WithoutCodename).unwrap();
-        ids
-    };
+    let commit = |id: &str, objects: &[&[u8]]| commit_objects(&store, id, objects);
     let shared = vec![1u8; 100];
     let large = vec![2u8; INLINE_MAX * 2];
     let old = commit("old", &[&large, &shared, b"old manifest"]);
@@ -153,4 +156,57 @@ fn purging_removes_small_objects_and_files_but_not_what_another_record_names() {
     }
     assert_eq!(object_files(&data), 0);
     assert_eq!(store.usage().stored(), 0, "no object file left");
+}
+
+#[test]
+fn a_replica_deletes_only_what_its_settings_ask_it_holds_and_no_kept_submission_needs() {
+    use crate::log::journal::PurgeReason;
+    let (_dir, _data, store) = new_store();
+    let commit = |id: &str, objects: &[&[u8]]| commit_objects(&store, id, objects);
+    let shared = vec![1u8; 100];
+    let old = commit("old", &[&shared, b"old manifest"]);
+    let recent = commit("recent", &[b"recent manifest"]);
+    commit("kept", &[&shared, b"kept manifest"]);
+    commit("late", &[b"late manifest"]);
+    let export = |at: &str, ids: &[String]| {
+        let last = LastExport { bundle: sid(at), exported_at: at.into(), submissions: ids.len() };
+        store.mark_exported(&last, ids, 4).unwrap();
+    };
+    export("2026-01-01T00:00:00Z", &[sid("old")]);
+    export("2026-11-30T00:00:00Z", &[sid("recent"), sid("late")]);
+    let due = |purge: bool, cutoff: Option<&str>| {
+        let due = store.due_deletions_before("p", purge, cutoff).unwrap();
+        let reasons: Vec<(PurgeReason, Vec<ObjectId>)> = due
+            .objects
+            .into_iter()
+            .map(|(r, objects)| (r, objects.into_iter().map(|(id, _)| id).collect()))
+            .collect();
+        (due.submissions, reasons)
+    };
+    let retention = Some("2026-06-01T00:00:00Z");
+    // Nothing the replica does not hold yet is ever due there.
+    assert_eq!(due(true, retention), (vec![], vec![]));
+    store.record_replica_progress("p", ReplicaProgress { segment_from: 0, through: 3 }).unwrap();
+    // Retention: only what was exported before the cutoff; the object "kept" still
+    // needs stays.
+    assert_eq!(
+        due(false, retention),
+        (vec![sid("old")], vec![(PurgeReason::Retention, vec![old[1].clone()])])
+    );
+    // Nothing to do under a rule that deletes nothing, whatever the server purged.
+    let (purged, _) = store.purge_exported_before("2026-12-01T00:00:00Z").unwrap();
+    assert_eq!(purged, 3);
+    assert_eq!(due(false, None), (vec![], vec![]));
+    // Following purges: what the server purged and the replica holds ("late" it does
+    // not hold yet).
+    let (submissions, reasons) = due(true, None);
+    assert_eq!(submissions.len(), 2);
+    assert!(submissions.contains(&sid("old")) && submissions.contains(&sid("recent")));
+    let mut expected = vec![old[1].clone(), recent[0].clone()];
+    expected.sort();
+    assert_eq!(reasons, vec![(PurgeReason::Purged, expected)]);
+    // Once recorded, a deletion is not due again, and another replica's are its own.
+    store.record_deletions("p", &[sid("old")]).unwrap();
+    assert_eq!(due(true, None).0, vec![sid("recent")]);
+    assert!(store.due_deletions_before("q", true, None).unwrap().submissions.is_empty());
 }

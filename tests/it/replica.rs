@@ -54,7 +54,18 @@ fn wait_replicated(server: &Server) -> serde_json::Value {
 
 /// A server replicating to `garage`'s bucket, with these `[replication]` settings.
 fn start_server(dir: &Path, coalition: &Coalition, garage: &Garage, replication: &str) -> Server {
-    let replicas = garage.replica_config(dir, "partner");
+    start_server_with(dir, coalition, garage, "", replication)
+}
+
+/// `start_server`, with more settings of the replica (`replica`, lines of its table).
+fn start_server_with(
+    dir: &Path,
+    coalition: &Coalition,
+    garage: &Garage,
+    replica: &str,
+    replication: &str,
+) -> Server {
+    let replicas = garage.replica_config(dir, "partner") + replica;
     Server::start_configured(
         dir,
         &dir.join("data"),
@@ -72,25 +83,35 @@ fn puller_config(dir: &Path, garage: &Garage) -> PathBuf {
 }
 
 fn pull(config: &Path, out: &Path) -> (bool, serde_json::Value) {
-    let output = amanat(&[
-        "replica",
-        "pull",
-        "--config",
-        s(config),
-        "--replica",
-        "partner",
-        "--out",
-        s(out),
-        "--json",
-    ]);
+    pull_with_state(config, out, None)
+}
+
+/// `replica pull`, remembering what it carried in `state` when given.
+fn pull_with_state(config: &Path, out: &Path, state: Option<&Path>) -> (bool, serde_json::Value) {
+    let mut args =
+        vec!["replica", "pull", "--config", s(config), "--replica", "partner", "--out", s(out)];
+    if let Some(state) = state {
+        args.extend(["--state", s(state)]);
+    }
+    args.push("--json");
+    let output = amanat(&args);
     let report = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     (output.status.success(), report)
 }
 
 fn audit(config: &Path) -> (bool, Vec<String>) {
-    let output =
-        amanat(&["replica", "audit", "--config", s(config), "--replica", "partner", "--json"]);
+    audit_with_state(config, None)
+}
+
+/// `replica audit`, held to (and remembering in) `state` when given.
+fn audit_with_state(config: &Path, state: Option<&Path>) -> (bool, Vec<String>) {
+    let mut args = vec!["replica", "audit", "--config", s(config), "--replica", "partner"];
+    if let Some(state) = state {
+        args.extend(["--state", s(state)]);
+    }
+    args.push("--json");
+    let output = amanat(&args);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     let problems = report["problems"]
@@ -192,6 +213,25 @@ fn a_destroyed_server_is_recovered_from_its_replica_alone_byte_for_byte() {
     assert!(ok && problems.is_empty(), "{problems:?}");
 }
 
+/// Five submissions of a testimony and one photo of `size` bytes: each one's objects,
+/// from its receipt.
+fn submit_five(server: &Server, size: usize) -> Vec<Vec<String>> {
+    (1..=5u64)
+        .map(|n| {
+            let response = post_multipart(
+                server.addr,
+                "/api/v1/submissions",
+                &[
+                    text("testimony", "held"),
+                    file("evidence", "p.jpg", "image/jpeg", &noise(size, n)),
+                ],
+            );
+            assert_eq!(response.status, 201);
+            receipt_objects(&response.json())
+        })
+        .collect()
+}
+
 /// The bucket's object keys (journal segments aside).
 fn object_keys(garage: &Garage) -> Vec<String> {
     garage.keys().into_iter().filter(|k| k.contains("/objects/")).collect()
@@ -274,22 +314,9 @@ fn deleted_replaced_dropped_and_edited_in_the_replica_are_each_found_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let garage = Garage::single(&dir.path().join("partner"));
     let coalition = Coalition::new(dir.path(), 1);
-    let server = start_server(dir.path(), &coalition, &garage, "segment_leaves = 2");
+    let mut server = start_server(dir.path(), &coalition, &garage, "segment_leaves = 2");
     // Each submission's objects, from its receipt's leaf.
-    let sent: Vec<Vec<String>> = (1..=5u64)
-        .map(|n| {
-            let response = post_multipart(
-                server.addr,
-                "/api/v1/submissions",
-                &[
-                    text("testimony", "held"),
-                    file("evidence", "p.jpg", "image/jpeg", &noise(200_000, n)),
-                ],
-            );
-            assert_eq!(response.status, 201);
-            receipt_objects(&response.json())
-        })
-        .collect();
+    let sent = submit_five(&server, 200_000);
     let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
     let config = puller_config(&dir.path().join("reviewer"), &garage);
     let (ok, problems) = audit(&config);
@@ -356,6 +383,23 @@ fn deleted_replaced_dropped_and_edited_in_the_replica_are_each_found_by_name() {
     assert_eq!(refused["status"], "failed");
     let reason = refused["reason"].as_str().unwrap();
     assert!(reason.contains("altered") || reason.contains("misses leaves 2..4"), "{reason}");
+
+    // The server, at its next start, puts back what the bucket lost of what it pushed
+    // (the deleted object, the dropped segment); what was replaced or edited in place
+    // stays for the audit to name.
+    server.kill();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let problems = loop {
+        let (_, problems) = audit(&config);
+        if !problems.iter().any(|p| p.contains(&id(deleted)) || p.contains("misses leaves")) {
+            break problems;
+        }
+        assert!(Instant::now() < deadline, "{problems:?}\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(problems.iter().any(|p| p.contains(&id(replaced))), "{problems:?}");
+    assert!(server.logs().contains("put back"), "{}", server.logs());
 }
 
 #[test]
@@ -479,4 +523,266 @@ fn a_purge_keeps_what_a_replica_lacks_and_replication_goes_on_after_it() {
     let config = puller_config(&dir.path().join("reviewer"), &garage);
     let (ok, problems) = audit(&config);
     assert!(ok && problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn what_is_removed_whole_is_found_by_the_next_audit_and_no_pull_skips_what_no_laptop_opened() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server(dir.path(), &coalition, &garage, "segment_leaves = 2");
+    let sent = submit_five(&server, 50_000);
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+    drop(server);
+    let reviewer = dir.path().join("reviewer");
+    let config = puller_config(&reviewer, &garage);
+    let audit_state = reviewer.join("audit-state.json");
+    let (ok, problems) = audit_with_state(&config, Some(&audit_state));
+    assert!(ok && problems.is_empty(), "{problems:?}");
+    // A junk segment far ahead is reported, and once it is gone leaves no trace: what
+    // an audit finds wrong is never learnt as the journal's new length.
+    let junk = format!("{server_id}/journal/09999999999999999999.seg");
+    garage.put(&junk, b"not a segment", dir.path());
+    let (ok, _) = audit_with_state(&config, Some(&audit_state));
+    assert!(!ok);
+    garage.delete(&junk);
+    let (ok, problems) = audit_with_state(&config, Some(&audit_state));
+    assert!(ok && problems.is_empty(), "{problems:?}");
+
+    // The laptop opens everything; the networked machine remembers what it pulled.
+    let pull_state = reviewer.join("pull-state.json");
+    // A pull that could not copy everything does not move its state on: the next one
+    // carries everything again.
+    let missing = format!("{server_id}/objects/{}", sent[1][0]);
+    let original = garage.get(&missing);
+    garage.delete(&missing);
+    let (ok, _) = pull_with_state(&config, &dir.path().join("pull-0.tar"), Some(&pull_state));
+    assert!(!ok);
+    garage.put(&missing, &original, dir.path());
+    let first = dir.path().join("pull-1.tar");
+    let (ok, report) = pull_with_state(&config, &first, Some(&pull_state));
+    assert!(ok, "{report:#}");
+    assert_eq!(report["servers"][0]["new_leaves"], 5, "{report:#}");
+    let identity = &coalition.identity_files[0];
+    let (ok, outcomes) = open(&[&first], identity, &dir.path().join("cases"));
+    assert!(ok, "{outcomes:#?}");
+    assert_eq!(outcomes.values().filter(|o| o["status"] == "opened").count(), 5);
+
+    // A second laptop that never opened the first pull is not handed a pull file that
+    // starts past what it verified: it is refused, by name, rather than skip entries.
+    let second = dir.path().join("pull-2.tar");
+    assert!(pull_with_state(&config, &second, Some(&pull_state)).0);
+    let other_laptop = dir.path().join("other-laptop");
+    std::fs::create_dir_all(&other_laptop).unwrap();
+    let other_identity = other_laptop.join("identity.txt");
+    std::fs::copy(identity, &other_identity).unwrap();
+    let (ok, outcomes) = open(&[&second], &other_identity, &dir.path().join("cases-other"));
+    assert!(!ok);
+    let refused = &outcomes[&format!("{} (server {server_id})", second.display())];
+    assert!(refused["reason"].as_str().unwrap().contains("never opened here"), "{refused:#}");
+
+    // The seized server's credentials remove the journal's end and its objects, whole:
+    // one audit alone sees a consistent, shorter replica; the audit with its state
+    // names what is gone.
+    let segments: Vec<String> =
+        garage.keys().into_iter().filter(|k| k.contains("/journal/")).collect();
+    assert!(segments[2].ends_with("00000000000000000004.seg"), "{segments:?}");
+    garage.delete(&segments[2]);
+    for object in &sent[4] {
+        garage.delete(&format!("{server_id}/objects/{object}"));
+    }
+    let (ok, problems) = audit(&config);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+    let (ok, problems) = audit_with_state(&config, Some(&audit_state));
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p.contains("ends at log entry 4") && p.contains("held 5")),
+        "{problems:?}"
+    );
+    // And again at the next audit: what was seen once is not forgotten.
+    let (_, again) = audit_with_state(&config, Some(&audit_state));
+    assert_eq!(again, problems);
+
+    // The laptop that verified five entries is told plainly the replica holds four.
+    let third = dir.path().join("pull-3.tar");
+    assert!(pull(&config, &third).0);
+    let (ok, outcomes) = open(&[&third], identity, &dir.path().join("cases"));
+    assert!(ok, "{outcomes:#?}");
+    let behind = &outcomes[&format!("{} (server {server_id})", third.display())];
+    assert_eq!(behind["status"], "replica_behind", "{outcomes:#?}");
+    assert!(behind["reason"].as_str().unwrap().contains("only up to entry 4"), "{behind:#}");
+
+    // Everything of the server deleted: the audit with its state says so.
+    for key in garage.keys() {
+        garage.delete(&key);
+    }
+    let (ok, problems) = audit_with_state(&config, Some(&audit_state));
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p.contains(&server_id) && p.contains("whole journal is gone")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_replica_that_follows_purges_loses_only_what_was_exported_and_says_so_and_a_forged_notice_excuses_nothing(
+) {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = start_server_with(dir.path(), &coalition, &garage, "purge = true\n", "");
+    let exported: Vec<Sent> =
+        (1..=2).map(|n| submit(&server, n, &[("photo.jpg", 40_000 + n as usize)])).collect();
+    wait_replicated(&server);
+    let export = dir.path().join("export.tar");
+    crate::review::export(&server, &export, false);
+    let later = submit(&server, 3, &[("later.jpg", 50_000)]);
+    let out = amanat(&["purge", "--data-dir", s(&server.data_dir), "--exported-before", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+    // The replica follows: the exported submissions' objects go, announced first by a
+    // notice the server signed; the later one's stay.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let objects = loop {
+        let objects = object_keys(&garage);
+        if objects.len() == 2 {
+            break objects;
+        }
+        assert!(Instant::now() < deadline, "{objects:?}\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(objects, expected_object_keys(&server, &server_id));
+    let notices: Vec<String> =
+        garage.keys().into_iter().filter(|k| k.contains("/purged/")).collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let notice = String::from_utf8(garage.get(&notices[0])).unwrap();
+    assert!(
+        notice.starts_with("amanat/purge-notice/v1\nserver ") && notice.contains("reason purged")
+    );
+
+    // Audited by a configuration that lets the server purge: all is well, and counted.
+    let reviewer = dir.path().join("reviewer");
+    let follows = reviewer.join("follows.toml");
+    std::fs::write(&follows, garage.replica_config(&reviewer, "partner") + "purge = true\n")
+        .unwrap();
+    let (ok, problems) = audit(&follows);
+    assert!(ok && problems.is_empty(), "{problems:?}");
+    // By one that keeps everything: each deletion is named, with the notice.
+    let keeps = puller_config(&reviewer, &garage);
+    let (ok, problems) = audit(&keeps);
+    assert!(!ok);
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(problems.iter().all(|p| p.contains("deleted by the server")), "{problems:?}");
+
+    // The same notices excuse nothing in a replica of another name (copied there).
+    let elsewhere = reviewer.join("elsewhere.toml");
+    std::fs::write(&elsewhere, garage.replica_config(&reviewer, "elsewhere") + "purge = true\n")
+        .unwrap();
+    let output = amanat(&[
+        "replica",
+        "audit",
+        "--config",
+        s(&elsewhere),
+        "--replica",
+        "elsewhere",
+        "--json",
+    ]);
+    assert!(!output.status.success());
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("copied here") && report.contains("is missing"), "{report}");
+
+    // A new laptop recovering from the replica opens what is there and is told where
+    // the rest is; the laptop that opened the export sees nothing amiss.
+    let pulled = dir.path().join("pull.tar");
+    let (ok, report) = pull(&follows, &pulled);
+    assert!(ok, "{report:#}");
+    let new_laptop = dir.path().join("new-laptop");
+    std::fs::create_dir_all(&new_laptop).unwrap();
+    let identity = new_laptop.join("identity.txt");
+    std::fs::copy(&coalition.identity_files[0], &identity).unwrap();
+    let (ok, outcomes) = open(&[&pulled], &identity, &dir.path().join("new-cases"));
+    assert!(ok, "{outcomes:#?}");
+    assert_eq!(outcomes[&later.id]["status"], "opened");
+    for sent in &exported {
+        assert_eq!(outcomes[&sent.id]["status"], "purged_from_replica", "{outcomes:#?}");
+        assert!(outcomes[&sent.id]["reason"].as_str().unwrap().contains("export"));
+    }
+    let cases = dir.path().join("cases");
+    let (ok, _) = open(&[&export], &coalition.identity_files[0], &cases);
+    assert!(ok);
+    let (ok, outcomes) = open(&[&pulled], &coalition.identity_files[0], &cases);
+    assert!(ok, "{outcomes:#?}");
+    assert_eq!(outcomes[&later.id]["status"], "opened");
+    assert!(outcomes.values().all(|o| o["status"] != "purged_from_replica"), "{outcomes:#?}");
+
+    // Someone holding only the bucket's credentials deletes the later submission's
+    // objects and writes a notice for them, from the real one's text: it does not verify,
+    // so it excuses nothing.
+    let first_object = notice.lines().find(|l| l.starts_with("object ")).unwrap();
+    let victim = objects[0].rsplit('/').next().unwrap();
+    let forged = notice.replacen(first_object, &format!("object {victim} 1"), 1);
+    let forged_key = format!("{server_id}/purged/2026120100-0123456789abcdef.notice");
+    garage.put(&forged_key, forged.as_bytes(), dir.path());
+    garage.delete(&objects[0]);
+    let (ok, problems) = audit(&follows);
+    assert!(!ok);
+    assert!(problems.iter().any(|p| p.contains("0123456789abcdef.notice")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains(victim) && p.contains("missing")), "{problems:?}");
+}
+
+/// A SOCKS5 proxy on loopback (Debian's microsocks), as Tor's SocksPort is; stopped on
+/// drop.
+struct Socks(std::process::Child);
+
+impl Drop for Socks {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_replica_is_reached_through_the_socks_proxy_as_through_tor_and_never_around_it() {
+    if !garage_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let coalition = Coalition::new(dir.path(), 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = start_server(
+        dir.path(),
+        &coalition,
+        &garage,
+        &format!("proxy = \"socks5h://127.0.0.1:{port}\""),
+    );
+    crate::review::submit(&server, 1, &[("a.jpg", 30_000)]);
+    // Nothing listens on the proxy's port yet: replication waits and says why; it does
+    // not go around the proxy, though the bucket is one hop away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replica = loop {
+        let replica = status(&server)["replicas"][0].clone();
+        if replica["last_error"].is_string() {
+            break replica;
+        }
+        assert!(Instant::now() < deadline, "{replica:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(replica["backlog"], 1, "{replica:#}");
+    assert!(garage.keys().is_empty());
+    let _socks = Socks(
+        std::process::Command::new("microsocks")
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("microsocks is installed (tests/run-all.sh installs it)"),
+    );
+    let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
+    assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
 }

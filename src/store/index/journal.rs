@@ -49,6 +49,28 @@ impl Index {
         Ok(out)
     }
 
+    /// Every submission's record, purged or not, in id order.
+    pub(in crate::store) fn all_submissions(&self) -> io::Result<Vec<SubmissionRecord>> {
+        let mut out = Vec::new();
+        for item in &self.submissions {
+            let (_, bytes) = item.map_err(sled_io)?;
+            out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
+        }
+        Ok(out)
+    }
+
+    /// Several `meta` values (replicas' deletions), made durable once.
+    pub(in crate::store) fn meta_put_all<T: serde::Serialize>(
+        &self,
+        entries: &[(String, T)],
+    ) -> io::Result<()> {
+        for (key, value) in entries {
+            let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+            self.meta.insert(key.as_str(), json).map_err(sled_io)?;
+        }
+        self.make_durable()
+    }
+
     /// Gives every submission logged before the journal existed its entry, once (a
     /// store made since has them all from the start).
     pub(in crate::store) fn complete_journal(&self) -> io::Result<()> {

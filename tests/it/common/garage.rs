@@ -213,7 +213,17 @@ impl Garage {
     pub fn put(&self, key: &str, bytes: &[u8], scratch: &Path) {
         let file = scratch.join("curl-upload");
         std::fs::write(&file, bytes).unwrap();
+        self.put_file(key, &file);
+    }
+
+    /// Puts a file under `key` (curl PUT, streamed from disk).
+    pub fn put_file(&self, key: &str, file: &Path) {
         curl(&["-T", file.to_str().unwrap(), &format!("{}/{BUCKET}/{key}", self.endpoint())]);
+    }
+
+    /// Gets one object into a file (curl).
+    pub fn get_file(&self, key: &str, out: &Path) {
+        curl(&["-o", out.to_str().unwrap(), &format!("{}/{BUCKET}/{key}", self.endpoint())]);
     }
 
     /// Deletes one object (curl DELETE).
