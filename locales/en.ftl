@@ -133,6 +133,8 @@ proof-h2 = Proof of receipt (optional)
 proof-p = The server added your submission to a signed log. This receipt proves, without trusting anyone, that it was received in this hour and never changed. A lawyer can use it.
 proof-warning = Anything you keep can be found. If your phone or computer may be searched, do not download it: the coalition keeps the same proof for you.
 proof-download = Download the receipt
+receipt-replicated = A copy is also kept, encrypted, by a partner organisation in another country.
+receipt-not-replicated-yet = Your testimony is stored safely here. Its copy for partner organisations abroad could not be sent yet: it will be sent by itself as soon as they can be reached. You do not need to send anything again.
 receipt-close = When you have written the codename down, you can close this page.
 
 ## Follow-up

@@ -69,6 +69,9 @@ impl ReplicaEndpoint {
     }
 }
 
+/// The longest an acknowledgement may wait for replicas.
+const MAX_ACK_DEADLINE_SECS: u64 = 300;
+
 /// How replication runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -428,8 +431,10 @@ impl Config {
         if !(1..=1024).contains(&r.segment_leaves) {
             return refuse("replication.segment_leaves must be between 1 and 1024");
         }
-        if r.ack_deadline_secs == 0 {
-            return refuse("replication.ack_deadline_secs must be at least 1");
+        // A survivor on Tor waits for the answer: longer than a few minutes and clients
+        // give up, and resend what is already stored.
+        if !(1..=MAX_ACK_DEADLINE_SECS).contains(&r.ack_deadline_secs) {
+            return refuse("replication.ack_deadline_secs must be between 1 and 300");
         }
         Ok(())
     }
@@ -450,6 +455,24 @@ mod tests {
         config.apply_env(|k| (k == "AMANAT_LISTEN").then(|| "127.0.0.1:7000".to_string()));
         assert_eq!(config.listen, "127.0.0.1:7000");
         assert_eq!(config.data_dir, PathBuf::from("/srv/amanat"));
+    }
+
+    #[test]
+    fn replication_settings_out_of_range_are_refused_by_name() {
+        let replica = "[[replicas]]\nname = \"p\"\nendpoint = \"http://127.0.0.1:3900\"\n\
+                       region = \"garage\"\nbucket = \"b\"\naccess_key_id = \"GK1\"\n\
+                       secret_access_key_file = \"s\"\n";
+        let refusal = |replication: &str| {
+            let config: Config =
+                toml::from_str(&format!("{replica}[replication]\n{replication}\n")).unwrap();
+            config.validate_replicas().err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert_eq!(refusal("ack_deadline_secs = 60"), "");
+        for bad in ["ack_deadline_secs = 0", "ack_deadline_secs = 301"] {
+            assert!(refusal(bad).contains("ack_deadline_secs must be between 1 and 300"), "{bad}");
+        }
+        assert!(refusal("segment_leaves = 0").contains("segment_leaves"));
+        assert!(refusal("proxy = \"socks5://127.0.0.1:9050\"").contains("socks5h"));
     }
 
     #[test]

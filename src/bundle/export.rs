@@ -70,6 +70,9 @@ pub struct Bundle {
     pub(super) package: Package,
     pub index: BundleIndex,
     pub damaged: Option<String>,
+    /// For a bundle rebuilt from a replica: its attestation files, chosen and proven
+    /// consistent with its head when it was rebuilt (an export carries its own).
+    pub(super) attested: Option<std::collections::BTreeMap<String, Vec<u8>>>,
 }
 
 impl Bundle {
@@ -83,7 +86,7 @@ impl Bundle {
         let index: BundleIndex = package.parse_index()?;
         package.require_schema(&index.schema, BUNDLE_SCHEMA)?;
         let damaged = package.damaged.clone();
-        Ok(Bundle { package, index, damaged })
+        Ok(Bundle { package, index, damaged, attested: None })
     }
 
     /// The stored bytes of one object, if the bundle carries it. The caller checks them
@@ -98,6 +101,9 @@ impl Bundle {
 
     /// The attestation files the bundle carries, by name.
     pub fn attestations(&self) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
-        self.package.attestations()
+        match &self.attested {
+            Some(attested) => Ok(attested.clone()),
+            None => self.package.attestations(),
+        }
     }
 }

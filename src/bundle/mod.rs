@@ -424,13 +424,13 @@ pub fn is_attestation_member(name: &str) -> bool {
 }
 
 /// The largest attestation file a package may carry: a token with its chain.
-const MAX_ATTESTATION_BYTES: u64 = crate::log::timestamp::MAX_RESPONSE_BYTES as u64;
+pub const MAX_ATTESTATION_BYTES: u64 = crate::log::timestamp::MAX_RESPONSE_BYTES as u64;
 /// At most this many attestation files, and bytes in all: a few files of a few KiB per
 /// checkpoint bracketing each of a package's submissions (an `export --all` of years
 /// of intake at the default interval stays well below), so a crafted package cannot
 /// fill a laptop's memory.
-const MAX_ATTESTATION_FILES: usize = 65_536;
-const MAX_ATTESTATION_TOTAL_BYTES: u64 = 256 << 20;
+pub const MAX_ATTESTATION_FILES: usize = 65_536;
+pub const MAX_ATTESTATION_TOTAL_BYTES: u64 = 256 << 20;
 
 /// `objects/<64 hex>.age`, the name of a stored object in a tar.
 pub fn object_member(id: &ObjectId) -> String {

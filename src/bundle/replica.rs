@@ -4,8 +4,10 @@
 //! ```text
 //! <server>/objects/<id>             every object exactly as stored
 //! <server>/journal/<from, 20 digits>.seg   a journal segment (log::journal)
-//! <server>/purged/<hour>-<hash>.notice      a signed purge notice, put before the
+//! <server>/purged/<day>-<hash>.notice       a signed purge notice, put before the
 //!                                           server deletes what it names
+//! <server>/attestations/<size>.checkpoint   an attested checkpoint, its TSA tokens
+//!   (.<tsa>.tsr) and witnesses' cosignatures (.cosigned), as in an export
 //! ```
 //! A segment is a POSIX tar: `segment.note` (its signed header), then `journal.age`
 //! (its body, age-encrypted to the coalition).
@@ -13,8 +15,9 @@
 //! A pull file is a tar too: `replica.json` (schema `amanat/replica/v1`), then every
 //! segment of each server as `journal/<server>/<from>.seg`, then the objects of the
 //! submissions new since the last pull as `objects/<id>.age`, and each server's purge
-//! notices as `purged/<server>/<name>`: `amanat open` reads it like an export, one
-//! bundle per server.
+//! notices as `purged/<server>/<name>` and the files of its attested checkpoints as
+//! `attested/<server>/<name>`: `amanat open` reads it like an export, one bundle per
+//! server.
 
 use super::{is_id_member, BundleError, Package, PackageWriter};
 use crate::log::journal::SegmentHeader;
@@ -52,6 +55,27 @@ pub fn notice_key(server: &str, note: &str) -> String {
         .map(|h| h.chars().filter(char::is_ascii_digit).take(10).collect::<String>())
         .unwrap_or_default();
     format!("{server}/purged/{hour}-{}.notice", hex::encode(&digest.as_ref()[..8]))
+}
+
+/// An attestation file's key in the bucket, from its package member name
+/// (`attestations/<name>`).
+pub fn attestation_key(server: &str, member: &str) -> String {
+    format!("{server}/{member}")
+}
+
+/// An attestation file's member name in a pull file, from its key in the bucket, when
+/// it is named as an attestation file.
+pub fn attestation_member(server: &str, key: &str) -> Option<String> {
+    let name = key.strip_prefix(&format!("{server}/attestations/"))?;
+    super::is_attestation_member(&format!("attestations/{name}"))
+        .then(|| format!("attested/{server}/{name}"))
+}
+
+/// The package name (`attestations/<name>`) of a pull file's attestation member.
+pub fn attestation_name(server: &str, member: &str) -> Option<String> {
+    let name = member.strip_prefix(&format!("attested/{server}/"))?;
+    let package_name = format!("attestations/{name}");
+    super::is_attestation_member(&package_name).then_some(package_name)
 }
 
 /// A purge notice's member name in a pull file, from its key in the bucket.
@@ -168,6 +192,10 @@ pub struct PulledServer {
     /// Every purge notice of the server's, as members `purged/<server>/<name>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// The attestation files of its attested checkpoints (TSA tokens, witnesses'
+    /// cosignatures), as members `attested/<server>/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
 }
 
 /// A segment's member name in a pull file.
@@ -196,6 +224,11 @@ impl Pull {
                 || (name.starts_with("journal/") && segment_from(name).is_some())
                 || (name.starts_with("purged/")
                     && name.rsplit('/').next().is_some_and(is_notice_name))
+                || (name.starts_with("attested/")
+                    && name
+                        .split('/')
+                        .nth(1)
+                        .is_some_and(|server| attestation_name(server, name).is_some()))
         })?;
         let index: PullIndex = package.parse_index()?;
         package.require_schema(&index.schema, REPLICA_SCHEMA)?;
@@ -222,10 +255,41 @@ impl Pull {
     }
 
     /// An export bundle over this file's objects, for one server whose journal the
-    /// reviewer has decrypted and checked (`review::replica`).
-    pub fn bundle(path: &Path, index: super::BundleIndex) -> Result<super::Bundle, BundleError> {
+    /// reviewer has decrypted and checked (`review::replica`), with the attestation
+    /// files chosen for it.
+    pub fn bundle(
+        path: &Path,
+        index: super::BundleIndex,
+        attested: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<super::Bundle, BundleError> {
         let package = Pull::open(path)?.package;
         let damaged = package.damaged.clone();
-        Ok(super::Bundle { package, index, damaged })
+        Ok(super::Bundle { package, index, damaged, attested: Some(attested) })
+    }
+
+    /// One server's attestation files in this file, by package name
+    /// (`attestations/<name>`), each and all bounded as in an export.
+    pub fn attestations(
+        &self,
+        server: &PulledServer,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, BundleError> {
+        let mut files = std::collections::BTreeMap::new();
+        let mut total = 0u64;
+        for member in &server.attestations {
+            let Some(name) = attestation_name(&server.server, member) else { continue };
+            let bytes = match self.package.read_member(member, super::MAX_ATTESTATION_BYTES) {
+                Some(Ok(bytes)) => bytes,
+                Some(Err(e)) => return Err(BundleError::Damaged(format!("{member}: {e}"))),
+                None => return Err(BundleError::Damaged(format!("{member} is missing"))),
+            };
+            total += bytes.len() as u64;
+            if files.len() >= super::MAX_ATTESTATION_FILES
+                || total > super::MAX_ATTESTATION_TOTAL_BYTES
+            {
+                return Err("more attestation files than a package may carry".into());
+            }
+            files.insert(name, bytes);
+        }
+        Ok(files)
     }
 }

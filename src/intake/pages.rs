@@ -130,6 +130,9 @@ pub(super) struct ReceiptPage<'a> {
     pub receipt: &'a str,
     /// The result of the practice field, when the page answers it.
     pub practice: Option<bool>,
+    /// Under `replication.ack = "replicated"`: whether a copy reached the replicas
+    /// before the answer (None: not asked, or not known on this page).
+    pub replicated: Option<bool>,
 }
 
 #[derive(Template)]
@@ -236,6 +239,7 @@ async fn submit(
                     files: accepted.objects.len() - 1,
                     receipt: &receipt,
                     practice: None,
+                    replicated: accepted.replicated.as_ref().map(|r| r.complete),
                 }
                 .render(),
             )
@@ -388,6 +392,7 @@ async fn practice(
             files: form.files,
             receipt: &receipt,
             practice: Some(correct),
+            replicated: None,
         }
         .render(),
     )

@@ -459,6 +459,23 @@ impl<'a> PackageAttestations<'a> {
     }
 }
 
+/// Adds to attestation files (`members`, by name) the consistency proof from each
+/// attested checkpoint smaller than `head_size` to it, computed from `nodes` (a tree
+/// rebuilt from a replica's journal, whose files carry none).
+pub fn add_consistency(
+    members: &mut BTreeMap<String, Vec<u8>>,
+    head_size: u64,
+    nodes: &impl NodeSource,
+) -> io::Result<()> {
+    for size in checkpoint_sizes(members).into_iter().filter(|&s| s > 0 && s < head_size) {
+        let proof = encode_hashes(&merkle::consistency_proof(nodes, size, head_size)?);
+        let mut text = proof.join("\n");
+        text.push('\n');
+        members.insert(consistency_member(size, head_size), text.into_bytes());
+    }
+    Ok(())
+}
+
 /// From a package's attestation files (`members`, by name), those a package proving
 /// `leaves` in the tree of `head_size` needs: the bracketing checkpoints' files and
 /// their consistency proofs to `head_size`.

@@ -34,6 +34,8 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 const OBJECTS_AT_ONCE: usize = 4;
 /// How often a replica with a retention looks for copies past it.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often a caught-up worker looks for attestations it has not sent.
+const ATTEST_EVERY: Duration = Duration::from_secs(3600);
 /// How often a worker checks the bucket still holds what it pushed there.
 const HEAL_EVERY: Duration = Duration::from_secs(24 * 3600);
 
@@ -133,6 +135,10 @@ async fn run(
     // What the bucket lost is put back: looked at once caught up after a start, then
     // daily.
     let mut next_heal = tokio::time::Instant::now();
+    // Outside parties' attestations of the log: as they are recorded, and hourly (for
+    // those of leaves the replica did not hold yet when they came).
+    let mut attested = store.watch_attestations();
+    let mut next_attest = tokio::time::Instant::now();
     let mut health = ReplicaHealth { name: replica.name().to_string(), ..Default::default() };
     loop {
         let prune_now = replica.rule.purge && purges.has_changed().unwrap_or(false)
@@ -149,6 +155,14 @@ async fn run(
                     next_prune = now;
                     prune(&replica, &store).await?;
                     next_prune = now + PRUNE_EVERY;
+                }
+                if attested.has_changed().unwrap_or(false)
+                    || tokio::time::Instant::now() >= next_attest
+                {
+                    attested.borrow_and_update();
+                    next_attest = tokio::time::Instant::now();
+                    push_attestations(&replica, &store).await?;
+                    next_attest += ATTEST_EVERY;
                 }
                 // After the deletions, so that one object it cannot put back never holds
                 // them up.
@@ -167,6 +181,8 @@ async fn run(
         .await;
         match pushed {
             Ok(true) => {
+                // The replica holds more of the log: attestations of it may go too.
+                next_attest = tokio::time::Instant::now();
                 health.last_success = Some(minute_now());
                 health.last_error = None;
                 health.failures = 0;
@@ -247,6 +263,27 @@ async fn put_segment(
         .journal_segment(from, to, &recipients.current())
         .map_err(|_| "cannot make the journal segment")?;
     replica.put_segment(&segment).await
+}
+
+/// Sends the files of every attested checkpoint the replica holds the log for (TSA
+/// tokens, witnesses' cosignatures) that it does not hold yet in their present form.
+async fn push_attestations(replica: &Replica, store: &Store) -> Result<(), &'static str> {
+    let through =
+        store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?.through;
+    let owed = store
+        .attestation_files(through)
+        .and_then(|files| store.attestations_owed(replica.name(), files))
+        .map_err(|_| "cannot read the attestations")?;
+    if owed.is_empty() {
+        return Ok(());
+    }
+    let server = store.server_id().map_err(|_| "cannot read the server id")?;
+    for (member, bytes) in &owed {
+        replica.put_attestation(&server, member, bytes).await?;
+    }
+    store
+        .record_attestations_sent(replica.name(), &owed)
+        .map_err(|_| "cannot record the attestations sent")
 }
 
 /// Puts back what the bucket lost of what this server pushed there: objects it still

@@ -7,8 +7,8 @@
 use super::Replica;
 use crate::bundle::object_member;
 use crate::bundle::replica::{
-    begin_pull, notice_member, read_segment, segment_from, segment_member, PullIndex, PulledServer,
-    MAX_SEGMENT_BYTES, REPLICA_SCHEMA,
+    attestation_member, begin_pull, notice_member, read_segment, segment_from, segment_member,
+    PullIndex, PulledServer, MAX_SEGMENT_BYTES, REPLICA_SCHEMA,
 };
 use crate::config::ReplicaEndpoint;
 use crate::record::{Hour, ObjectId};
@@ -87,7 +87,10 @@ pub fn pull(
         }
         froms.sort();
         let notices = runtime.block_on(super::notices::list(&replica, server)).map_err(fail)?;
-        listed.push((server.clone(), froms, notices));
+        let attested =
+            runtime.block_on(replica.list(&format!("{server}/attestations/"))).map_err(fail)?;
+        let attested = bounded_attestations(server, attested, &mut report.problems);
+        listed.push((server.clone(), froms, notices, attested));
     }
     let index = PullIndex {
         schema: REPLICA_SCHEMA.into(),
@@ -97,11 +100,12 @@ pub fn pull(
         pulled_at: Hour::now(),
         servers: listed
             .iter()
-            .map(|(server, froms, notices)| PulledServer {
+            .map(|(server, froms, notices, attested)| PulledServer {
                 server: server.clone(),
                 new_from: first_new(froms, state.servers.get(server).copied().unwrap_or(0)),
                 segments: froms.iter().map(|(from, _)| segment_member(server, *from)).collect(),
                 notices: notices.iter().filter_map(|(k, _)| notice_member(server, k)).collect(),
+                attestations: attested.iter().map(|(_, member)| member.clone()).collect(),
             })
             .collect(),
     };
@@ -112,7 +116,7 @@ pub fn pull(
     // where another's objects are fetched from.
     let mut wanted: BTreeMap<(String, ObjectId), u64> = BTreeMap::new();
     let mut deleted: BTreeMap<String, super::notices::Notices> = BTreeMap::new();
-    for (server, froms, listed_notices) in &listed {
+    for (server, froms, listed_notices, attested) in &listed {
         let since = state.servers.get(server).copied().unwrap_or(0);
         let new_from = first_new(froms, since);
         let mut summary = PulledSummary {
@@ -181,6 +185,12 @@ pub fn pull(
             report.problems.push(format!("server {server}: {why}"));
         }
         deleted.insert(server.clone(), notices);
+        for (key, member) in attested {
+            let bytes = runtime
+                .block_on(replica.get_small(key, crate::bundle::MAX_ATTESTATION_BYTES))
+                .map_err(fail)?;
+            package.bytes(member, &bytes).map_err(|e| e.to_string())?;
+        }
         report.servers.push(summary);
     }
     for ((server, id), len) in &wanted {
@@ -284,6 +294,33 @@ impl Read for StreamReader<'_> {
 /// The first leaf whose objects a pull carries: the start of the segment holding the
 /// first leaf no earlier pull covered (segments are contiguous, named by their first
 /// leaf), so a segment is never carried in part.
+/// A server's attestation files in the bucket, as (key, pull member), within the
+/// bounds of a package; what does not fit or is misnamed is reported.
+fn bounded_attestations(
+    server: &str,
+    listed: Vec<(String, u64)>,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    for (key, size) in listed {
+        total += size;
+        match attestation_member(server, &key) {
+            Some(member)
+                if size <= crate::bundle::MAX_ATTESTATION_BYTES
+                    && total <= crate::bundle::MAX_ATTESTATION_TOTAL_BYTES
+                    && kept.len() < crate::bundle::MAX_ATTESTATION_FILES =>
+            {
+                kept.push((key, member));
+            }
+            _ => problems.push(format!(
+                "server {server}: {key:?} is not an attestation file a pull may carry"
+            )),
+        }
+    }
+    kept
+}
+
 fn first_new(froms: &[(u64, String)], since: u64) -> u64 {
     froms.iter().map(|(from, _)| *from).filter(|&from| from <= since).max().unwrap_or(0)
 }

@@ -4,7 +4,7 @@
 //! never shown or logged as it is).
 
 use super::BadReplica;
-use crate::bundle::replica::{notice_key, object_key, segment_key, write_segment};
+use crate::bundle::replica::{attestation_key, notice_key, object_key, segment_key, write_segment};
 use crate::config::ReplicaEndpoint;
 use crate::record::ObjectId;
 use crate::store::{DeletionRule, Segment, Store};
@@ -132,9 +132,22 @@ impl Replica {
 
     /// Puts a signed purge notice, before the deletions it announces.
     pub async fn put_notice(&self, server: &str, note: &str) -> Result<(), &'static str> {
-        let key = Key::from(notice_key(server, note));
-        let bytes = Bytes::from(note.as_bytes().to_vec());
-        self.s3.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| words(&e))
+        self.put_small(&notice_key(server, note), note.as_bytes()).await
+    }
+
+    /// Puts (or replaces, as it grows) one attestation file of an attested checkpoint.
+    pub async fn put_attestation(
+        &self,
+        server: &str,
+        member: &str,
+        bytes: &[u8],
+    ) -> Result<(), &'static str> {
+        self.put_small(&attestation_key(server, member), bytes).await
+    }
+
+    async fn put_small(&self, key: &str, bytes: &[u8]) -> Result<(), &'static str> {
+        let payload = PutPayload::from(Bytes::from(bytes.to_vec()));
+        self.s3.put(&Key::from(key), payload).await.map(|_| ()).map_err(|e| words(&e))
     }
 
     /// Deletes one object (gone already is done).

@@ -114,12 +114,19 @@ pub fn disclose(
     // Every submission of the case, from bundles whose log verifies.
     let mut bundles = Vec::new();
     for path in req.bundles {
-        let bundle = Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let attestations = bundle.attestations().map_err(|e| format!("{}: {e}", path.display()))?;
-        let verified = state
-            .check_attested(&bundle.index.log, &attestations)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        bundles.push((bundle, verified));
+        // A replica's pull file gives each server's bundle, rebuilt from its journal.
+        let opened = match super::replica::bundles_in(path, req.identities, state) {
+            Some(rebuilt) => rebuilt.map_err(|e| format!("{}: {e}", path.display()))?,
+            None => vec![Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?],
+        };
+        for bundle in opened {
+            let attestations =
+                bundle.attestations().map_err(|e| format!("{}: {e}", path.display()))?;
+            let verified = state
+                .check_attested(&bundle.index.log, &attestations)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            bundles.push((bundle, verified));
+        }
     }
     let mut server_key = None;
     let mut submissions: Vec<(usize, DisclosedSubmission)> = Vec::new();

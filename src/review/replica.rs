@@ -33,6 +33,25 @@ pub fn servers_in(path: &Path) -> Option<usize> {
     Some(Pull::open(path).map_or(1, |pull| pull.index.servers.len().max(1)))
 }
 
+/// For a pull file, every server's bundle rebuilt from its journal (for `disclose`,
+/// which needs no notes: the cases were opened before); None for any other file.
+pub fn bundles_in(
+    path: &Path,
+    identities: &[age::x25519::Identity],
+    state: &ReviewState,
+) -> Option<Result<Vec<crate::bundle::Bundle>, ReviewError>> {
+    let servers = servers_in(path)?;
+    Some(
+        (0..servers)
+            .map(|n| match candidate(path, n, identities, state) {
+                (_, Ok((Opened::Export(bundle), _))) => Ok(bundle),
+                (label, Ok(_)) => Err(ReviewError::Package(format!("{label}: not a bundle"))),
+                (label, Err(e)) => Err(ReviewError::Package(format!("{label}: {e}"))),
+            })
+            .collect(),
+    )
+}
+
 /// The bundle of the pull file's `n`th server, rebuilt from its journal, with a label
 /// naming the file and the server, and notes for the reviewer (the replica lags, or
 /// holds submissions the server purged from it); or why it was refused.
@@ -54,9 +73,10 @@ pub fn candidate(
         );
     };
     let label = format!("{label} (server {})", server.server);
-    let bundle = rebuild(&pull, server, identities, state).and_then(|(index, notes)| {
-        let bundle = Pull::bundle(path, index).map_err(|e| ReviewError::Package(e.to_string()))?;
-        Ok((Opened::Export(bundle), notes))
+    let bundle = rebuild(&pull, server, identities, state).and_then(|rebuilt| {
+        let bundle = Pull::bundle(path, rebuilt.index, rebuilt.attested)
+            .map_err(|e| ReviewError::Package(e.to_string()))?;
+        Ok((Opened::Export(bundle), rebuilt.notes))
     });
     (label, bundle)
 }
@@ -66,7 +86,7 @@ fn rebuild(
     server: &crate::bundle::replica::PulledServer,
     identities: &[age::x25519::Identity],
     state: &ReviewState,
-) -> Result<(BundleIndex, Vec<Note>), ReviewError> {
+) -> Result<Rebuilt, ReviewError> {
     let id = &server.server;
     let mut tree = MemoryTree::default();
     let mut key: Option<(String, VerifierKey)> = None;
@@ -240,6 +260,13 @@ fn rebuild(
             inclusion_proof: encode_hashes(&proof),
         });
     }
+    // The attested checkpoints around its records, tied to its head by proofs from
+    // the rebuilt tree, so open and disclose have the outside parties' time as from an
+    // export.
+    let mut files = pull.attestations(server).map_err(|e| ReviewError::Package(e.to_string()))?;
+    crate::log::attested::add_consistency(&mut files, size, &tree).map_err(proof_err)?;
+    let leaves = records.iter().filter_map(|r| r.log_index);
+    let attested = crate::log::attested::select_members(&files, leaves, size).into_iter().collect();
     let log = BundleLog { server_key, checkpoint, earlier, inclusion, reply_keys: logged_keys };
     let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
@@ -249,7 +276,14 @@ fn rebuild(
         submissions: records,
         log,
     };
-    Ok((index, notes))
+    Ok(Rebuilt { index, notes, attested })
+}
+
+/// One server's bundle rebuilt from a pull file.
+struct Rebuilt {
+    index: BundleIndex,
+    notes: Vec<Note>,
+    attested: BTreeMap<String, Vec<u8>>,
 }
 
 /// What the reviewer is told about a replica besides its submissions.

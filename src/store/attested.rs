@@ -95,7 +95,14 @@ impl Store {
                 attested.cosignatures.entry(witness).or_insert(line);
             }
         }
-        self.index.meta_put(&key, &attested)
+        self.index.meta_put(&key, &attested)?;
+        self.attestations.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Wakes when an attestation is recorded (replicas carry them).
+    pub fn watch_attestations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attestations.subscribe()
     }
 
     /// The attested checkpoints around leaf `index`: the latest of size <= index and the
@@ -125,6 +132,24 @@ impl Store {
         }
         let chosen: Vec<Attested> = chosen.into_values().collect();
         crate::log::attested::package_members(&chosen, size, &self.index)
+    }
+
+    /// Every attested checkpoint's own files (checkpoint, tokens, cosignatures; no
+    /// consistency proofs) for those of size at most `through`, by package member name:
+    /// what a replica holding `through` leaves should hold of them.
+    pub fn attestation_files(&self, through: u64) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let mut files = Vec::new();
+        for (_, attested) in self.index.meta_prefixed::<Attested>(ATTESTED)? {
+            if attested.size <= through {
+                let members = crate::log::attested::package_members(
+                    std::slice::from_ref(&attested),
+                    attested.size,
+                    &self.index,
+                )?;
+                files.extend(members);
+            }
+        }
+        Ok(files)
     }
 
     /// A submission's receipt, with its attested part once outside parties attested a

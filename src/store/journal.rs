@@ -20,6 +20,12 @@ use std::io;
 const REPLICA: &str = "replica/";
 /// `replica-segment/<replica>/<first leaf, 20 digits>`: a segment pushed there.
 const SEGMENTS: &str = "replica-segment/";
+/// `replica-attested/<replica>/<member>`: the hash of the attestation file sent there.
+const ATTESTED_SENT: &str = "replica-attested/";
+
+fn attested_key(replica: &str, member: &str) -> String {
+    format!("{ATTESTED_SENT}{replica}/{member}")
+}
 
 /// How far one replica holds the log, kept durably in the index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +152,36 @@ impl Store {
             all.insert(name.to_string(), progress.through);
         });
         Ok(())
+    }
+
+    /// The attestation files of `files` replica `name` does not hold yet in this form
+    /// (a checkpoint's cosignatures grow as witnesses answer: the file is sent again).
+    pub fn attestations_owed(
+        &self,
+        name: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let mut owed = Vec::new();
+        for (member, bytes) in files {
+            let sent: Option<String> = self.index.meta_get(&attested_key(name, &member))?;
+            if sent.as_deref() != Some(ObjectId::of(&bytes).as_str()) {
+                owed.push((member, bytes));
+            }
+        }
+        Ok(owed)
+    }
+
+    /// Records, durably, that replica `name` holds these attestation files.
+    pub fn record_attestations_sent(
+        &self,
+        name: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> io::Result<()> {
+        let entries: Vec<(String, String)> = files
+            .iter()
+            .map(|(member, bytes)| (attested_key(name, member), ObjectId::of(bytes).to_string()))
+            .collect();
+        self.index.meta_put_all(&entries)
     }
 
     /// Every journal segment pushed to replica `name`, as (first leaf, end), in order:

@@ -63,6 +63,8 @@ pub struct Store {
     replicated: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
     /// Counts purges that deleted something: replicas that follow purges wake on it.
     purges: tokio::sync::watch::Sender<u64>,
+    /// Counts attestations recorded: replicas carry them.
+    attestations: tokio::sync::watch::Sender<u64>,
 }
 
 /// A claim on importing one sealed file; released on drop.
@@ -168,6 +170,7 @@ impl Store {
             grew: tokio::sync::watch::Sender::new(0),
             replicated: tokio::sync::watch::Sender::new(std::collections::BTreeMap::new()),
             purges: tokio::sync::watch::Sender::new(0),
+            attestations: tokio::sync::watch::Sender::new(0),
         })
     }
 

@@ -581,3 +581,80 @@ fn a_misbehaving_witness_is_named_in_status_and_delays_no_one() {
     assert!(String::from_utf8_lossy(&printed.stdout).contains("LAST REQUEST FAILED"));
     assert!(!server.logs().contains("forked"));
 }
+
+#[test]
+fn a_case_recovered_from_a_replica_alone_keeps_its_tsa_bracket_for_the_lawyer() {
+    use crate::common::garage::{self, Garage};
+    if !garage::here_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let tsa = TestTsa::new(dir.path(), "partner", KeyKind::Rsa);
+    let tsa_addr = tsa.serve();
+    let garage = Garage::single(&dir.path().join("partner"));
+    let top =
+        garage.replica_config(dir.path(), "partner") + &attestation_config(&tsa, tsa_addr, &[]);
+    let server =
+        Server::start_configured(dir.path(), &dir.path().join("data"), &coalition, &top, "");
+    let server_key = status(&server)["server_key"].as_str().unwrap().to_string();
+    submit(&server, 1, &[("first.jpg", 5_000)]);
+    wait_attested(&server);
+    let sent_from = now();
+    let sent =
+        submit_with(&server, 2, &[("injury.jpg", 20_000)], &[("consent_readers", "lawyers")]);
+    let answered = now();
+    wait_attested(&server);
+    // The replica receives the checkpoints' files as they are stamped.
+    wait_until("the replica holds the stamped checkpoint of size 2", || {
+        garage.keys().iter().any(|k| k.ends_with("/attestations/2.test-tsa.tsr"))
+    });
+    let server_dir = server.data_dir.clone();
+    drop(server);
+    std::fs::remove_dir_all(&server_dir).unwrap();
+
+    // From the replica alone: pull, open, disclose; the lawyer's package brackets the
+    // survivor's arrival by the TSA's own tokens, which openssl accepts.
+    let reviewer = dir.path().join("reviewer");
+    let config = reviewer.join("puller.toml");
+    std::fs::write(&config, garage.replica_config(&reviewer, "partner")).unwrap();
+    let pulled = dir.path().join("pull.tar");
+    let out = amanat(&[
+        "replica",
+        "pull",
+        "--config",
+        s(&config),
+        "--replica",
+        "partner",
+        "--out",
+        s(&pulled),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let crate::disclose::Disclosed { package, custody_key, .. } =
+        crate::disclose::disclose_case(dir.path(), &coalition, &pulled, &sent.id);
+    let verified = dir.path().join("verified");
+    let output = amanat(&[
+        "verify",
+        s(&package),
+        "--out",
+        s(&verified),
+        "--json",
+        "--server-key",
+        &server_key,
+        "--custody-key",
+        &custody_key,
+        "--tsa-cert",
+        tsa.ca_pem.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(output.status.success(), "{report:#}");
+    let time = &report["times"][0];
+    assert_eq!(time["submission"], sent.id.as_str());
+    let (before, after) =
+        (time["not_before"].as_u64().unwrap(), time["not_after"].as_u64().unwrap());
+    assert!(before <= answered + 2 && after + 2 >= sent_from, "{time:#}");
+    assert_eq!(time["missing"].as_array().unwrap().len(), 0, "{time:#}");
+    for side in ["not_before_by", "not_after_by"] {
+        assert!(time[side].to_string().contains("TSA CN=partner TSA"), "{time:#}");
+    }
+}

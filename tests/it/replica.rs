@@ -15,15 +15,7 @@ fn s(p: &Path) -> &str {
 /// Garage is installed by tests/run-all.sh; a developer's quick `cargo test` without it
 /// is told so, loudly, instead of failing on a missing tool.
 fn garage_or_skip() -> bool {
-    if garage::available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("AMANAT_REQUIRE_GARAGE").is_none(),
-        "garage is not installed but the suite requires it"
-    );
-    eprintln!("SKIPPED: garage is not installed (tests/run-all.sh installs it)");
-    false
+    garage::here_or_skip()
 }
 
 fn status(server: &Server) -> serde_json::Value {
@@ -160,7 +152,12 @@ fn a_destroyed_server_is_recovered_from_its_replica_alone_byte_for_byte() {
     );
     assert_eq!(text_only.status, 201);
     let mut sent = vec![
-        submit(&server, 1, &[("CANARY-NAME-photo.jpg", 2 << 20), ("scan.jpg", 30_000)]),
+        crate::review::submit_with(
+            &server,
+            1,
+            &[("CANARY-NAME-photo.jpg", 2 << 20), ("scan.jpg", 30_000)],
+            &[("consent_readers", "lawyers")],
+        ),
         submit(&server, 2, &[("video.mp4", 200 << 20)]),
     ];
     let receipts: Vec<serde_json::Value> = vec![text_only.json()["receipt"].clone()];
@@ -211,6 +208,28 @@ fn a_destroyed_server_is_recovered_from_its_replica_alone_byte_for_byte() {
     }
     let (ok, problems) = audit(&config);
     assert!(ok && problems.is_empty(), "{problems:?}");
+
+    // A lawyer's package made from the replica alone verifies against the server's key.
+    let lawyer_path = dir.path().join("disclosure");
+    std::fs::create_dir_all(lawyer_path.join("offline")).unwrap();
+    let disclosed = crate::disclose::disclose_case(&lawyer_path, &coalition, &pulled, &sent[0].id);
+    let out = amanat(&[
+        "verify",
+        s(&disclosed.package),
+        "--out",
+        s(&lawyer_path.join("lawyer-out")),
+        "--identity",
+        s(&disclosed.lawyer_key),
+        "--server-key",
+        &server_key,
+        "--custody-key",
+        &disclosed.custody_key,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let photo_back = crate::common::all_files(&lawyer_path.join("lawyer-out"))
+        .iter()
+        .any(|f| std::fs::read(f).is_ok_and(|b| b == sent[0].files[0].1));
+    assert!(photo_back, "the lawyer gets the photo back byte for byte");
 }
 
 /// Five submissions of a testimony and one photo of `size` bytes: each one's objects,
@@ -458,7 +477,18 @@ fn with_ack_replicated_the_receipt_waits_for_the_replica_and_says_plainly_when_i
         assert_eq!(response.status, 201, "{}", response.text());
         response.json()
     };
-    // Up: the 201 comes once the replica holds it, objects and journal.
+    let form = |lang: &str| {
+        let page = post_multipart(
+            server.addr,
+            &format!("/{lang}/submit"),
+            &[text("testimony", "held"), text("consent_readers", "coalition")],
+        );
+        assert_eq!(page.status, 200, "{}", page.text());
+        page.text()
+    };
+    // Up: the 201 comes once the replica holds it, objects and journal; the form's
+    // receipt page tells the survivor a copy is abroad.
+    assert!(form("en").contains("kept, encrypted, by a partner organisation"));
     let first = send();
     assert_eq!(first["replication"]["complete"], true, "{first:#}");
     assert_eq!(first["replication"]["replicas"], 1);
@@ -472,6 +502,9 @@ fn with_ack_replicated_the_receipt_waits_for_the_replica_and_says_plainly_when_i
     let second = send();
     assert_eq!(second["replication"]["complete"], false, "{second:#}");
     assert!(second["replication"]["message"].as_str().unwrap().contains("not yet copied"));
+    // And the page says so in the survivor's language, and that nothing needs sending again.
+    assert!(form("ru").contains("Ничего отправлять заново не нужно"));
+    assert!(form("kk").contains("Ештеңені қайта жіберудің қажеті жоқ"));
     garage.nodes[0].start();
     wait_replicated(&server);
 }

@@ -19,6 +19,20 @@ pub fn available() -> bool {
     Command::new("garage").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether a test can use Garage; false (the test skips, saying so) only where the
+/// suite does not require it.
+pub fn here_or_skip() -> bool {
+    if available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("AMANAT_REQUIRE_GARAGE").is_none(),
+        "garage is not installed but the suite requires it"
+    );
+    eprintln!("SKIPPED: garage is not installed (tests/run-all.sh installs it)");
+    false
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
