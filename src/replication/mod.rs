@@ -156,6 +156,13 @@ async fn run(
                     prune(&replica, &store).await?;
                     next_prune = now + PRUNE_EVERY;
                 }
+                // After the deletions, so that one object it cannot put back never holds
+                // them up.
+                if tokio::time::Instant::now() >= next_heal {
+                    heal(&replica, &store, &recipients).await?;
+                    next_heal = tokio::time::Instant::now() + HEAL_EVERY;
+                }
+                // Last: a failing attestation put holds up neither deletions nor healing.
                 if attested.has_changed().unwrap_or(false)
                     || tokio::time::Instant::now() >= next_attest
                 {
@@ -163,12 +170,6 @@ async fn run(
                     next_attest = tokio::time::Instant::now();
                     push_attestations(&replica, &store).await?;
                     next_attest += ATTEST_EVERY;
-                }
-                // After the deletions, so that one object it cannot put back never holds
-                // them up.
-                if tokio::time::Instant::now() >= next_heal {
-                    heal(&replica, &store, &recipients).await?;
-                    next_heal = tokio::time::Instant::now() + HEAL_EVERY;
                 }
                 return Ok(false);
             }
@@ -316,6 +317,17 @@ async fn heal(
         if to <= through && !segments.contains(&crate::bundle::replica::segment_key(&server, from))
         {
             put_segment(replica, store, recipients, from, to).await?;
+            restored += 1;
+        }
+    }
+    // Attestation files gone or of another length (a partial write, or edited).
+    let listed: std::collections::BTreeMap<String, u64> =
+        replica.list(&format!("{server}/attestations/")).await?.into_iter().collect();
+    let files = store.attestation_files(through).map_err(|_| "cannot read the attestations")?;
+    for (member, bytes) in files {
+        let key = crate::bundle::replica::attestation_key(&server, &member);
+        if listed.get(&key) != Some(&(bytes.len() as u64)) {
+            replica.put_attestation(&server, &member, &bytes).await?;
             restored += 1;
         }
     }

@@ -186,10 +186,10 @@ pub fn pull(
         }
         deleted.insert(server.clone(), notices);
         for (key, member) in attested {
-            let bytes = runtime
-                .block_on(replica.get_small(key, crate::bundle::MAX_ATTESTATION_BYTES))
-                .map_err(fail)?;
-            package.bytes(member, &bytes).map_err(|e| e.to_string())?;
+            match runtime.block_on(replica.get_small(key, crate::bundle::MAX_ATTESTATION_BYTES)) {
+                Ok(bytes) => package.bytes(member, &bytes).map_err(|e| e.to_string())?,
+                Err(why) => report.problems.push(format!("server {server}: {key:?}: {why}")),
+            }
         }
         report.servers.push(summary);
     }
@@ -304,13 +304,13 @@ fn bounded_attestations(
     let mut kept = Vec::new();
     let mut total = 0u64;
     for (key, size) in listed {
-        total += size;
         match attestation_member(server, &key) {
             Some(member)
                 if size <= crate::bundle::MAX_ATTESTATION_BYTES
-                    && total <= crate::bundle::MAX_ATTESTATION_TOTAL_BYTES
+                    && total + size <= crate::bundle::MAX_ATTESTATION_TOTAL_BYTES
                     && kept.len() < crate::bundle::MAX_ATTESTATION_FILES =>
             {
+                total += size;
                 kept.push((key, member));
             }
             _ => problems.push(format!(

@@ -41,15 +41,22 @@ pub fn bundles_in(
     state: &ReviewState,
 ) -> Option<Result<Vec<crate::bundle::Bundle>, ReviewError>> {
     let servers = servers_in(path)?;
-    Some(
-        (0..servers)
-            .map(|n| match candidate(path, n, identities, state) {
-                (_, Ok((Opened::Export(bundle), _))) => Ok(bundle),
-                (label, Ok(_)) => Err(ReviewError::Package(format!("{label}: not a bundle"))),
-                (label, Err(e)) => Err(ReviewError::Package(format!("{label}: {e}"))),
-            })
-            .collect(),
-    )
+    // One server's broken journal must not keep another server's cases from a lawyer:
+    // only when none can be rebuilt is it refused, with every reason.
+    let mut bundles = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..servers {
+        match candidate(path, n, identities, state) {
+            (_, Ok((Opened::Export(bundle), _))) => bundles.push(bundle),
+            (label, Ok(_)) => refused.push(format!("{label}: not a bundle")),
+            (label, Err(e)) => refused.push(format!("{label}: {e}")),
+        }
+    }
+    Some(if bundles.is_empty() {
+        Err(ReviewError::Package(refused.join("; ")))
+    } else {
+        Ok(bundles)
+    })
 }
 
 /// The bundle of the pull file's `n`th server, rebuilt from its journal, with a label
@@ -263,10 +270,12 @@ fn rebuild(
     // The attested checkpoints around its records, tied to its head by proofs from
     // the rebuilt tree, so open and disclose have the outside parties' time as from an
     // export.
-    let mut files = pull.attestations(server).map_err(|e| ReviewError::Package(e.to_string()))?;
-    crate::log::attested::add_consistency(&mut files, size, &tree).map_err(proof_err)?;
+    let files = pull.attestations(server).map_err(|e| ReviewError::Package(e.to_string()))?;
+    let files = trusted_attestations(files, &verifier, &tree, size);
     let leaves = records.iter().filter_map(|r| r.log_index);
-    let attested = crate::log::attested::select_members(&files, leaves, size).into_iter().collect();
+    let mut attested: BTreeMap<String, Vec<u8>> =
+        crate::log::attested::select_members(&files, leaves, size).into_iter().collect();
+    crate::log::attested::add_consistency(&mut attested, size, &tree).map_err(proof_err)?;
     let log = BundleLog { server_key, checkpoint, earlier, inclusion, reply_keys: logged_keys };
     let index = BundleIndex {
         schema: BUNDLE_SCHEMA.into(),
@@ -277,6 +286,46 @@ fn rebuild(
         log,
     };
     Ok(Rebuilt { index, notes, attested })
+}
+
+/// Of a replica's attestation files (anyone holding the bucket can add, edit or drop
+/// them), those of checkpoints this rebuilt log vouches for: a checkpoint note signed by
+/// the server's key alone (one signature line: what the TSAs stamped), of the size its
+/// name says, no larger than the head, with the tree's own root at that size; and the
+/// tokens and cosignatures of those checkpoints only. So a planted or padded file can
+/// neither stand nearer a record than the real checkpoints nor push them out.
+fn trusted_attestations(
+    files: BTreeMap<String, Vec<u8>>,
+    verifier: &VerifierKey,
+    tree: &MemoryTree,
+    head: u64,
+) -> BTreeMap<String, Vec<u8>> {
+    let size_of = |name: &str| -> Option<u64> {
+        let rest = name.strip_prefix(crate::log::attested::ATTESTATIONS_DIR)?;
+        let digits = rest.split(['.', '-']).next()?;
+        digits.parse::<u64>().ok().filter(|s| s.to_string() == digits)
+    };
+    let vouched = |name: &str, bytes: &[u8]| -> Option<u64> {
+        let size = size_of(name)?;
+        let note = std::str::from_utf8(bytes).ok()?;
+        let one_signature =
+            note.split_once("\n\n")?.1.lines().filter(|l| !l.is_empty()).count() == 1;
+        let checkpoint = Checkpoint::verify(note, verifier).ok()?;
+        let root = merkle::root(tree, size).ok()?;
+        (one_signature && size <= head && checkpoint.size == size && checkpoint.root == root)
+            .then_some(size)
+    };
+    let sizes: BTreeSet<u64> = files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".checkpoint"))
+        .filter_map(|(name, bytes)| vouched(name, bytes))
+        .collect();
+    files
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.ends_with(".consistency") && size_of(name).is_some_and(|s| sizes.contains(&s))
+        })
+        .collect()
 }
 
 /// One server's bundle rebuilt from a pull file.
@@ -354,4 +403,45 @@ fn bundle_name(server: &str, replica: &str, size: u64) -> String {
         format!("{replica}\n{server}\n{size}").as_bytes(),
     );
     hex::encode(&digest.as_ref()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_attestation_files_of_checkpoints_the_rebuilt_log_vouches_for_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key =
+            crate::keys::SigningKey::load_or_create(&dir.path().join("k"), "amanat/x").unwrap();
+        let mut tree = MemoryTree::default();
+        for leaf in [b"a", b"b", b"c"] {
+            tree.append(merkle::leaf_hash(leaf));
+        }
+        let note = |size: u64, root: merkle::Hash| {
+            Checkpoint { origin: "amanat/x".into(), size, root }.sign(&key).into_bytes()
+        };
+        let root = |size| merkle::root(&tree, size).unwrap();
+        let name = |n: &str| format!("attestations/{n}");
+        let mut padded = note(2, root(2));
+        padded.extend_from_slice("\u{2014} junk AAAA\n".as_bytes());
+        let files: BTreeMap<String, Vec<u8>> = [
+            (name("1.checkpoint"), note(1, root(1))),
+            (name("1.tsa.tsr"), b"token".to_vec()),
+            // Padded with another signature line: not what the TSA stamped.
+            (name("2.checkpoint"), padded),
+            (name("2.tsa.tsr"), b"token".to_vec()),
+            // Another root than the log's at its size: a fork.
+            (name("3.checkpoint"), note(3, [7; 32])),
+            (name("3.cosigned"), b"cosigned".to_vec()),
+            // Its name says another size than its note.
+            (name("4.checkpoint"), note(1, root(1))),
+            (name("1-3.consistency"), b"planted".to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        let kept = trusted_attestations(files, &key.verifier(), &tree, 3);
+        let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+        assert_eq!(names, ["attestations/1.checkpoint", "attestations/1.tsa.tsr"]);
+    }
 }
