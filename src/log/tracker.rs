@@ -72,6 +72,11 @@ impl ReviewState {
         )
     }
 
+    /// The server key this laptop pinned for `origin`, if it saw that server before.
+    pub fn known_key(&self, origin: &str) -> Option<&str> {
+        self.servers.get(origin).map(|s| s.key.as_str()).filter(|k| !k.is_empty())
+    }
+
     /// Every tree size of `origin`'s log this laptop verified (heads and attested
     /// checkpoints): a log rebuilt from a replica's journal is proven against each.
     pub fn known_sizes(&self, origin: &str) -> Vec<u64> {

@@ -302,12 +302,16 @@ async fn heal(
     let held = |listed: Vec<(String, u64)>| -> std::collections::BTreeSet<String> {
         listed.into_iter().map(|(key, _)| key).collect()
     };
-    let objects = held(replica.list(&format!("{server}/objects/")).await?);
+    let objects: std::collections::BTreeMap<String, u64> =
+        replica.list(&format!("{server}/objects/")).await?.into_iter().collect();
     let owed =
         store.objects_owed(replica.name(), through).map_err(|_| "cannot read the journal")?;
+    // Gone, or of another length (cut short, or replaced by other bytes).
     let missing: Vec<_> = owed
         .into_iter()
-        .filter(|(id, _)| !objects.contains(&crate::bundle::replica::object_key(&server, id)))
+        .filter(|(id, len)| {
+            objects.get(&crate::bundle::replica::object_key(&server, id)) != Some(len)
+        })
         .collect();
     let mut restored = missing.len();
     put_objects(replica, store, &server, missing).await?;

@@ -77,15 +77,20 @@ impl Replica {
         len: u64,
     ) -> Result<(), &'static str> {
         let key = Key::from(object_key(server, id));
-        match self.s3.head(&key).await {
+        // A copy of another length (cut short, or replaced) is overwritten; none, put.
+        let replace = match self.s3.head(&key).await {
             Ok(meta) if meta.size == len => return Ok(()),
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(words(&e)),
-        }
+        };
         let (mut object, _) = store.open_object(id).map_err(|_| "cannot read a stored object")?;
         if len <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
             object.read_to_end(&mut bytes).map_err(|_| "cannot read a stored object")?;
+            if replace {
+                return self.put_small(key.as_ref(), &bytes).await;
+            }
             return self.put_new(&key, Bytes::from(bytes)).await;
         }
         let upload = self.s3.put_multipart(&key).await.map_err(|e| words(&e))?;

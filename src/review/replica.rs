@@ -129,6 +129,16 @@ fn rebuild(
                     .server_key
                     .parse()
                     .map_err(|_| ReviewError::Altered(format!("{at}: a malformed key")))?;
+                // Held to the key this laptop pinned before anything is decrypted.
+                if let Some(pinned) = state.known_key(&verifier.name) {
+                    if pinned != header.server_key {
+                        return Err(ReviewError::Altered(format!(
+                            "SERVER KEY CHANGED: this laptop holds {} to key {pinned}, but its \
+                             journal in the replica is signed by {}; refusing",
+                            verifier.name, header.server_key
+                        )));
+                    }
+                }
                 key = Some((header.server_key.clone(), verifier.clone()));
                 verifier
             }

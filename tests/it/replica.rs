@@ -404,14 +404,20 @@ fn deleted_replaced_dropped_and_edited_in_the_replica_are_each_found_by_name() {
     assert!(reason.contains("altered") || reason.contains("misses leaves 2..4"), "{reason}");
 
     // The server, at its next start, puts back what the bucket lost of what it pushed
-    // (the deleted object, the dropped segment); what was replaced or edited in place
-    // stays for the audit to name.
+    // (the deleted object, one cut short, the dropped segment); what was replaced or
+    // edited in place, at its length, stays for the audit to name.
+    let cut = key(&sent[2][0]);
+    let whole = garage.get(&cut);
+    garage.put(&cut, &whole[..whole.len() / 2], dir.path());
+    assert!(audit(&config).1.iter().any(|p| p.contains(&id(&cut))));
     server.kill();
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(120);
     let problems = loop {
         let (_, problems) = audit(&config);
-        if !problems.iter().any(|p| p.contains(&id(deleted)) || p.contains("misses leaves")) {
+        if !problems.iter().any(|p| {
+            p.contains(&id(deleted)) || p.contains(&id(&cut)) || p.contains("misses leaves")
+        }) {
             break problems;
         }
         assert!(Instant::now() < deadline, "{problems:?}\n{}", server.logs());
