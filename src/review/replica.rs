@@ -100,108 +100,131 @@ fn rebuild(
     let mut checkpoints: Vec<(u64, String)> = Vec::new();
     let mut records: Vec<SubmissionRecord> = Vec::new();
     let mut reply_keys: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    // A segment that cannot be read or does not hold stops the rebuild there: what the
+    // segments before it prove still opens (a seized key or a dropped segment must not
+    // take every earlier case with it), and the stop is reported as a failure.
+    let mut stopped: Option<ReviewError> = None;
     for member in &server.segments {
-        let segment = pull
-            .segment(member)
-            .and_then(|bytes| read_segment(&bytes))
-            .map_err(|why| ReviewError::Altered(format!("journal segment {member}: {why}")))?;
-        let header = &segment.header;
-        let at = format!("journal segment {}..{}", header.from, header.to);
-        if header.server != *id {
-            return Err(ReviewError::Altered(format!("{at} belongs to another server")));
-        }
-        if header.from != tree.size() {
-            return Err(ReviewError::Altered(format!(
-                "the journal misses leaves {}..{}: a segment was dropped from the replica",
-                tree.size(),
-                header.from
-            )));
-        }
-        let verifier = match &key {
-            Some((text, verifier)) if *text == header.server_key => verifier.clone(),
-            Some(_) => {
-                return Err(ReviewError::Altered(format!(
-                    "{at} is signed by another key than the segments before it"
-                )))
+        let mut segment_records: Vec<SubmissionRecord> = Vec::new();
+        let mut segment_keys: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        let mut apply = || -> Result<(u64, String), ReviewError> {
+            let segment = pull
+                .segment(member)
+                .and_then(|bytes| read_segment(&bytes))
+                .map_err(|why| ReviewError::Altered(format!("journal segment {member}: {why}")))?;
+            let header = &segment.header;
+            let at = format!("journal segment {}..{}", header.from, header.to);
+            if header.server != *id {
+                return Err(ReviewError::Altered(format!("{at} belongs to another server")));
             }
-            None => {
-                let verifier: VerifierKey = header
-                    .server_key
-                    .parse()
-                    .map_err(|_| ReviewError::Altered(format!("{at}: a malformed key")))?;
-                // Held to the key this laptop pinned before anything is decrypted.
-                if let Some(pinned) = state.known_key(&verifier.name) {
-                    if pinned != header.server_key {
+            if header.from != tree.size() {
+                return Err(ReviewError::Altered(format!(
+                    "the journal misses leaves {}..{}: a segment was dropped from the replica",
+                    tree.size(),
+                    header.from
+                )));
+            }
+            let verifier = match &key {
+                Some((text, verifier)) if *text == header.server_key => verifier.clone(),
+                Some(_) => {
+                    return Err(ReviewError::Altered(format!(
+                        "{at} is signed by another key than the segments before it"
+                    )))
+                }
+                None => {
+                    let verifier: VerifierKey = header
+                        .server_key
+                        .parse()
+                        .map_err(|_| ReviewError::Altered(format!("{at}: a malformed key")))?;
+                    // Held to the key this laptop pinned before anything is decrypted.
+                    if let Some(pinned) = state.known_key(&verifier.name) {
+                        if pinned != header.server_key {
+                            return Err(ReviewError::Altered(format!(
+                                "SERVER KEY CHANGED: this laptop holds {} to key {pinned}, but its \
+                                 journal in the replica is signed by {}; refusing",
+                                verifier.name, header.server_key
+                            )));
+                        }
+                    }
+                    key = Some((header.server_key.clone(), verifier.clone()));
+                    verifier
+                }
+            };
+            let mut plaintext = super::LimitedWriter::new(MAX_BODY_BYTES);
+            plaintext =
+                crate::envelope::open_object(segment.body.as_slice(), identities, plaintext)
+                    .map_err(|e| {
+                        ReviewError::Altered(format!(
+                            "{at}: cannot decrypt it with this identity: {e}"
+                        ))
+                    })?
+                    .0;
+            let body: JournalBody = serde_json::from_slice(plaintext.bytes())
+                .map_err(|e| ReviewError::Altered(format!("{at}: not a journal: {e}")))?;
+            if body.schema != JOURNAL_SCHEMA
+                || body.server != *id
+                || body.from != header.from
+                || body.to != header.to
+                || body.leaves.len() as u64 != header.to - header.from
+            {
+                return Err(ReviewError::Altered(format!(
+                    "{at}: its body does not match its signed header"
+                )));
+            }
+            let named: BTreeSet<_> = header.objects.iter().map(|(id, _)| id.clone()).collect();
+            for (offset, leaf) in body.leaves.iter().enumerate() {
+                let index = header.from + offset as u64;
+                let hash = leaf.hash().map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
+                if let Some(record) = &leaf.submission {
+                    if record.log_index != Some(index) || LogLeaf::from(record).hash() != hash {
                         return Err(ReviewError::Altered(format!(
-                            "SERVER KEY CHANGED: this laptop holds {} to key {pinned}, but its \
-                             journal in the replica is signed by {}; refusing",
-                            verifier.name, header.server_key
+                            "{at}: the record of leaf {index} is not the one the log holds"
                         )));
                     }
+                    if !record.object_ids().iter().all(|o| named.contains(o)) {
+                        return Err(ReviewError::Altered(format!(
+                            "{at}: leaf {index} names an object its header does not"
+                        )));
+                    }
+                    segment_records.push(record.clone());
                 }
-                key = Some((header.server_key.clone(), verifier.clone()));
-                verifier
+                if let Some(change) = &leaf.reply_key {
+                    let logged = LogLeaf::ReplyKey {
+                        case: change.case.clone(),
+                        recipient: change.recipient.clone(),
+                    };
+                    if logged.validate().is_err() || logged.hash() != hash {
+                        return Err(ReviewError::Altered(format!(
+                            "{at}: the reply-key change of leaf {index} is not the one the log holds"
+                        )));
+                    }
+                    segment_keys.insert(change.case.clone(), (change.recipient.clone(), index));
+                }
+                tree.append(hash);
             }
+            let checkpoint = Checkpoint::verify(&body.checkpoint, &verifier)
+                .map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
+            let root =
+                merkle::root(&tree, header.to).map_err(|e| ReviewError::Altered(e.to_string()))?;
+            if checkpoint.size != header.to || checkpoint.root != root {
+                return Err(ReviewError::Altered(format!(
+                    "{at}: its leaves do not hash to the checkpoint it carries: the journal was altered"
+                )));
+            }
+            Ok((header.to, body.checkpoint))
         };
-        let mut plaintext = super::LimitedWriter::new(MAX_BODY_BYTES);
-        plaintext = crate::envelope::open_object(segment.body.as_slice(), identities, plaintext)
-            .map_err(|e| {
-                ReviewError::Altered(format!("{at}: cannot decrypt it with this identity: {e}"))
-            })?
-            .0;
-        let body: JournalBody = serde_json::from_slice(plaintext.bytes())
-            .map_err(|e| ReviewError::Altered(format!("{at}: not a journal: {e}")))?;
-        if body.schema != JOURNAL_SCHEMA
-            || body.server != *id
-            || body.from != header.from
-            || body.to != header.to
-            || body.leaves.len() as u64 != header.to - header.from
-        {
-            return Err(ReviewError::Altered(format!(
-                "{at}: its body does not match its signed header"
-            )));
-        }
-        let named: BTreeSet<_> = header.objects.iter().map(|(id, _)| id.clone()).collect();
-        for (offset, leaf) in body.leaves.iter().enumerate() {
-            let index = header.from + offset as u64;
-            let hash = leaf.hash().map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
-            if let Some(record) = &leaf.submission {
-                if record.log_index != Some(index) || LogLeaf::from(record).hash() != hash {
-                    return Err(ReviewError::Altered(format!(
-                        "{at}: the record of leaf {index} is not the one the log holds"
-                    )));
-                }
-                if !record.object_ids().iter().all(|o| named.contains(o)) {
-                    return Err(ReviewError::Altered(format!(
-                        "{at}: leaf {index} names an object its header does not"
-                    )));
-                }
-                records.push(record.clone());
+        match apply() {
+            Ok(done) => {
+                checkpoints.push(done);
+                records.append(&mut segment_records);
+                reply_keys.append(&mut segment_keys);
             }
-            if let Some(change) = &leaf.reply_key {
-                let logged = LogLeaf::ReplyKey {
-                    case: change.case.clone(),
-                    recipient: change.recipient.clone(),
-                };
-                if logged.validate().is_err() || logged.hash() != hash {
-                    return Err(ReviewError::Altered(format!(
-                        "{at}: the reply-key change of leaf {index} is not the one the log holds"
-                    )));
-                }
-                reply_keys.insert(change.case.clone(), (change.recipient.clone(), index));
+            Err(why) if checkpoints.is_empty() => return Err(why),
+            Err(why) => {
+                stopped = Some(why);
+                break;
             }
-            tree.append(hash);
         }
-        let checkpoint = Checkpoint::verify(&body.checkpoint, &verifier)
-            .map_err(|e| ReviewError::Altered(format!("{at}: {e}")))?;
-        let root =
-            merkle::root(&tree, header.to).map_err(|e| ReviewError::Altered(e.to_string()))?;
-        if checkpoint.size != header.to || checkpoint.root != root {
-            return Err(ReviewError::Altered(format!(
-                "{at}: its leaves do not hash to the checkpoint it carries: the journal was altered"
-            )));
-        }
-        checkpoints.push((header.to, body.checkpoint));
     }
     let (Some((server_key, verifier)), Some((size, checkpoint))) =
         (key, checkpoints.last().cloned())
@@ -229,6 +252,13 @@ fn rebuild(
              verified {verified_size} entries before: the replica lags behind, or lost the entries \
              after {size} (run `amanat replica audit --state` on it)",
             pull.index.replica
+        )));
+    }
+    // The failure goes last: it is the word that counts for this server.
+    if let Some(why) = stopped {
+        notes.push(Note::Stopped(format!(
+            "{why}. The entries before {size} were verified and open; those after are not in \
+             this pull: run `amanat replica audit` on the replica and pull from another"
         )));
     }
     let mut sizes: BTreeSet<u64> = checkpoints.iter().map(|(s, _)| *s).collect();
@@ -347,6 +377,9 @@ struct Rebuilt {
 
 /// What the reviewer is told about a replica besides its submissions.
 pub enum Note {
+    /// The journal broke off (a segment dropped, altered or unreadable): what came
+    /// before opens, and this is a failure.
+    Stopped(String),
     /// It holds less of the server's log than this laptop verified before.
     Behind(String),
     /// A submission whose objects the server deleted from the replica after export,
@@ -360,6 +393,10 @@ pub fn outcomes_of(label: &str, notes: Vec<Note>, out: &Path) -> Vec<super::Outc
     let mut outcomes = Vec::new();
     for note in notes {
         match note {
+            Note::Stopped(reason) => outcomes.push(super::Outcome {
+                status: super::Status::Failed,
+                ..super::note(label, super::Status::Failed, reason)
+            }),
             Note::Behind(reason) => {
                 outcomes.push(super::note(label, super::Status::ReplicaBehind, reason));
             }

@@ -623,6 +623,22 @@ fn what_is_removed_whole_is_found_by_the_next_audit_and_no_pull_skips_what_no_la
     let refused = &outcomes[&format!("{} (server {server_id})", second.display())];
     assert!(refused["reason"].as_str().unwrap().contains("never opened here"), "{refused:#}");
 
+    // A segment dropped from the middle: a laptop recovering from the replica still
+    // opens every case before it, and fails, naming the gap, for the rest.
+    let segments: Vec<String> =
+        garage.keys().into_iter().filter(|k| k.contains("/journal/")).collect();
+    let middle = garage.get(&segments[1]);
+    garage.delete(&segments[1]);
+    let fourth = dir.path().join("pull-4.tar");
+    pull(&config, &fourth);
+    let (ok, outcomes) = open(&[&fourth], &other_identity, &dir.path().join("cases-gap"));
+    assert!(!ok);
+    let stopped = &outcomes[&format!("{} (server {server_id})", fourth.display())];
+    assert_eq!(stopped["status"], "failed", "{outcomes:#?}");
+    assert!(stopped["reason"].as_str().unwrap().contains("misses leaves 2..4"), "{stopped:#}");
+    assert_eq!(outcomes.values().filter(|o| o["status"] == "opened").count(), 2, "{outcomes:#?}");
+    garage.put(&segments[1], &middle, dir.path());
+
     // The seized server's credentials remove the journal's end and its objects, whole:
     // one audit alone sees a consistent, shorter replica; the audit with its state
     // names what is gone.
