@@ -60,15 +60,6 @@ pub struct ReplicaEndpoint {
     pub retention_days: u64,
 }
 
-impl ReplicaEndpoint {
-    /// Whether this configuration lets the server delete objects from the replica: an
-    /// audit or pull by the same configuration accepts deletions under a purge notice
-    /// signed by the server; otherwise it reports them.
-    pub fn deletes(&self) -> bool {
-        self.purge || self.retention_days > 0
-    }
-}
-
 /// The longest an acknowledgement may wait for replicas.
 const MAX_ACK_DEADLINE_SECS: u64 = 300;
 

@@ -198,10 +198,8 @@ pub fn package_members(
             members.push((cosigned_member(a.size), a.cosigned().into_bytes()));
         }
         if a.size < size {
-            let proof = encode_hashes(&merkle::consistency_proof(nodes, a.size, size)?);
-            let mut text = proof.join("\n");
-            text.push('\n');
-            members.push((consistency_member(a.size, size), text.into_bytes()));
+            let proof = consistency_file(nodes, a.size, size)?;
+            members.push((consistency_member(a.size, size), proof));
         }
     }
     Ok(members)
@@ -468,12 +466,24 @@ pub fn add_consistency(
     nodes: &impl NodeSource,
 ) -> io::Result<()> {
     for size in checkpoint_sizes(members).into_iter().filter(|&s| s > 0 && s < head_size) {
-        let proof = encode_hashes(&merkle::consistency_proof(nodes, size, head_size)?);
-        let mut text = proof.join("\n");
-        text.push('\n');
-        members.insert(consistency_member(size, head_size), text.into_bytes());
+        members
+            .insert(consistency_member(size, head_size), consistency_file(nodes, size, head_size)?);
     }
     Ok(())
+}
+
+/// A `<old>-<new>.consistency` file: the proof's hashes, base64, one per line.
+fn consistency_file(nodes: &impl NodeSource, old: u64, new: u64) -> io::Result<Vec<u8>> {
+    let mut text = encode_hashes(&merkle::consistency_proof(nodes, old, new)?).join("\n");
+    text.push('\n');
+    Ok(text.into_bytes())
+}
+
+/// The attested size an attestation file belongs to, from its name
+/// (`attestations/<size>.…` or `attestations/<size>-<head>.consistency`).
+pub fn member_size(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(ATTESTATIONS_DIR)?;
+    canonical_size(rest.split(['.', '-']).next()?)
 }
 
 /// From a package's attestation files (`members`, by name), those a package proving

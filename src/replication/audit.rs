@@ -64,19 +64,8 @@ pub fn audit(
     proxy: Option<&str>,
     state_path: Option<&Path>,
 ) -> Result<AuditReport, super::BadReplica> {
-    let replica = Replica::connect(endpoint, proxy).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let mut state: AuditState = match state_path.map(std::fs::read) {
-        Some(Ok(bytes)) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the audit state file is not valid: {e}"))?,
-        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("cannot read the audit state file: {e}").into())
-        }
-        _ => AuditState::default(),
-    };
+    let (replica, runtime) = super::offline_client(endpoint, proxy)?;
+    let mut state: AuditState = super::read_state(state_path, "audit")?;
     let fail = |why: &str| format!("replica {:?}: {why}", replica.name());
     let mut report = AuditReport { replica: replica.name().to_string(), ..Default::default() };
     let servers = runtime.block_on(replica.servers()).map_err(fail)?;
@@ -230,8 +219,7 @@ pub fn audit(
         report.servers.push(audited);
     }
     if let Some(path) = state_path {
-        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
-        crate::durable::replace(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        super::write_state(path, &state)?;
     }
     Ok(report)
 }

@@ -63,6 +63,41 @@ impl From<BadReplica> for String {
     }
 }
 
+/// A replica's client and a runtime to drive it, for the commands that run on a
+/// reviewer's networked machine (`audit`, `pull`).
+fn offline_client(
+    endpoint: &crate::config::ReplicaEndpoint,
+    proxy: Option<&str>,
+) -> Result<(Replica, tokio::runtime::Runtime), BadReplica> {
+    let replica = Replica::connect(endpoint, proxy)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    Ok((replica, runtime))
+}
+
+/// A command's state file (`--state`), or its empty state when there is none yet.
+fn read_state<T: Default + serde::de::DeserializeOwned>(
+    path: Option<&std::path::Path>,
+    what: &str,
+) -> Result<T, BadReplica> {
+    match path.map(std::fs::read) {
+        Some(Ok(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the {what} state file is not valid: {e}").into()),
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot read the {what} state file: {e}").into())
+        }
+        _ => Ok(T::default()),
+    }
+}
+
+/// Replaces a command's state file, durably.
+fn write_state<T: serde::Serialize>(path: &std::path::Path, state: &T) -> Result<(), BadReplica> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    crate::durable::replace(path, &bytes).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
 /// What the intake needs of replication: whether, and how long, an acknowledgement
 /// waits for replicas.
 #[derive(Clone)]
@@ -128,49 +163,15 @@ async fn run(
     segment_leaves: u64,
 ) {
     let mut commits = store.watch_commits();
-    let mut purges = store.watch_purges();
-    // Deletions this replica's settings ask for: looked at once caught up, then after
-    // each purge on the server and once an hour (retention).
-    let mut next_prune = tokio::time::Instant::now();
-    // What the bucket lost is put back: looked at once caught up after a start, then
-    // daily.
-    let mut next_heal = tokio::time::Instant::now();
-    // Outside parties' attestations of the log: as they are recorded, and hourly (for
-    // those of leaves the replica did not hold yet when they came).
-    let mut attested = store.watch_attestations();
-    let mut next_attest = tokio::time::Instant::now();
+    let mut upkeep = Upkeep::new(&store);
     let mut health = ReplicaHealth { name: replica.name().to_string(), ..Default::default() };
     loop {
-        let prune_now = replica.rule.purge && purges.has_changed().unwrap_or(false)
-            || tokio::time::Instant::now() >= next_prune;
         let pushed = async {
             let size = store.durable_log_size().map_err(|_| "cannot read the log")?;
             let progress =
                 store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?;
             if progress.through >= size {
-                if prune_now && (replica.rule.purge || replica.rule.retention_days > 0) {
-                    purges.borrow_and_update();
-                    let now = tokio::time::Instant::now();
-                    // A failed pass is tried again at the next round (after the backoff).
-                    next_prune = now;
-                    prune(&replica, &store).await?;
-                    next_prune = now + PRUNE_EVERY;
-                }
-                // After the deletions, so that one object it cannot put back never holds
-                // them up.
-                if tokio::time::Instant::now() >= next_heal {
-                    heal(&replica, &store, &recipients).await?;
-                    next_heal = tokio::time::Instant::now() + HEAL_EVERY;
-                }
-                // Last: a failing attestation put holds up neither deletions nor healing.
-                if attested.has_changed().unwrap_or(false)
-                    || tokio::time::Instant::now() >= next_attest
-                {
-                    attested.borrow_and_update();
-                    next_attest = tokio::time::Instant::now();
-                    push_attestations(&replica, &store).await?;
-                    next_attest += ATTEST_EVERY;
-                }
+                upkeep.when_caught_up(&replica, &store, &recipients).await?;
                 return Ok(false);
             }
             let next = push(&replica, &store, &recipients, progress, size, segment_leaves).await?;
@@ -182,8 +183,7 @@ async fn run(
         .await;
         match pushed {
             Ok(true) => {
-                // The replica holds more of the log: attestations of it may go too.
-                next_attest = tokio::time::Instant::now();
+                upkeep.replica_grew();
                 health.last_success = Some(minute_now());
                 health.last_error = None;
                 health.failures = 0;
@@ -211,6 +211,69 @@ async fn run(
                 tokio::time::sleep(backoff).await;
             }
         }
+    }
+}
+
+/// What a caught-up worker looks after besides the log: deletions its settings ask
+/// for (after each purge on the server, and hourly for retention), what the bucket
+/// lost (at start, then daily), and attestations (as they are recorded, when the
+/// replica holds more of the log, and hourly).
+struct Upkeep {
+    purges: tokio::sync::watch::Receiver<u64>,
+    attested: tokio::sync::watch::Receiver<u64>,
+    next_prune: tokio::time::Instant,
+    next_heal: tokio::time::Instant,
+    next_attest: tokio::time::Instant,
+}
+
+impl Upkeep {
+    fn new(store: &Store) -> Upkeep {
+        let now = tokio::time::Instant::now();
+        Upkeep {
+            purges: store.watch_purges(),
+            attested: store.watch_attestations(),
+            next_prune: now,
+            next_heal: now,
+            next_attest: now,
+        }
+    }
+
+    /// The replica holds more of the log: attestations of it may go too.
+    fn replica_grew(&mut self) {
+        self.next_attest = tokio::time::Instant::now();
+    }
+
+    async fn when_caught_up(
+        &mut self,
+        replica: &Replica,
+        store: &Store,
+        recipients: &LiveRecipients,
+    ) -> Result<(), &'static str> {
+        let now = tokio::time::Instant::now();
+        let prune_now = replica.rule.purge && self.purges.has_changed().unwrap_or(false)
+            || now >= self.next_prune;
+        if prune_now && (replica.rule.purge || replica.rule.retention_days > 0) {
+            self.purges.borrow_and_update();
+            // A failed pass is tried again at the next round (after the backoff).
+            self.next_prune = now;
+            prune(replica, store).await?;
+            self.next_prune = now + PRUNE_EVERY;
+        }
+        // After the deletions, so that one object it cannot put back never holds them up.
+        if tokio::time::Instant::now() >= self.next_heal {
+            heal(replica, store, recipients).await?;
+            self.next_heal = tokio::time::Instant::now() + HEAL_EVERY;
+        }
+        // Last: a failing attestation put holds up neither deletions nor healing.
+        if self.attested.has_changed().unwrap_or(false)
+            || tokio::time::Instant::now() >= self.next_attest
+        {
+            self.attested.borrow_and_update();
+            self.next_attest = tokio::time::Instant::now();
+            push_attestations(replica, store).await?;
+            self.next_attest += ATTEST_EVERY;
+        }
+        Ok(())
     }
 }
 
@@ -299,9 +362,6 @@ async fn heal(
     let server = store.server_id().map_err(|_| "cannot read the server id")?;
     let through =
         store.replica_progress(replica.name()).map_err(|_| "cannot read its progress")?.through;
-    let held = |listed: Vec<(String, u64)>| -> std::collections::BTreeSet<String> {
-        listed.into_iter().map(|(key, _)| key).collect()
-    };
     let objects: std::collections::BTreeMap<String, u64> =
         replica.list(&format!("{server}/objects/")).await?.into_iter().collect();
     let owed =
@@ -315,7 +375,8 @@ async fn heal(
         .collect();
     let mut restored = missing.len();
     put_objects(replica, store, &server, missing).await?;
-    let segments = held(replica.list(&format!("{server}/journal/")).await?);
+    let segments: std::collections::BTreeSet<String> =
+        replica.list(&format!("{server}/journal/")).await?.into_iter().map(|(k, _)| k).collect();
     let pushed = store.replica_segments(replica.name()).map_err(|_| "cannot read its progress")?;
     for (from, to) in pushed {
         if to <= through && !segments.contains(&crate::bundle::replica::segment_key(&server, from))

@@ -4,7 +4,6 @@
 //! without the coalition's keys (each header's signature, one key per server, no gap
 //! between segments, each object's hash), and says what did not hold.
 
-use super::Replica;
 use crate::bundle::object_member;
 use crate::bundle::replica::{
     attestation_member, begin_pull, notice_member, read_segment, segment_from, segment_member,
@@ -56,19 +55,8 @@ pub fn pull(
     out: &Path,
     state_path: Option<&Path>,
 ) -> Result<PullReport, super::BadReplica> {
-    let replica = Replica::connect(endpoint, proxy).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let mut state: PullState = match state_path.map(std::fs::read) {
-        Some(Ok(bytes)) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the pull state file is not valid: {e}"))?,
-        Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(format!("cannot read the pull state file: {e}").into())
-        }
-        _ => PullState::default(),
-    };
+    let (replica, runtime) = super::offline_client(endpoint, proxy)?;
+    let mut state: PullState = super::read_state(state_path, "pull")?;
     let fail = |why: &str| format!("replica {:?}: {why}", replica.name());
     let servers = runtime.block_on(replica.servers()).map_err(fail)?;
     let mut report = PullReport { out: out.to_path_buf(), ..Default::default() };
@@ -241,8 +229,7 @@ pub fn pull(
                 state.servers.insert(summary.server.clone(), summary.leaves);
             }
         }
-        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
-        crate::durable::replace(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        super::write_state(path, &state)?;
     }
     Ok(report)
 }

@@ -340,11 +340,7 @@ fn trusted_attestations(
     tree: &MemoryTree,
     head: u64,
 ) -> BTreeMap<String, Vec<u8>> {
-    let size_of = |name: &str| -> Option<u64> {
-        let rest = name.strip_prefix(crate::log::attested::ATTESTATIONS_DIR)?;
-        let digits = rest.split(['.', '-']).next()?;
-        digits.parse::<u64>().ok().filter(|s| s.to_string() == digits)
-    };
+    let size_of = crate::log::attested::member_size;
     let vouched = |name: &str, bytes: &[u8]| -> Option<u64> {
         let size = size_of(name)?;
         let note = std::str::from_utf8(bytes).ok()?;
