@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo fuzz (libFuzzer) over the readers that take outside bytes:
-# sealed files, bundles, receipts, checkpoints, manifests, codenames (fuzz/).
+# sealed files, bundles, receipts, checkpoints, manifests, codenames, and the photos
+# and videos whose metadata `open` reads and removes (fuzz/).
 #
 #   tests/fuzz.sh            every crash ever found (fuzz/regressions/), then each
 #                            target for FUZZ_SECONDS (default 10; a minute in all)
@@ -18,7 +19,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-10}
 flags=(--sanitizer none --debug-assertions)
-targets=(sealed_file bundle receipt checkpoint manifest codename)
+targets=(sealed_file bundle receipt checkpoint manifest codename media)
 
 cargo fuzz build "${flags[@]}"
 work=$(mktemp -d)

@@ -2,7 +2,7 @@
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
-# as through Tor; Garage, the partners' object store, and
+# as through Tor, exiftool to write and read photos' metadata; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
@@ -25,6 +25,7 @@ command -v tor >/dev/null || need+=(tor)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
 command -v microsocks >/dev/null || need+=(microsocks)
+command -v exiftool >/dev/null || need+=(libimage-exiftool-perl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
@@ -43,6 +44,8 @@ if ! command -v garage >/dev/null; then
 fi
 # The replica tests skip without Garage elsewhere; here its absence is a failure.
 export AMANAT_REQUIRE_GARAGE=1
+# The same for exiftool, the outside reader of what a photo says about itself.
+export AMANAT_REQUIRE_EXIFTOOL=1
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings

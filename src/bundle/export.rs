@@ -100,6 +100,12 @@ impl Bundle {
     }
 
     /// The attestation files the bundle carries, by name.
+    /// Whether it was rebuilt from a replica's journal (its attestation files came from a
+    /// bucket anyone holding it can write), not exported by the server.
+    pub fn from_replica(&self) -> bool {
+        self.attested.is_some()
+    }
+
     pub fn attestations(&self) -> io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
         match &self.attested {
             Some(attested) => Ok(attested.clone()),

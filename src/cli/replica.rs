@@ -28,6 +28,16 @@ enum ReplicaCommand {
         /// file carries only objects new since (the journal always comes whole).
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Carry only this server (its id, as `amanat status` on it prints); repeat for
+        /// each. Others in the bucket (a new mirror, or one planted by whoever can
+        /// write there) are named and left out. Without it, every server comes.
+        #[arg(long = "server", value_name = "ID")]
+        servers: Vec<String>,
+        /// Carry objects from this log entry on, whatever --state says (the journal
+        /// always comes whole): what `open` asks for when a journal was too large to
+        /// open at once.
+        #[arg(long, value_name = "ENTRY")]
+        since: Option<u64>,
         #[command(flatten)]
         json: super::Json,
     },
@@ -57,8 +67,15 @@ pub fn replica(config: Option<&Path>, args: &ReplicaArgs) -> Done {
     };
     let proxy = config.replication.proxy.as_deref();
     match &args.command {
-        ReplicaCommand::Pull { replica, out, state, json } => {
-            let report = amanat::replication::pull(find(replica)?, proxy, out, state.as_deref())?;
+        ReplicaCommand::Pull { replica, out, state, servers, since, json } => {
+            let report = amanat::replication::pull(
+                find(replica)?,
+                proxy,
+                out,
+                state.as_deref(),
+                servers,
+                *since,
+            )?;
             if json.json {
                 super::print_json(&report);
             } else {
@@ -67,6 +84,9 @@ pub fn replica(config: Option<&Path>, args: &ReplicaArgs) -> Done {
                         "server {}: {} journal segment(s), {} log entries, {} new, {} object(s)",
                         s.server, s.segments, s.leaves, s.new_leaves, s.objects
                     );
+                }
+                for server in &report.left_out {
+                    println!("left out: server {server} (not named by --server)");
                 }
                 for problem in &report.problems {
                     println!("PROBLEM  {problem}");

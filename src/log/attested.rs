@@ -260,15 +260,27 @@ impl Bracket {
     /// (its time less its accuracy). The first, not the last: anyone can have a
     /// checkpoint stamped again later, which says nothing about when the leaf came.
     pub fn not_before(&self) -> Option<(u64, &Attestation)> {
-        let first = self.before.as_ref()?.attestations.iter().min_by_key(|a| a.earliest())?;
+        let first = self.before.as_ref()?.seen_from()?;
         Some((first.earliest(), first))
     }
 
     /// The first outside party to see a checkpoint holding the leaf, and the moment by
     /// which it existed (its time plus its accuracy).
     pub fn not_after(&self) -> Option<(u64, &Attestation)> {
-        let first = self.after.as_ref()?.attestations.iter().min_by_key(|a| a.latest())?;
+        let first = self.after.as_ref()?.seen_by()?;
         Some((first.latest(), first))
+    }
+}
+
+impl AttestedCheckpoint {
+    /// The outside party whose moment of seeing it can have been earliest.
+    fn seen_from(&self) -> Option<&Attestation> {
+        self.attestations.iter().min_by_key(|a| a.earliest())
+    }
+
+    /// The outside party by whose moment it surely existed first.
+    fn seen_by(&self) -> Option<&Attestation> {
+        self.attestations.iter().min_by_key(|a| a.latest())
     }
 }
 
@@ -296,54 +308,90 @@ impl<'a> PackageAttestations<'a> {
         checkpoint_sizes(self.members)
     }
 
-    /// The bracket of leaf `index`, proven in the tree `head`: each bound is the
-    /// nearest attested checkpoint on its side that is signed by the server, tied to
-    /// `head` by a consistency proof, and attested by at least one trusted party.
+    /// The bracket of leaf `index`, proven in the tree `head`, from attested checkpoints
+    /// signed by the server, tied to `head` by a consistency proof, and attested by at
+    /// least one trusted party. Above: the one first attested earliest (any checkpoint
+    /// holding the leaf proves it existed by then; the nearest is the earliest unless
+    /// one was signed late). Below: the nearest, unless it was first attested after a
+    /// checkpoint holding the leaf: a server signs each checkpoint as its log grows, so
+    /// that one was signed late (by a seized key, say) and bounds nothing.
     pub fn bracket(&self, index: u64, head: &Checkpoint) -> Bracket {
         let sizes = self.sizes();
         let mut bracket = Bracket::default();
-        let below = sizes.iter().rev().filter(|&&s| s <= index);
-        let above = sizes.iter().filter(|&&s| s > index);
-        for (side, candidates) in [(false, below.collect::<Vec<_>>()), (true, above.collect())] {
-            let mut found = None;
-            for &size in candidates {
-                match self.checked(size, head) {
-                    Ok(checked) => {
-                        for why in &checked.refused {
-                            bracket.missing.push(format!("checkpoint {size}: refused {why}"));
-                        }
-                        if checked.attestations.is_empty() {
-                            bracket.missing.push(format!(
-                                "the checkpoint of size {size} is attested by no party you trust"
-                            ));
-                        } else {
-                            found = Some(checked);
-                            break;
-                        }
-                    }
-                    Err(why) => bracket.missing.push(format!("attestation {size}: {why}")),
-                }
-            }
-            match (side, &found) {
-                (false, None) => bracket.missing.push(
-                    "no attested checkpoint before it: when it was received is bounded below \
-                     only by the server's clock"
-                        .into(),
-                ),
-                (true, None) => bracket.missing.push(
-                    "no attested checkpoint holds it: that it existed by a given time rests on \
-                     the server's clock alone"
-                        .into(),
-                ),
-                _ => {}
-            }
-            if side {
-                bracket.after = found;
-            } else {
-                bracket.before = found;
+        let mut nearest_found = false;
+        for &size in sizes.iter().filter(|&&s| s > index) {
+            // What is refused is said for the checkpoints up to the nearest usable one;
+            // those further on only count if an outside party saw them earlier.
+            let notes = (!nearest_found).then_some(&mut bracket.missing);
+            let Some(checked) = self.usable(size, head, notes) else { continue };
+            nearest_found = true;
+            let by = |c: &AttestedCheckpoint| c.seen_by().map(Attestation::latest);
+            if bracket.after.as_ref().is_none_or(|after| by(&checked) < by(after)) {
+                bracket.after = Some(checked);
             }
         }
+        let upper = bracket.not_after().map(|(at, _)| at);
+        for &size in sizes.iter().rev().filter(|&&s| s <= index) {
+            let Some(checked) = self.usable(size, head, Some(&mut bracket.missing)) else {
+                continue;
+            };
+            let seen = checked.seen_from().map(Attestation::earliest);
+            if seen.zip(upper).is_some_and(|(seen, upper)| seen > upper) {
+                bracket.missing.push(format!(
+                    "the checkpoint of size {size}, without it, was first attested after one \
+                     holding it: it was signed late (by a seized key, say) and bounds nothing"
+                ));
+                continue;
+            }
+            bracket.before = Some(checked);
+            break;
+        }
+        if bracket.before.is_none() {
+            bracket.missing.push(
+                "no attested checkpoint before it: when it was received is bounded below only \
+                 by the server's clock"
+                    .into(),
+            );
+        }
+        if bracket.after.is_none() {
+            bracket.missing.push(
+                "no attested checkpoint holds it: that it existed by a given time rests on the \
+                 server's clock alone"
+                    .into(),
+            );
+        }
         bracket
+    }
+
+    /// The attested checkpoint of `size` if it verified and a trusted party attests
+    /// it; what was refused goes to `notes` when given.
+    fn usable(
+        &self,
+        size: u64,
+        head: &Checkpoint,
+        notes: Option<&mut Vec<String>>,
+    ) -> Option<AttestedCheckpoint> {
+        let mut sink = Vec::new();
+        let notes = notes.unwrap_or(&mut sink);
+        match self.checked(size, head) {
+            Ok(checked) => {
+                for why in &checked.refused {
+                    notes.push(format!("checkpoint {size}: refused {why}"));
+                }
+                if checked.attestations.is_empty() {
+                    notes.push(format!(
+                        "the checkpoint of size {size} is attested by no party you trust"
+                    ));
+                    None
+                } else {
+                    Some(checked)
+                }
+            }
+            Err(why) => {
+                notes.push(format!("attestation {size}: {why}"));
+                None
+            }
+        }
     }
 
     /// `check`, once per size for the whole package.
@@ -479,6 +527,36 @@ fn consistency_file(nodes: &impl NodeSource, old: u64, new: u64) -> io::Result<V
     Ok(text.into_bytes())
 }
 
+/// Two copies of one `<size>.cosigned` file (from two bundles, or a bundle and a
+/// replica anyone can write to) as one: the note, with every cosignature line either
+/// carries, each once. None when they are not copies of the same note. A line that
+/// does not verify is refused by name when checked, so a padded copy can add no word
+/// and take none away.
+pub fn merge_cosigned(kept: &[u8], other: &[u8]) -> Option<Vec<u8>> {
+    // The note ends with its one signature line, after the blank line.
+    let split = |text: &[u8]| -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+        let text = std::str::from_utf8(text).ok()?;
+        let body = text.find("\n\n")? + 2;
+        let end = body + text[body..].find('\n')? + 1;
+        let lines = text[end..].lines().map(|l| format!("{l}\n").into_bytes()).collect();
+        Some((text.as_bytes()[..end].to_vec(), lines))
+    };
+    let (note, mut lines) = split(kept)?;
+    let (other_note, other_lines) = split(other)?;
+    if note != other_note {
+        return None;
+    }
+    for line in other_lines {
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    Some(lines.into_iter().fold(note, |mut all, line| {
+        all.extend(line);
+        all
+    }))
+}
+
 /// The attested size an attestation file belongs to, from its name
 /// (`attestations/<size>.…` or `attestations/<size>-<head>.consistency`).
 pub fn member_size(name: &str) -> Option<u64> {
@@ -502,15 +580,87 @@ pub fn select_members(
         chosen.extend(split.checked_sub(1).map(|i| sizes[i]));
         chosen.extend(sizes.get(split).copied());
     }
+    // One look-up a file, by the size its name gives: a pull of a busy server's
+    // replica carries thousands of both.
     members
         .iter()
         .filter(|(name, _)| {
+            let Some(size) = member_size(name).filter(|size| chosen.contains(size)) else {
+                return false;
+            };
             let rest = name.strip_prefix(ATTESTATIONS_DIR).unwrap_or("");
-            chosen.iter().any(|size| {
-                let own = rest.strip_prefix(&size.to_string()).is_some_and(|r| r.starts_with('.'));
-                own || rest == format!("{size}-{head_size}.consistency")
-            })
+            let own = rest.strip_prefix(&size.to_string()).is_some_and(|r| r.starts_with('.'));
+            own || rest == format!("{size}-{head_size}.consistency")
         })
         .map(|(name, bytes)| (name.clone(), bytes.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::log::merkle::MemoryTree;
+
+    #[test]
+    fn checkpoints_signed_late_by_a_seized_key_neither_narrow_nor_move_a_bracket() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SigningKey::load_or_create(&dir.path().join("server"), "amanat/x").unwrap();
+        let witness =
+            SigningKey::load_or_create(&dir.path().join("witness"), "witness.example").unwrap();
+        let mut tree = MemoryTree::default();
+        for leaf in 0..6u8 {
+            tree.append(merkle::leaf_hash(&[leaf]));
+        }
+        let checkpoint = |size| Checkpoint {
+            origin: "amanat/x".into(),
+            size,
+            root: merkle::root(&tree, size).unwrap(),
+        };
+        // Leaf 3 arrived between 100 and 200: the log was checkpointed at sizes 1 and 5
+        // then. Whoever seized the key signs sizes 3 (just below the leaf) and 4 (just
+        // above) afterwards and has a witness cosign them at 300 and 400.
+        let mut members = BTreeMap::new();
+        for (size, time) in [(1, 100), (5, 200), (3, 300), (4, 400)] {
+            let note = checkpoint(size).sign(&server);
+            let line = witness.cosign(&note[..=note.find("\n\n").unwrap()], time);
+            members.insert(checkpoint_member(size), note.clone().into_bytes());
+            members.insert(cosigned_member(size), format!("{note}{line}").into_bytes());
+        }
+        add_consistency(&mut members, 6, &tree).unwrap();
+        let attesters = Attesters {
+            tsas: Vec::new(),
+            witnesses: vec![witness.cosignature_verifier().parse().unwrap()],
+        };
+        let verifier = server.verifier();
+        let attestations = PackageAttestations::new(&members, &verifier, &attesters);
+        let bracket = attestations.bracket(3, &checkpoint(6));
+        assert_eq!(bracket.not_after().map(|(at, _)| at), Some(200), "{:?}", bracket.missing);
+        assert_eq!(bracket.not_before().map(|(at, _)| at), Some(100), "{:?}", bracket.missing);
+        assert!(
+            bracket.missing.iter().any(|m| m.contains("size 3") && m.contains("signed late")),
+            "{:?}",
+            bracket.missing
+        );
+    }
+
+    #[test]
+    fn two_copies_of_a_cosigned_note_keep_every_witness_line_of_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SigningKey::load_or_create(&dir.path().join("server"), "amanat/x").unwrap();
+        let note = Checkpoint { origin: "amanat/x".into(), size: 2, root: [1; 32] }.sign(&server);
+        let other = Checkpoint { origin: "amanat/x".into(), size: 2, root: [2; 32] }.sign(&server);
+        let export = format!("{note}\u{2014} w1 AAAA\n");
+        // A replica's copy, padded to look fuller, without w1's line.
+        let replica = format!("{note}\u{2014} junk BBBB\n\u{2014} junk CCCC\n\u{2014} w2 DDDD\n");
+        let merged = merge_cosigned(export.as_bytes(), replica.as_bytes()).unwrap();
+        let merged = String::from_utf8(merged).unwrap();
+        assert!(merged.starts_with(&note), "{merged}");
+        for line in ["w1 AAAA", "w2 DDDD", "junk BBBB"] {
+            assert_eq!(merged.matches(line).count(), 1, "{merged}");
+        }
+        let again = merge_cosigned(merged.as_bytes(), export.as_bytes()).unwrap();
+        assert_eq!(again, merged.as_bytes());
+        assert!(merge_cosigned(export.as_bytes(), other.as_bytes()).is_none());
+    }
 }

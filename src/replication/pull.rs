@@ -13,7 +13,7 @@ use crate::config::ReplicaEndpoint;
 use crate::record::{Hour, ObjectId};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,8 @@ pub struct PullReport {
     /// What did not hold, by name: a reviewer's `open` refuses what it touches, and
     /// `amanat replica audit` looks further.
     pub problems: Vec<String>,
+    /// Servers in the bucket that `--server` did not name, left out.
+    pub left_out: Vec<String>,
     pub bytes: u64,
 }
 
@@ -49,17 +51,32 @@ struct PullState {
 /// Pulls replica `endpoint` into `out` (a new file). With `state`, only the objects
 /// of leaves new since the pull that last wrote that file come along (the journal
 /// always comes whole: `open` rebuilds the log from it), and the file is updated.
+/// With `only`, just those servers come, and the others are named as left out; with
+/// `since`, objects come from that log entry on whatever the state says.
 pub fn pull(
     endpoint: &ReplicaEndpoint,
     proxy: Option<&str>,
     out: &Path,
     state_path: Option<&Path>,
+    only: &[String],
+    since: Option<u64>,
 ) -> Result<PullReport, super::BadReplica> {
     let (replica, runtime) = super::offline_client(endpoint, proxy)?;
     let mut state: PullState = super::read_state(state_path, "pull")?;
+    let since_of = |state: &PullState, server: &str| {
+        since.unwrap_or_else(|| state.servers.get(server).copied().unwrap_or(0))
+    };
     let fail = |why: &str| format!("replica {:?}: {why}", replica.name());
-    let servers = runtime.block_on(replica.servers()).map_err(fail)?;
+    let mut servers = runtime.block_on(replica.servers()).map_err(fail)?;
     let mut report = PullReport { out: out.to_path_buf(), ..Default::default() };
+    if !only.is_empty() {
+        let (named, others): (Vec<String>, Vec<String>) =
+            servers.into_iter().partition(|s| only.contains(s));
+        (servers, report.left_out) = (named, others);
+        for missing in only.iter().filter(|s| !servers.contains(s)) {
+            report.problems.push(format!("server {missing}: the replica holds no journal of it"));
+        }
+    }
     // The segment names first: the index lists them before their bytes follow.
     let mut listed = Vec::new();
     for server in &servers {
@@ -90,7 +107,7 @@ pub fn pull(
             .iter()
             .map(|(server, froms, notices, attested)| PulledServer {
                 server: server.clone(),
-                new_from: first_new(froms, state.servers.get(server).copied().unwrap_or(0)),
+                new_from: first_new(froms, since_of(&state, server)),
                 segments: froms.iter().map(|(from, _)| segment_member(server, *from)).collect(),
                 notices: notices.iter().filter_map(|(k, _)| notice_member(server, k)).collect(),
                 attestations: attested.iter().map(|(_, member)| member.clone()).collect(),
@@ -103,10 +120,14 @@ pub fn pull(
     // Each server's objects from its own prefix: one server's journal never decides
     // where another's objects are fetched from.
     let mut wanted: BTreeMap<(String, ObjectId), u64> = BTreeMap::new();
+    // Servers some of whose leaves or objects did not come whole: their next pull
+    // carries everything again. A stray file beside the journal (a junk notice or
+    // attestation, which excuse or add nothing) is reported but holds nothing back, or
+    // anyone who can write the bucket could make every pull a full one.
+    let mut held_back: BTreeSet<String> = BTreeSet::new();
     let mut deleted: BTreeMap<String, super::notices::Notices> = BTreeMap::new();
     for (server, froms, listed_notices, attested) in &listed {
-        let since = state.servers.get(server).copied().unwrap_or(0);
-        let new_from = first_new(froms, since);
+        let new_from = first_new(froms, since_of(&state, server));
         let mut summary = PulledSummary {
             server: server.clone(),
             segments: froms.len(),
@@ -121,28 +142,28 @@ pub fn pull(
                 runtime.block_on(replica.get_small(key, MAX_SEGMENT_BYTES)).map_err(fail)?;
             package.bytes(&segment_member(server, *from), &bytes).map_err(|e| e.to_string())?;
             // Its place is in its name, even when its contents cannot be read.
+            let mut hold = |why: String| {
+                report.problems.push(format!("server {server}: {why}"));
+                held_back.insert(server.clone());
+            };
             if *from != expected {
-                report
-                    .problems
-                    .push(format!("server {server}: the journal misses leaves {expected}..{from}"));
+                hold(format!("the journal misses leaves {expected}..{from}"));
             }
             let segment = match read_segment(&bytes) {
                 Ok(segment) => segment.header,
                 Err(why) => {
-                    report.problems.push(format!("server {server}: segment {from}: {why}"));
+                    hold(format!("segment {from}: {why}"));
                     expected = *from;
                     continue;
                 }
             };
             if segment.server != *server || segment.from != *from {
-                report
-                    .problems
-                    .push(format!("server {server}: segment {from} names another place"));
+                hold(format!("segment {from} names another place"));
             }
             match &key_of_server {
-                Some(k) if *k != segment.server_key => report
-                    .problems
-                    .push(format!("server {server}: segment {from} is signed by another key")),
+                Some(k) if *k != segment.server_key => {
+                    hold(format!("segment {from} is signed by another key"));
+                }
                 Some(_) => {}
                 None => key_of_server = Some(segment.server_key.clone()),
             }
@@ -182,6 +203,10 @@ pub fn pull(
         report.servers.push(summary);
     }
     for ((server, id), len) in &wanted {
+        let mut hold = |why: String| {
+            report.problems.push(format!("server {server}: {why}"));
+            held_back.insert(server.clone());
+        };
         let key = crate::bundle::replica::object_key(server, id);
         let got = runtime.block_on(replica.get_stream(&key));
         let (size, stream) = match got {
@@ -190,16 +215,16 @@ pub fn pull(
                 let notices = &deleted[server];
                 match notices.unwanted(id) {
                     None if why == super::s3::NOT_FOUND && notices.excuses(id) => {}
-                    Some(unwanted) => report.problems.push(format!("server {server}: {unwanted}")),
-                    None => report.problems.push(format!("server {server}: object {id}: {why}")),
+                    Some(unwanted) => hold(unwanted),
+                    None => hold(format!("object {id}: {why}")),
                 }
                 continue;
             }
         };
         if size != *len {
-            report.problems.push(format!(
-                "server {server}: object {id} has {size} bytes in the replica, not the {len} its \
-                 journal names: it was replaced"
+            hold(format!(
+                "object {id} has {size} bytes in the replica, not the {len} its journal names: \
+                 it was replaced"
             ));
             continue;
         }
@@ -208,9 +233,8 @@ pub fn pull(
         let failed = reader.failed.is_some();
         let hash = reader.hash.finish();
         if failed || ObjectId::from_sha256(hash.as_ref()) != *id {
-            report.problems.push(format!(
-                "server {server}: object {id} in the replica does not match its id: it was \
-                 replaced or damaged"
+            hold(format!(
+                "object {id} in the replica does not match its id: it was replaced or damaged"
             ));
         }
         if let Some(s) = report.servers.iter_mut().find(|s| s.server == *server) {
@@ -221,11 +245,11 @@ pub fn pull(
     let file = file.into_inner().map_err(|e| e.into_error().to_string())?;
     report.bytes = file.publish().map_err(|e| format!("{}: {e}", out.display()))?;
     if let Some(path) = state_path {
-        // A server's next pull starts past this one only when all of it came whole: after
-        // any problem it carries everything again, so nothing skipped is ever skipped for good.
+        // A server's next pull starts past this one only when all its leaves and objects
+        // came whole: otherwise it carries everything again, so nothing skipped is ever
+        // skipped for good.
         for summary in &report.servers {
-            let prefix = format!("server {}: ", summary.server);
-            if !report.problems.iter().any(|p| p.starts_with(&prefix)) {
+            if !held_back.contains(&summary.server) {
                 state.servers.insert(summary.server.clone(), summary.leaves);
             }
         }

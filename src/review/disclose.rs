@@ -230,19 +230,33 @@ pub fn disclose(
     let mut objects: Vec<String> = index.objects().iter().map(ToString::to_string).collect();
     objects.sort();
     // The attestations bracketing each submission, from the bundle that proves it.
+    // Exports first: where two bundles carry a file of one name, the server's own copy
+    // is kept over one from a bucket anyone holding it can write.
     let mut attestations = std::collections::BTreeMap::new();
-    for (n, submission) in &submissions {
+    let mut in_order: Vec<&(usize, DisclosedSubmission)> = submissions.iter().collect();
+    in_order.sort_by_key(|(n, _)| bundles[*n].0.from_replica());
+    for (n, submission) in in_order {
         let (bundle, verified) = &bundles[*n];
         let members = bundle.attestations().map_err(|e| e.to_string())?;
         let leaves = submission.record.log_index;
         for (name, bytes) in
             crate::log::attested::select_members(&members, leaves, verified.checkpoint.size)
         {
-            // The same checkpoint from two bundles: keep the copy with more witnesses'
-            // cosignatures (a later export may carry more).
-            let kept = attestations.entry(name).or_insert_with(Vec::new);
-            if bytes.len() > kept.len() {
-                *kept = bytes;
+            // The same checkpoint from two bundles: the witnesses' cosignatures of both
+            // (a later export may carry more); of any other file, the first copy.
+            match attestations.entry(name) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(bytes);
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry)
+                    if entry.key().ends_with(".cosigned") =>
+                {
+                    if let Some(merged) = crate::log::attested::merge_cosigned(entry.get(), &bytes)
+                    {
+                        entry.insert(merged);
+                    }
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {}
             }
         }
     }

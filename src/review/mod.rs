@@ -7,6 +7,7 @@
 //! holds; on any failure the staging folder, plaintext and all, is deleted.
 
 pub mod disclose;
+pub mod media;
 mod names;
 mod replica;
 pub mod reply;
@@ -224,8 +225,16 @@ pub fn open_bundles(
     let mut seen = HashSet::new();
     for (bundle, log) in &opened {
         for record in bundle.submissions() {
+            let server_key = log.as_ref().map(|l| l.server_key.as_str());
             let outcome = if !record.id.is_well_formed() {
                 failed("<invalid id>", "the bundle names a submission with an invalid id")
+            } else if let Some(why) = (!seen.contains(&record.id))
+                .then(|| {
+                    report::another_submission(&out.join(&record.id), server_key, record.log_index)
+                })
+                .flatten()
+            {
+                failed(record.id.as_str(), why)
             } else if seen.contains(&record.id) || out.join(&record.id).is_dir() {
                 Outcome {
                     submission: record.id.to_string(),
@@ -476,6 +485,10 @@ fn write_case(
     let manifest = read_manifest(bundle, record, identities)?;
     let evidence = dir.join("evidence");
     fs::create_dir(&evidence).map_err(|e| e.to_string())?;
+    let working = dir.join("working");
+    if !manifest.attachments.is_empty() {
+        fs::create_dir(&working).map_err(|e| e.to_string())?;
+    }
     let mut taken = TakenNames::default();
     let mut files = Vec::new();
     for attachment in &manifest.attachments {
@@ -493,7 +506,12 @@ fn write_case(
             )
             .into());
         }
-        files.push(report::CaseFile::new(attachment, format!("evidence/{saved_as}")));
+        let mut file = report::CaseFile::new(attachment, format!("evidence/{saved_as}"));
+        // What it says about itself, and a copy that says less, beside the evidence.
+        file.embedded = Some(media::read_embedded(&path));
+        let copy = format!("working/{saved_as}");
+        file.working = Some(media::write_working_copy(&path, &working.join(&saved_as), &copy));
+        files.push(file);
     }
     let case = report::Case::new(bundle, record, &manifest, files);
     case.write(dir, reviewer).map_err(|e| format!("cannot write the case: {e}"))?;

@@ -24,6 +24,11 @@ use std::path::Path;
 /// The largest decrypted body of one segment.
 const MAX_BODY_BYTES: u64 = 512 << 20;
 
+/// The most decrypted journal one open holds the records of (some three million
+/// submissions): past it the rebuild stops, what came before opens, and a pull with
+/// `--state` carries the rest (the records before its start are kept by id alone).
+const MAX_JOURNAL_BYTES: u64 = 2 << 30;
+
 /// For a pull file, how many bundles it gives (one per server; one, to report why,
 /// when it cannot be read); None for any other file.
 pub fn servers_in(path: &Path) -> Option<usize> {
@@ -104,8 +109,12 @@ fn rebuild(
     // segments before it prove still opens (a seized key or a dropped segment must not
     // take every earlier case with it), and the stop is reported as a failure.
     let mut stopped: Option<ReviewError> = None;
+    // Submissions before the pull file's start, by id (see `Note::NotCarried`).
+    let mut not_carried: Vec<Logged> = Vec::new();
+    let mut held_bytes = 0u64;
     for member in &server.segments {
         let mut segment_records: Vec<SubmissionRecord> = Vec::new();
+        let mut segment_not_carried: Vec<Logged> = Vec::new();
         let mut segment_keys: BTreeMap<String, (String, u64)> = BTreeMap::new();
         let mut apply = || -> Result<(u64, String), ReviewError> {
             let segment = pull
@@ -159,6 +168,19 @@ fn rebuild(
                         ))
                     })?
                     .0;
+            if header.to > server.new_from {
+                held_bytes += plaintext.bytes().len() as u64;
+                if held_bytes > MAX_JOURNAL_BYTES {
+                    return Err(ReviewError::Package(format!(
+                        "{at}: the journal from where this pull file starts is larger than one \
+                         open holds ({} GiB decrypted); the entries before {} opened: for \
+                         the rest, `amanat replica pull --since {}` and open that",
+                        MAX_JOURNAL_BYTES >> 30,
+                        header.from,
+                        header.from
+                    )));
+                }
+            }
             let body: JournalBody = serde_json::from_slice(plaintext.bytes())
                 .map_err(|e| ReviewError::Altered(format!("{at}: not a journal: {e}")))?;
             if body.schema != JOURNAL_SCHEMA
@@ -186,7 +208,15 @@ fn rebuild(
                             "{at}: leaf {index} names an object its header does not"
                         )));
                     }
-                    segment_records.push(record.clone());
+                    // The pull file's index (written by the networked machine, signed by
+                    // no one) says from where it carries objects. The journal comes
+                    // whole, so each submission before that is known by name and held
+                    // to the cases this laptop has, never skipped on the index's word.
+                    if index >= server.new_from {
+                        segment_records.push(record.clone());
+                    } else {
+                        segment_not_carried.push(Logged::of(record, &header.server_key));
+                    }
                 }
                 if let Some(change) = &leaf.reply_key {
                     let logged = LogLeaf::ReplyKey {
@@ -217,6 +247,7 @@ fn rebuild(
             Ok(done) => {
                 checkpoints.push(done);
                 records.append(&mut segment_records);
+                not_carried.append(&mut segment_not_carried);
                 reply_keys.append(&mut segment_keys);
             }
             Err(why) if checkpoints.is_empty() => return Err(why),
@@ -234,17 +265,6 @@ fn rebuild(
     let proof_err = |e: std::io::Error| ReviewError::Altered(e.to_string());
     let known = state.known_sizes(&verifier.name);
     let verified_size = known.last().copied().unwrap_or(0);
-    // The pull file's index (written by the networked machine, signed by no one) says
-    // from where it carries objects: entries this laptop never opened must not be
-    // skipped on its word.
-    if server.new_from > verified_size {
-        return Err(ReviewError::Package(format!(
-            "this pull file carries this server's objects only from log entry {} on, but this \
-             laptop has verified its log only up to entry {verified_size}: the entries between were \
-             never opened here; pull again with a new --state file (or none)",
-            server.new_from
-        )));
-    }
     let mut notes = Vec::new();
     if size < verified_size {
         notes.push(Note::Behind(format!(
@@ -256,9 +276,14 @@ fn rebuild(
     }
     // The failure goes last: it is the word that counts for this server.
     if let Some(why) = stopped {
+        let next = match why {
+            // Too large to hold at once: the message says how to open the rest.
+            ReviewError::Package(_) => "",
+            _ => ": run `amanat replica audit` on the replica and pull from another",
+        };
         notes.push(Note::Stopped(format!(
-            "{why}. The entries before {size} were verified and open; those after are not in \
-             this pull: run `amanat replica audit` on the replica and pull from another"
+            "{why}. The entries before {size} were verified and open; those after are not \
+             opened from this pull{next}"
         )));
     }
     let mut sizes: BTreeSet<u64> = checkpoints.iter().map(|(s, _)| *s).collect();
@@ -271,7 +296,11 @@ fn rebuild(
             proof: encode_hashes(&merkle::consistency_proof(&tree, old, size).map_err(proof_err)?),
         });
     }
-    records.retain(|r| r.log_index.is_some_and(|i| i >= server.new_from));
+    notes.extend(
+        not_carried
+            .into_iter()
+            .map(|submission| Note::NotCarried { submission, from: server.new_from }),
+    );
     // What the server deleted from the replica under its own signed notice is not
     // damage: its submission was exported before, and is said so rather than failed.
     let deleted = purge_notices(pull, server, &server_key);
@@ -285,7 +314,7 @@ fn rebuild(
         let days: Option<Vec<&String>> = missing.iter().map(|o| deleted.get(o)).collect();
         match days.and_then(|days| days.first().map(|d| (*d).clone())) {
             Some(day) => {
-                notes.push(Note::Purged { submission: record.id.to_string(), day });
+                notes.push(Note::Purged { submission: Logged::of(record, &server_key), day });
                 false
             }
             None => true,
@@ -380,7 +409,46 @@ pub enum Note {
     Behind(String),
     /// A submission whose objects the server deleted from the replica after export,
     /// under its signed notice of `day`.
-    Purged { submission: String, day: String },
+    Purged { submission: Logged, day: String },
+    /// A submission before log entry `from`, where the pull file starts carrying
+    /// objects (`replica pull --state`): a failure unless this laptop has its case.
+    NotCarried { submission: Logged, from: u64 },
+}
+
+/// A submission by its id and its place in a server's log: a case folder of that id
+/// counts as this submission's only if it was opened from the same log and entry.
+pub struct Logged {
+    pub id: String,
+    pub server_key: String,
+    pub log_index: Option<u64>,
+}
+
+impl Logged {
+    fn of(record: &SubmissionRecord, server_key: &str) -> Logged {
+        Logged {
+            id: record.id.to_string(),
+            server_key: server_key.to_string(),
+            log_index: record.log_index,
+        }
+    }
+
+    /// Whether this laptop has its case in `out`.
+    fn opened_in(&self, out: &Path) -> CaseHere {
+        let dir = out.join(&self.id);
+        match super::report::another_submission(&dir, Some(&self.server_key), self.log_index) {
+            Some(why) => CaseHere::Another(why),
+            None if dir.is_dir() => CaseHere::Same,
+            None => CaseHere::No,
+        }
+    }
+}
+
+/// A submission's case on this laptop.
+enum CaseHere {
+    Same,
+    No,
+    /// Another submission of the same id is open, and why that is said.
+    Another(String),
 }
 
 /// What the reviewer is told of a replica's notes (a case this laptop opened from its
@@ -396,8 +464,22 @@ pub fn outcomes_of(label: &str, notes: Vec<Note>, out: &Path) -> Vec<super::Outc
             Note::Behind(reason) => {
                 outcomes.push(super::note(label, super::Status::ReplicaBehind, reason));
             }
-            Note::Purged { submission, .. } if out.join(&submission).is_dir() => {}
-            Note::Purged { submission, day } => {
+            Note::Purged { submission, .. } | Note::NotCarried { submission, .. }
+                if !matches!(submission.opened_in(out), CaseHere::No) =>
+            {
+                if let CaseHere::Another(why) = submission.opened_in(out) {
+                    outcomes.push(super::note(&submission.id, super::Status::Failed, why));
+                }
+            }
+            Note::NotCarried { submission: Logged { id: submission, .. }, from } => {
+                let reason = format!(
+                    "submission {submission} comes before log entry {from}, from where this pull \
+                     file carries objects, and this laptop has no case of it: pull again with a \
+                     new --state file (or none)"
+                );
+                outcomes.push(super::note(&submission, super::Status::Failed, reason));
+            }
+            Note::Purged { submission: Logged { id: submission, .. }, day } => {
                 let reason = format!(
                     "submission {submission} was exported, then deleted from the replica by \
                      the server's signed purge notice of {day}: open it from the export that \

@@ -56,6 +56,12 @@ pub struct CaseFile {
     pub size: u64,
     pub sha256: String,
     pub object: String,
+    /// What the file says about itself (time taken, device, location...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<super::media::Embedded>,
+    /// Its copy without location and identifying metadata, or why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working: Option<super::media::WorkingCopy>,
 }
 
 impl CaseFile {
@@ -67,7 +73,14 @@ impl CaseFile {
             size: attachment.size,
             sha256: attachment.sha256.clone(),
             object: attachment.object.clone(),
+            embedded: None,
+            working: None,
         }
+    }
+
+    /// Where the file says it was made, as a person reads it: shown as sensitive.
+    fn location(&self) -> Option<String> {
+        Some(self.embedded.as_ref()?.location.as_ref()?.text())
     }
 
     fn is_image(&self) -> bool {
@@ -76,6 +89,37 @@ impl CaseFile {
             "image/jpeg" | "image/png" | "image/gif" | "image/webp" | "image/bmp"
         ) && !self.saved_as.ends_with(".txt")
     }
+}
+
+/// Why the case folder `dir` holds another submission than the one at `log_index` of
+/// the log signed by `server_key`, under the same id (None: no such folder, or the same
+/// submission). A folder that names no log (a sealed file opened directly, or opened
+/// before folders recorded it) counts as the same.
+pub fn another_submission(
+    dir: &Path,
+    server_key: Option<&str>,
+    log_index: Option<u64>,
+) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Opened {
+        server_key: Option<String>,
+        log_index: Option<u64>,
+    }
+    let bytes = fs::read(dir.join("testimony.json")).ok()?;
+    let opened: Opened = serde_json::from_slice(&bytes).ok()?;
+    let (Some(theirs), Some(ours)) = (opened.server_key.as_deref(), server_key) else {
+        return None;
+    };
+    let entry = |index: Option<u64>| index.map_or("none".to_string(), |i| i.to_string());
+    (theirs != ours || opened.log_index != log_index).then(|| {
+        format!(
+            "another submission of this id is open here already (the log of {theirs}, entry \
+             {}); this one is the log of {ours}, entry {}: no genuine server gives one id \
+             twice, so compare both before trusting either",
+            entry(opened.log_index),
+            entry(log_index)
+        )
+    })
 }
 
 impl Case {

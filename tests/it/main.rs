@@ -20,6 +20,7 @@ mod keygen;
 mod layers;
 mod limits;
 mod log;
+mod media;
 mod pages;
 mod replica;
 mod review;

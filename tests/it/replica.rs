@@ -80,11 +80,17 @@ fn pull(config: &Path, out: &Path) -> (bool, serde_json::Value) {
 
 /// `replica pull`, remembering what it carried in `state` when given.
 fn pull_with_state(config: &Path, out: &Path, state: Option<&Path>) -> (bool, serde_json::Value) {
+    match state {
+        Some(state) => pull_with(config, out, &["--state", s(state)]),
+        None => pull_with(config, out, &[]),
+    }
+}
+
+/// `replica pull --json` with more arguments.
+fn pull_with(config: &Path, out: &Path, more: &[&str]) -> (bool, serde_json::Value) {
     let mut args =
         vec!["replica", "pull", "--config", s(config), "--replica", "partner", "--out", s(out)];
-    if let Some(state) = state {
-        args.extend(["--state", s(state)]);
-    }
+    args.extend(more);
     args.push("--json");
     let output = amanat(&args);
     let report = serde_json::from_slice(&output.stdout)
@@ -601,27 +607,64 @@ fn what_is_removed_whole_is_found_by_the_next_audit_and_no_pull_skips_what_no_la
     let (ok, _) = pull_with_state(&config, &dir.path().join("pull-0.tar"), Some(&pull_state));
     assert!(!ok);
     garage.put(&missing, &original, dir.path());
+    // Junk beside the journal (a notice that is none, an attestation file of no
+    // checkpoint) is reported, but excuses and skips nothing, so it holds nothing back:
+    // whoever can write the bucket cannot make every pull a full one.
+    let junk = [
+        format!("{server_id}/purged/2026120100-0123456789abcdef.notice"),
+        format!("{server_id}/attestations/3.checkpoint"),
+    ];
+    for key in &junk {
+        garage.put(key, b"junk", dir.path());
+    }
     let first = dir.path().join("pull-1.tar");
     let (ok, report) = pull_with_state(&config, &first, Some(&pull_state));
-    assert!(ok, "{report:#}");
+    assert!(!ok, "{report:#}");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report:#}");
+    assert!(report["problems"][0].as_str().unwrap().contains("purge notice"), "{report:#}");
     assert_eq!(report["servers"][0]["new_leaves"], 5, "{report:#}");
     let identity = &coalition.identity_files[0];
     let (ok, outcomes) = open(&[&first], identity, &dir.path().join("cases"));
     assert!(ok, "{outcomes:#?}");
     assert_eq!(outcomes.values().filter(|o| o["status"] == "opened").count(), 5);
 
-    // A second laptop that never opened the first pull is not handed a pull file that
-    // starts past what it verified: it is refused, by name, rather than skip entries.
+    // Only the servers named come along: another in the bucket is left out by name,
+    // and one named but absent is a problem.
+    let named = dir.path().join("pull-named.tar");
+    let (ok, report) = pull_with(&config, &named, &["--server", "0000000000000000"]);
+    assert!(!ok);
+    assert_eq!(report["left_out"][0], server_id, "{report:#}");
+    assert!(report["servers"].as_array().unwrap().is_empty(), "{report:#}");
+    assert!(report["problems"][0].as_str().unwrap().contains("holds no journal"), "{report:#}");
+    let named = dir.path().join("pull-named-2.tar");
+    let (_, report) = pull_with(&config, &named, &["--server", &server_id]);
+    assert!(report["left_out"].as_array().unwrap().is_empty(), "{report:#}");
+    assert_eq!(report["servers"][0]["objects"], 10, "five manifests, five files: {report:#}");
+
+    // A second laptop that never opened the first pull opens what the second carries,
+    // and fails by name each submission before it that it has no case of, rather than
+    // skip them on the word of the pull file's unsigned index.
     let second = dir.path().join("pull-2.tar");
-    assert!(pull_with_state(&config, &second, Some(&pull_state)).0);
+    let (_, report) = pull_with_state(&config, &second, Some(&pull_state));
+    assert_eq!(report["servers"][0]["new_leaves"], 1, "only the last segment again: {report:#}");
+    for key in &junk {
+        garage.delete(key);
+    }
     let other_laptop = dir.path().join("other-laptop");
     std::fs::create_dir_all(&other_laptop).unwrap();
     let other_identity = other_laptop.join("identity.txt");
     std::fs::copy(identity, &other_identity).unwrap();
     let (ok, outcomes) = open(&[&second], &other_identity, &dir.path().join("cases-other"));
     assert!(!ok);
-    let refused = &outcomes[&format!("{} (server {server_id})", second.display())];
-    assert!(refused["reason"].as_str().unwrap().contains("never opened here"), "{refused:#}");
+    assert_eq!(outcomes.values().filter(|o| o["status"] == "opened").count(), 1, "{outcomes:#?}");
+    let not_carried = outcomes.values().filter(|o| {
+        o["status"] == "failed"
+            && o["reason"].as_str().is_some_and(|r| r.contains("comes before log entry 4"))
+    });
+    assert_eq!(not_carried.count(), 4, "{outcomes:#?}");
+    // The first laptop, which has every case, opens the same file with no word.
+    let (ok, outcomes) = open(&[&second], identity, &dir.path().join("cases"));
+    assert!(ok, "{outcomes:#?}");
 
     // A segment dropped from the middle: a laptop recovering from the replica still
     // opens every case before it, and fails, naming the gap, for the rest.
@@ -679,6 +722,28 @@ fn what_is_removed_whole_is_found_by_the_next_audit_and_no_pull_skips_what_no_la
     assert!(
         problems.iter().any(|p| p.contains(&server_id) && p.contains("whole journal is gone")),
         "{problems:?}"
+    );
+
+    // The server's id under another key, encrypting to recipients of its own (its
+    // index taken and its key replaced, or an impostor holding the bucket's credentials)
+    // writes to the replica: the laptop that pinned the first key names the change,
+    // before it tries to decrypt anything (it could not: the recipients are others).
+    let impostor_dir = dir.path().join("impostor");
+    std::fs::create_dir_all(impostor_dir.join("data")).unwrap();
+    copy_tree(&dir.path().join("data").join("index"), &impostor_dir.join("data").join("index"));
+    let impostors = Coalition::new(&impostor_dir, 1);
+    let impostor = start_server(&impostor_dir, &impostors, &garage, "segment_leaves = 2");
+    submit_five(&impostor, 1_000);
+    assert_eq!(wait_replicated(&impostor)["server"], server_id);
+    drop(impostor);
+    let fifth = dir.path().join("pull-5.tar");
+    assert!(pull(&config, &fifth).0);
+    let (ok, outcomes) = open(&[&fifth], identity, &dir.path().join("cases"));
+    assert!(!ok);
+    assert!(
+        outcomes.values().any(|o| o["status"] == "failed"
+            && o["reason"].as_str().is_some_and(|r| r.contains("SERVER KEY CHANGED"))),
+        "{outcomes:#?}"
     );
 }
 
@@ -840,4 +905,17 @@ fn a_replica_is_reached_through_the_socks_proxy_as_through_tor_and_never_around_
     );
     let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
     assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
+}
+
+/// Copies a file or a directory's files, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_file() {
+        std::fs::copy(from, to).unwrap();
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        copy_tree(&entry.path(), &to.join(entry.file_name()));
+    }
 }

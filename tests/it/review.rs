@@ -232,6 +232,20 @@ fn reviewer_exports_and_opens_every_file_and_field_byte_for_byte() {
     assert!(outcomes.values().all(|o| o["status"] == "already_open"));
     assert_eq!(case_dirs(&out).len(), 3);
 
+    // A folder of the same id from another log (a planted server's decoy opened
+    // earlier) does not pass for this submission: it is failed by name, not skipped.
+    let testimony = out.join(&sent[0].id).join("testimony.json");
+    let genuine = std::fs::read(&testimony).unwrap();
+    let mut decoy: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    decoy["server_key"] = "amanat/decoy+01020304+AAAA".into();
+    std::fs::write(&testimony, serde_json::to_vec(&decoy).unwrap()).unwrap();
+    let (ok, outcomes) = open(&[&all], &coalition.identity_files[1], &out);
+    assert!(!ok);
+    let refused = &outcomes[&sent[0].id];
+    assert_eq!(refused["status"], "failed", "{outcomes:#?}");
+    assert!(refused["reason"].as_str().unwrap().contains("another submission of this id"));
+    std::fs::write(&testimony, genuine).unwrap();
+
     let status = amanat(&["status", "--data-dir", path_str(&server.data_dir), "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["submissions"], 3);
