@@ -41,6 +41,9 @@ enum Command {
     Purge(cli::server::PurgeArgs),
     /// Offline: verify and decrypt bundles into readable case folders.
     Open(cli::review::OpenArgs),
+    /// Offline: the reviewer's bench over opened cases (search, filters, triage), a
+    /// local web page on 127.0.0.1 with a one-time token in its address.
+    Review(cli::review::BenchArgs),
     /// Offline: package one case for a lawyer (objects as received, their file keys
     /// encrypted to the lawyer, log proofs, a signed custody record).
     Disclose(cli::review::DiscloseArgs),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::server::export(config, &args),
         Command::Purge(args) => cli::server::purge(config, &args),
         Command::Open(args) => cli::review::open(&args),
+        Command::Review(args) => cli::review::bench(&args),
         Command::Disclose(args) => cli::review::disclose(&args),
         Command::Verify(args) => cli::review::verify(&args),
         Command::Reply(args) => cli::review::reply(config, &args),

@@ -325,3 +325,35 @@ pub fn reply(config: Option<&Path>, args: &ReplyArgs) -> Done {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The cases folder `amanat open` writes.
+    #[arg(long, value_name = "DIR")]
+    cases: PathBuf,
+    /// Your name in the triage audit trail (default: your login name).
+    #[arg(long)]
+    reviewer: Option<String>,
+    /// Your language for the form's headings on case pages (kk, ru or en).
+    #[arg(long, default_value = "en", value_parser = parse_lang)]
+    lang: Lang,
+}
+
+/// `amanat review`: the bench on 127.0.0.1 until stopped (Ctrl-C).
+pub fn bench(args: &BenchArgs) -> Done {
+    let reviewer = args
+        .reviewer
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|r| !r.trim().is_empty() && r.len() <= 64)
+        .ok_or("give your name for the audit trail with --reviewer NAME (at most 64 bytes)")?;
+    amanat::review::bench::serve(&args.cases, &reviewer, args.lang, |url| {
+        // The address alone on standard output, for a script; the rest for a person.
+        println!("the bench is at {url}");
+        eprintln!("open it in a browser on this laptop; Ctrl-C stops it");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -6,6 +6,7 @@
 //! is assembled in a hidden staging folder and renamed into place only when all of that
 //! holds; on any failure the staging folder, plaintext and all, is deleted.
 
+pub mod bench;
 pub mod disclose;
 pub mod media;
 mod names;

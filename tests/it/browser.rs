@@ -9,14 +9,14 @@ use std::process::{Child, Command, Stdio};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     addr: SocketAddr,
     session: String,
 }
 
 impl Browser {
-    fn start(profile: &std::path::Path) -> Browser {
+    pub(crate) fn start(profile: &std::path::Path) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -66,33 +66,33 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
-    fn open(&self, url: &str) {
+    pub(crate) fn open(&self, url: &str) {
         self.session_call("POST", "/url", json!({"url": url}));
     }
 
-    fn find(&self, css: &str) -> String {
+    pub(crate) fn find(&self, css: &str) -> String {
         let found =
             self.session_call("POST", "/element", json!({"using": "css selector", "value": css}));
         found[ELEMENT].as_str().unwrap().to_string()
     }
 
-    fn exists(&self, css: &str) -> bool {
+    pub(crate) fn exists(&self, css: &str) -> bool {
         let found =
             self.session_call("POST", "/elements", json!({"using": "css selector", "value": css}));
         found.as_array().is_some_and(|elements| !elements.is_empty())
     }
 
-    fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css);
         self.session_call("POST", &format!("/element/{element}/value"), json!({"text": text}));
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let element = self.find(css);
         self.session_call("POST", &format!("/element/{element}/click"), json!({}));
     }
 
-    fn text_of(&self, css: &str) -> String {
+    pub(crate) fn text_of(&self, css: &str) -> String {
         let element = self.find(css);
         self.session_call("GET", &format!("/element/{element}/text"), Value::Null)
             .as_str()
@@ -224,7 +224,7 @@ impl Browser {
         self.session_call("POST", "/window/rect", json!({"width": 360, "height": 780}));
     }
 
-    fn screenshot(&self, name: &str) {
+    pub(crate) fn screenshot(&self, name: &str) {
         use base64::Engine;
         let png = self.session_call("GET", "/screenshot", Value::Null);
         let bytes =

@@ -4,6 +4,7 @@
 mod common;
 
 mod attested;
+mod bench;
 mod browser;
 mod codename_keys;
 mod crash;
