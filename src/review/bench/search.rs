@@ -14,6 +14,8 @@ use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 
 /// How many letters of a Kazakh word are matched.
 const KAZAKH_PREFIX: usize = 5;
+/// The most words one search holds (each becomes three queries).
+pub const MAX_QUERY_WORDS: usize = 16;
 /// The most cases a search returns.
 pub const MAX_RESULTS: usize = 100_000;
 
@@ -75,7 +77,14 @@ impl Search {
     /// first. An empty query finds nothing (the caller lists everything).
     pub fn find(&self, query: &str) -> tantivy::Result<Vec<String>> {
         let mut every_word: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for word in query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let words: Vec<&str> =
+            query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        if words.len() > MAX_QUERY_WORDS {
+            return Err(tantivy::TantivyError::InvalidArgument(format!(
+                "at most {MAX_QUERY_WORDS} words in one search"
+            )));
+        }
+        for word in words {
             let mut any_form: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for field in [self.russian, self.english] {
                 let mut tokens = self.index.tokenizer_for_field(field)?;
@@ -133,5 +142,6 @@ mod tests {
         assert_eq!(search.find("бөлімі").unwrap(), ["kk"]);
         assert!(search.find("").unwrap().is_empty());
         assert!(search.find("pizza").unwrap().is_empty());
+        assert!(search.find(&"слово ".repeat(MAX_QUERY_WORDS + 1)).is_err());
     }
 }
