@@ -415,15 +415,7 @@ impl Photo {
                     let kind = chunk.kind();
                     let keep = PNG_KEPT.contains(&&kind);
                     if !keep {
-                        removed.insert(match &kind {
-                            b"eXIf" => "EXIF (time, device, serial number, location)".to_string(),
-                            b"tEXt" | b"zTXt" | b"iTXt" => {
-                                "text chunks (XMP, comments, software, author)".to_string()
-                            }
-                            b"tIME" => "the time it was last changed".to_string(),
-                            b"caBX" => "a content-provenance (C2PA) manifest".to_string(),
-                            other => format!("chunk {}", String::from_utf8_lossy(other)),
-                        });
+                        removed.insert(chunk_name(kind));
                     }
                     keep
                 });
@@ -434,12 +426,7 @@ impl Photo {
                     let id = chunk.id();
                     let keep = WEBP_KEPT.contains(&&id);
                     if !keep {
-                        removed.insert(match &id {
-                            b"EXIF" => "EXIF (time, device, serial number, location)".to_string(),
-                            b"XMP " => "XMP".to_string(),
-                            b"C2PA" => "a content-provenance (C2PA) manifest".to_string(),
-                            other => format!("chunk {}", String::from_utf8_lossy(other)),
-                        });
+                        removed.insert(chunk_name(id));
                     }
                     keep
                 });
@@ -499,6 +486,18 @@ fn picture_scans(data: &[u8], removed: &mut BTreeSet<String>) -> Option<Bytes> {
         }
     }
     None
+}
+
+/// What a removed PNG or WebP chunk held, as the report says it.
+fn chunk_name(kind: [u8; 4]) -> String {
+    match &kind {
+        b"eXIf" | b"EXIF" => "EXIF (time, device, serial number, location)".into(),
+        b"tEXt" | b"zTXt" | b"iTXt" => "text chunks (XMP, comments, software, author)".into(),
+        b"XMP " => "XMP".into(),
+        b"tIME" => "the time it was last changed".into(),
+        b"caBX" | b"C2PA" => "a content-provenance (C2PA) manifest".into(),
+        other => format!("chunk {}", String::from_utf8_lossy(other)),
+    }
 }
 
 fn jpeg_segment_name(marker: u8, contents: &[u8]) -> String {
