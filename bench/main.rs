@@ -9,6 +9,7 @@
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 mod replication;
+mod search;
 
 use common::{Coalition, Server};
 use std::io::Write;
@@ -37,6 +38,8 @@ struct Scale {
     replica_clients: usize,
     replica_bytes: u64,
     replica_runs: usize,
+    search_cases: Vec<usize>,
+    search_runs: usize,
 }
 
 impl Scale {
@@ -58,6 +61,8 @@ impl Scale {
             replica_clients: 16,
             replica_bytes: 64 * MIB,
             replica_runs: 3,
+            search_cases: vec![300, 10_000],
+            search_runs: 10,
         }
     }
 
@@ -78,6 +83,8 @@ impl Scale {
             replica_clients: 2,
             replica_bytes: 4 * MIB,
             replica_runs: 1,
+            search_cases: vec![30],
+            search_runs: 1,
         }
     }
 }
@@ -125,6 +132,9 @@ fn main() {
     }
     if want("replication") {
         figures.extend(replication::figures(&scale));
+    }
+    if want("search") {
+        figures.extend(search::figures(&scale));
     }
     let table = render(&figures, tiny, started.elapsed());
     println!("{table}");
@@ -585,25 +595,39 @@ fn write_random_file(path: &Path, len: u64) {
 /// `count` submissions from 16 clients: text only, or (`mixed`) one in four with a
 /// 100 KB photo and one in fifty with a 2 MB video.
 fn populate(addr: SocketAddr, count: usize, mixed: bool) {
-    let clients = 16;
-    let text_only = common::api_upload(&small_body());
+    let text_only = std::sync::Arc::new(common::api_upload(&small_body()));
+    submit_each(addr, count, 16, move |n| {
+        let size = match n % 50 {
+            _ if !mixed => 0,
+            0 => 2_000_000,
+            k if k % 4 == 1 => 100_000,
+            _ => 0,
+        };
+        if size > 0 {
+            upload_generated(addr, size, n as u64 + 1);
+            return None;
+        }
+        Some(text_only.to_vec())
+    });
+}
+
+/// Submissions `0..count` from `clients` keep-alive clients at once; `request(n)` is
+/// the whole request of the `n`th (or none, when it sent one itself), each answered 201.
+fn submit_each(
+    addr: SocketAddr,
+    count: usize,
+    clients: usize,
+    request: impl Fn(usize) -> Option<Vec<u8>> + Send + Sync + 'static,
+) {
+    let request = std::sync::Arc::new(request);
     let threads: Vec<_> = (0..clients)
         .map(|client| {
-            let text_only = text_only.clone();
+            let request = request.clone();
             std::thread::spawn(move || {
                 let mut stream = keep_alive(addr);
                 for n in (client..count).step_by(clients) {
-                    let size = match n % 50 {
-                        _ if !mixed => 0,
-                        0 => 2_000_000,
-                        k if k % 4 == 1 => 100_000,
-                        _ => 0,
-                    };
-                    if size > 0 {
-                        upload_generated(addr, size, n as u64 + 1);
-                        continue;
-                    }
-                    stream.write_all(&text_only).unwrap();
+                    let Some(bytes) = request(n) else { continue };
+                    stream.write_all(&bytes).unwrap();
                     let response = common::try_read_response(&mut stream).unwrap();
                     assert_eq!(response.status, 201);
                     if response.header("connection") == Some("close") {

@@ -248,6 +248,15 @@ fn option_prefix(name: &str) -> Option<&'static str> {
     field(name).map(Field::prefix).filter(|p| !p.is_empty())
 }
 
+/// A choice's label in `lang` (`acts`, `beating` → "Beating"); the value itself for a
+/// field without choices or a choice the catalogue lacks.
+pub fn choice_label(field: &str, value: &str, lang: Lang) -> String {
+    match option_prefix(field) {
+        Some(prefix) => both(None, lang, &format!("{prefix}{value}"), value),
+        None => value.to_string(),
+    }
+}
+
 /// One answered section, ready to show.
 pub struct Answered {
     pub heading: String,

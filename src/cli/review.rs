@@ -327,10 +327,13 @@ pub fn reply(config: Option<&Path>, args: &ReplyArgs) -> Done {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    action: Option<ReviewAction>,
     /// The cases folder `amanat open` writes.
-    #[arg(long, value_name = "DIR")]
-    cases: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    cases: Option<PathBuf>,
     /// Your name in the triage audit trail (default: your login name).
     #[arg(long)]
     reviewer: Option<String>,
@@ -339,21 +342,89 @@ pub struct BenchArgs {
     lang: Lang,
 }
 
-/// `amanat review`: the bench on 127.0.0.1 until stopped (Ctrl-C).
+#[derive(clap::Subcommand)]
+pub enum ReviewAction {
+    /// Every case as one CSV row, in the shape Uwazi imports.
+    Export(ReviewExportArgs),
+    /// Another reviewer's triage brought into this cases folder (and the submissions it
+    /// has that this one lacks, named).
+    Merge(ReviewMergeArgs),
+}
+
+#[derive(Args)]
+pub struct ReviewExportArgs {
+    #[arg(long, value_name = "DIR")]
+    cases: PathBuf,
+    /// The only format: csv.
+    #[arg(long, value_parser = ["csv"])]
+    format: String,
+    /// A new file (never written over).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ReviewMergeArgs {
+    /// This reviewer's cases folder, merged into.
+    #[arg(long, value_name = "DIR")]
+    cases: PathBuf,
+    /// The other reviewer's cases folder, read only.
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+}
+
+/// `amanat review`: the bench on 127.0.0.1 until stopped (Ctrl-C), or one of its
+/// offline actions.
 pub fn bench(args: &BenchArgs) -> Done {
+    match &args.action {
+        Some(ReviewAction::Export(export)) => return review_export(export),
+        Some(ReviewAction::Merge(merge)) => return review_merge(merge),
+        None => {}
+    }
+    let cases = args.cases.as_ref().ok_or("give the cases folder with --cases DIR")?;
     let reviewer = args
         .reviewer
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .filter(|r| !r.trim().is_empty() && r.len() <= 64)
         .ok_or("give your name for the audit trail with --reviewer NAME (at most 64 bytes)")?;
-    amanat::review::bench::serve(&args.cases, &reviewer, args.lang, |url| {
+    amanat::review::bench::serve(cases, &reviewer, args.lang, |url| {
         // The address alone on standard output, for a script; the rest for a person.
         println!("the bench is at {url}");
-        eprintln!("open it in a browser on this laptop; Ctrl-C stops it");
+        eprintln!(
+            "open it in a browser on this laptop, best a private window or a profile of \
+             its own (pages are not cached, but a browser keeps history); Ctrl-C stops it"
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
     })
     .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn review_export(args: &ReviewExportArgs) -> Done {
+    let done = amanat::review::bench::uwazi::export(&args.cases, &args.out)
+        .map_err(|e| format!("no export written: {e}"))?;
+    for warning in &done.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("{} cases written to {}", done.cases, args.out.display());
+    eprintln!("it holds the testimonies in plain text: keep it as the cases folder is kept");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn review_merge(args: &ReviewMergeArgs) -> Done {
+    let merged = amanat::review::bench::merge::merge(&args.cases, &args.from)
+        .map_err(|e| format!("nothing merged: {e}"))?;
+    println!("{} triage changes added", merged.changes);
+    if !merged.not_here.is_empty() {
+        println!(
+            "{} submissions there are not opened here; open their bundles here with amanat open:",
+            merged.not_here.len()
+        );
+        for id in &merged.not_here {
+            println!("  {id}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,16 +4,22 @@
 //! requests whose path starts with a one-time token printed with its address and
 //! whose peer and `Host` are that loopback address: another user of the laptop, or a
 //! page in the browser that guesses the port, reaches nothing. No scripts, no outside
-//! resources; every page works with JavaScript off.
+//! resources; every page works with JavaScript off. Pages: the list (search and
+//! filters), the patterns (charts and their CSV), a case (triage, its audit trail,
+//! its files' own metadata), and a case to print.
 
+pub mod filters;
+pub mod merge;
 mod pages;
+pub mod patterns;
 pub mod search;
 pub mod triage;
+pub mod uwazi;
 
 use super::report::Case;
 use crate::i18n::Lang;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -63,6 +69,38 @@ impl CaseView {
             .any(|f| f.embedded.as_ref().is_some_and(|e| e.location.is_some()))
     }
 
+    /// Every file of every submission.
+    pub fn files(&self) -> impl Iterator<Item = &super::report::CaseFile> {
+        self.submissions.iter().flat_map(|s| &s.files)
+    }
+
+    /// The facility it names (`place_detail`), as the charts count it: lower case,
+    /// spaces made single.
+    pub fn facility(&self) -> Option<String> {
+        let name = self.answers("place_detail").next()?;
+        let name = name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        Some(name).filter(|n| !n.is_empty())
+    }
+
+    /// Who may read it, by its latest submission that says: latest by its place in the
+    /// log, else its hour, as `disclose` takes it.
+    pub fn consent(&self) -> Option<&str> {
+        fn consent(s: &Case) -> Option<&String> {
+            s.fields.iter().find(|f| f.name == crate::form::CONSENT_FIELD).map(|f| &f.value)
+        }
+        self.submissions
+            .iter()
+            .filter(|s| consent(s).is_some())
+            .max_by(|a, b| (a.log_index, &a.received_at).cmp(&(b.log_index, &b.received_at)))
+            .and_then(consent)
+            .map(String::as_str)
+    }
+
+    /// The day it happened, if the answer to "when" holds a date.
+    pub fn happened(&self) -> Option<time::Date> {
+        self.answers("when").find_map(filters::date_in)
+    }
+
     fn text(&self) -> String {
         let mut text = String::new();
         for submission in &self.submissions {
@@ -85,19 +123,37 @@ pub(super) struct Bench {
     lang: Lang,
     cases: Vec<CaseView>,
     /// Each case's place in `cases`, by its id.
-    by_id: std::collections::HashMap<String, usize>,
+    by_id: HashMap<String, usize>,
+    /// The cases each file's plaintext (by SHA-256) is in, for files in two or more.
+    shared: HashMap<String, BTreeSet<String>>,
+    /// Folders that could not be read, said on the list.
+    warnings: Vec<String>,
     search: search::Search,
     trail: Mutex<triage::Trail>,
 }
 
-/// Reads every case `open` wrote in `dir`, newest first.
-pub fn read_cases(dir: &Path) -> std::io::Result<Vec<CaseView>> {
+/// Every case `open` wrote in `dir`, newest first, and what could not be read (a
+/// folder whose `testimony.json` does not parse: named, never silently left out).
+pub fn read_cases(dir: &Path) -> std::io::Result<(Vec<CaseView>, Vec<String>)> {
     let mut by_case: BTreeMap<String, Vec<Case>> = BTreeMap::new();
+    let mut warnings = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path().join("testimony.json");
+        let entry = entry?;
+        // `open`'s half-written folders start with a dot; so do other tools' leftovers.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path().join("testimony.json");
         let Ok(bytes) = std::fs::read(&path) else { continue };
-        if let Ok(case) = serde_json::from_slice::<Case>(&bytes) {
-            by_case.entry(case.case.clone()).or_default().push(case);
+        match serde_json::from_slice::<Case>(&bytes) {
+            Ok(case) if entry.file_name().to_str() == Some(case.submission.as_str()) => {
+                by_case.entry(case.case.clone()).or_default().push(case);
+            }
+            Ok(_) => warnings.push(format!(
+                "{}: its folder's name is not its submission's id; left out",
+                path.display()
+            )),
+            Err(e) => warnings.push(format!("{} cannot be read ({e}); left out", path.display())),
         }
     }
     let mut cases: Vec<CaseView> = by_case
@@ -114,7 +170,19 @@ pub fn read_cases(dir: &Path) -> std::io::Result<Vec<CaseView>> {
         })
         .collect();
     cases.sort_by(|a, b| b.latest().cmp(a.latest()).then(a.case.cmp(&b.case)));
-    Ok(cases)
+    Ok((cases, warnings))
+}
+
+/// The cases each plaintext SHA-256 appears in, kept only where that is two or more.
+fn shared_evidence(cases: &[CaseView]) -> HashMap<String, BTreeSet<String>> {
+    let mut by_hash: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for case in cases {
+        for file in case.files() {
+            by_hash.entry(file.sha256.clone()).or_default().insert(case.case.clone());
+        }
+    }
+    by_hash.retain(|_, cases| cases.len() > 1);
+    by_hash
 }
 
 /// Serves the bench over the cases in `dir` until stopped; `announce` is given the
@@ -125,7 +193,7 @@ pub fn serve(
     lang: Lang,
     announce: impl FnOnce(&str),
 ) -> Result<(), BenchError> {
-    let cases = read_cases(dir).map_err(BenchError::Cases)?;
+    let (cases, warnings) = read_cases(dir).map_err(BenchError::Cases)?;
     let search = search::Search::build(cases.iter().map(|c| (c.case.as_str(), c.text())))
         .map_err(BenchError::Search)?;
     let trail = triage::Trail::open(dir).map_err(BenchError::Cases)?;
@@ -144,6 +212,8 @@ pub fn serve(
                 reviewer: reviewer.to_string(),
                 lang,
                 by_id: cases.iter().enumerate().map(|(n, c)| (c.case.clone(), n)).collect(),
+                shared: shared_evidence(&cases),
+                warnings,
                 cases,
                 search,
                 trail: Mutex::new(trail),
@@ -152,9 +222,13 @@ pub fn serve(
             HttpServer::new(move || {
                 App::new()
                     .app_data(bench.clone())
-                    .app_data(web::FormConfig::default().limit(64 * 1024))
+                    // A note of 10,000 characters of four bytes each, percent-encoded.
+                    .app_data(web::PayloadConfig::new(256 * 1024))
                     .route("/{token}/", web::get().to(pages::list))
+                    .route("/{token}/patterns", web::get().to(pages::patterns))
+                    .route("/{token}/patterns.csv", web::get().to(pages::patterns_csv))
                     .route("/{token}/case/{case}", web::get().to(pages::case))
+                    .route("/{token}/case/{case}/print", web::get().to(pages::printable))
                     .route("/{token}/case/{case}", web::post().to(pages::triage))
                     .route("/{token}/file/{submission}/{place}/{name}", web::get().to(pages::file))
                     .default_service(web::to(refused))
@@ -170,6 +244,16 @@ pub fn serve(
 impl Bench {
     fn case(&self, id: &str) -> Option<&CaseView> {
         self.by_id.get(id).map(|&n| &self.cases[n])
+    }
+
+    /// The other cases holding a file with this plaintext.
+    fn also_in<'a>(&'a self, sha256: &str, case: &'a str) -> Vec<&'a str> {
+        let others = self.shared.get(sha256).into_iter().flatten();
+        others.map(String::as_str).filter(|c| *c != case).collect()
+    }
+
+    fn shares_evidence(&self, case: &CaseView) -> bool {
+        case.files().any(|f| self.shared.contains_key(&f.sha256))
     }
 }
 

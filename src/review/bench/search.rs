@@ -1,10 +1,14 @@
 //! Full-text search over the cases, in memory, with tantivy: a word finds its other
 //! grammatical forms. Russian and English through Snowball stemmers; Kazakh, which has
-//! none, by its first letters (a Kazakh word's stem comes first and its suffixes after,
-//! so `ұрды`, `ұрған`, `ұрып` meet at `ұр...` only with shorter prefixes; five letters
-//! is where a stem usually ends).
+//! none, by its first letters: a Kazakh word's stem comes first and its suffixes after
+//! (`бөлім`, `бөлімі`, `бөлімінде`), so a word finds every word that shares its first
+//! four letters (each word's first four letters are indexed as a word of their own:
+//! one term per query word, however many words share them); a word of one to three
+//! letters finds only itself. Kazakh is also folded to the Russian keyboard's letters (ә→а, ғ→г,
+//! қ→к, ң→н, ө→о, ұ/ү→у, һ→х, і→и), in the index and in the query: a survivor or a
+//! reviewer on a Russian keyboard writes `болими` for `бөлімі`, and both meet.
 
-use tantivy::query::{BooleanQuery, Occur, PhrasePrefixQuery, Query, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
@@ -12,10 +16,11 @@ use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, SimpleTokenizer
 use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 
-/// How many letters of a Kazakh word are matched.
-const KAZAKH_PREFIX: usize = 5;
-/// The most words one search holds (each becomes three queries).
+/// How many letters of a Kazakh word are matched; shorter words are matched whole.
+const KAZAKH_PREFIX: usize = 4;
+/// The most words one search holds (each becomes three queries), and its longest text.
 pub const MAX_QUERY_WORDS: usize = 16;
+pub const MAX_QUERY_BYTES: usize = 1024;
 /// The most cases a search returns.
 pub const MAX_RESULTS: usize = 100_000;
 
@@ -65,7 +70,7 @@ impl Search {
                 id => case,
                 russian => text.as_str(),
                 english => text.as_str(),
-                kazakh => text.as_str(),
+                kazakh => kazakh_stems(&text),
             ))?;
         }
         writer.commit()?;
@@ -76,14 +81,17 @@ impl Search {
     /// The ids of the cases holding every word of `query`, in any of its forms, best
     /// first. An empty query finds nothing (the caller lists everything).
     pub fn find(&self, query: &str) -> tantivy::Result<Vec<String>> {
-        let mut every_word: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let refuse = |why: String| Err(tantivy::TantivyError::InvalidArgument(why));
+        if query.len() > MAX_QUERY_BYTES {
+            return refuse(format!("a search may be at most {MAX_QUERY_BYTES} bytes long"));
+        }
         let words: Vec<&str> =
             query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
         if words.len() > MAX_QUERY_WORDS {
-            return Err(tantivy::TantivyError::InvalidArgument(format!(
-                "at most {MAX_QUERY_WORDS} words in one search"
-            )));
+            return refuse(format!("at most {MAX_QUERY_WORDS} words in one search"));
         }
+        let searcher = self.reader.searcher();
+        let mut every_word: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for word in words {
             let mut any_form: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for field in [self.russian, self.english] {
@@ -97,17 +105,15 @@ impl Search {
                     ));
                 }
             }
-            let prefix: String = word.to_lowercase().chars().take(KAZAKH_PREFIX).collect();
-            let mut by_prefix =
-                PhrasePrefixQuery::new(vec![Term::from_field_text(self.kazakh, &prefix)]);
-            by_prefix.set_max_expansions(10_000);
-            any_form.push((Occur::Should, Box::new(by_prefix)));
+            let stem = kazakh_stems(word);
+            let term = Term::from_field_text(self.kazakh, &stem);
+            any_form
+                .push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
             every_word.push((Occur::Must, Box::new(BooleanQuery::new(any_form))));
         }
         if every_word.is_empty() {
             return Ok(Vec::new());
         }
-        let searcher = self.reader.searcher();
         let found = searcher.search(
             &BooleanQuery::new(every_word),
             &tantivy::collector::TopDocs::with_limit(MAX_RESULTS).order_by_score(),
@@ -121,6 +127,32 @@ impl Search {
         }
         Ok(ids)
     }
+}
+
+/// Each word of `text` as the Kazakh field holds it: folded, then its first letters.
+fn kazakh_stems(text: &str) -> String {
+    let folded = fold_kazakh(text);
+    let stems = folded.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty());
+    stems.map(|w| w.chars().take(KAZAKH_PREFIX).collect::<String>()).collect::<Vec<_>>().join(" ")
+}
+
+/// Lower case, with Kazakh's own letters (and ё) as the Russian keyboard writes them.
+pub fn fold_kazakh(text: &str) -> String {
+    text.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            'ә' => 'а',
+            'ғ' => 'г',
+            'қ' => 'к',
+            'ң' => 'н',
+            'ө' => 'о',
+            'ұ' | 'ү' => 'у',
+            'һ' => 'х',
+            'і' => 'и',
+            'ё' => 'е',
+            other => other,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,8 +172,29 @@ mod tests {
         assert_eq!(search.find("beating").unwrap(), ["en"]);
         assert_eq!(search.find("stations").unwrap(), ["en"]);
         assert_eq!(search.find("бөлімі").unwrap(), ["kk"]);
+        // From a Russian keyboard, and a short word matched whole, never by prefix.
+        assert_eq!(search.find("болими").unwrap(), ["kk"]);
+        assert_eq!(search.find("Урып").unwrap(), ["kk"]);
+        assert!(search.find("у").unwrap().is_empty());
+        assert!(search.find(&"ж".repeat(MAX_QUERY_BYTES)).is_err());
         assert!(search.find("").unwrap().is_empty());
         assert!(search.find("pizza").unwrap().is_empty());
         assert!(search.find(&"слово ".repeat(MAX_QUERY_WORDS + 1)).is_err());
+    }
+
+    #[test]
+    fn thousands_of_words_sharing_a_beginning_neither_block_nor_cut_a_search() {
+        // A hostile testimony with 5,000 words that begin alike.
+        let words: Vec<String> = (0..5_000).map(|n| format!("поли{n}")).collect();
+        let cases = [
+            ("many", words.join(" ")),
+            ("real", "Полицейские увезли его в ИВС".to_string()),
+            ("kk", "Полиция бөлімінде".to_string()),
+        ];
+        let search = Search::build(cases.iter().map(|(id, text)| (*id, text.clone()))).unwrap();
+        let mut found = search.find("полиция").unwrap();
+        found.sort();
+        assert_eq!(found, ["kk", "many", "real"]);
+        assert_eq!(search.find("ивс").unwrap(), ["real"]);
     }
 }
