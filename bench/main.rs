@@ -8,6 +8,7 @@
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
+mod quorum;
 mod replication;
 mod search;
 
@@ -135,6 +136,9 @@ fn main() {
     }
     if want("search") {
         figures.extend(search::figures(&scale));
+    }
+    if want("quorum") {
+        figures.push(quorum::figure(&scale));
     }
     let table = render(&figures, tiny, started.elapsed());
     println!("{table}");
@@ -657,7 +661,8 @@ fn open_cases(bundle: &Path, identity: &Path, cases: &Path, state: &Path) {
         "--state",
         p(state),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(out.status.success(), "{}{}", said(&out.stdout), said(&out.stderr));
 }
 
 /// `age -d` of each object into `plain`, one file per object.

@@ -23,6 +23,9 @@ pub struct Config {
     pub onion_location: Option<String>,
     /// Run even as root (throwaway demos and test machines only).
     pub allow_root: bool,
+    /// Refuse to start (and to reload) unless every recipient is a quorum key's, named
+    /// by a `quorum.pub` beside the recipients file: no single key reads what arrives.
+    pub require_quorum: bool,
     pub limits: Limits,
     pub replies: Replies,
     pub attestation: Attestation,
@@ -205,6 +208,7 @@ impl Default for Config {
             retention_days: 0,
             onion_location: None,
             allow_root: false,
+            require_quorum: false,
             limits: Limits::default(),
             replies: Replies::default(),
             attestation: Attestation::default(),

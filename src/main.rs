@@ -24,6 +24,8 @@ enum Command {
     Serve,
     /// Create an age identity for a coalition key holder (do this offline).
     Keygen(cli::keys::KeygenArgs),
+    /// Offline: quorum keys (K of N holders together hold one identity).
+    Quorum(cli::quorum::QuorumArgs),
     /// Counts and sizes from the running server (never content).
     Status(cli::server::StatusArgs),
     /// Make the running server re-read its recipients file (key rotation; as SIGHUP).
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::server::export(config, &args),
         Command::Purge(args) => cli::server::purge(config, &args),
         Command::Open(args) => cli::review::open(&args),
+        Command::Quorum(args) => cli::quorum::quorum(&args),
         Command::Review(args) => cli::review::bench(&args),
         Command::Disclose(args) => cli::review::disclose(&args),
         Command::Verify(args) => cli::review::verify(&args),

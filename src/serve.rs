@@ -47,7 +47,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // Before any secret is in memory or any file is written.
     crate::process::harden().map_err(StartError::Hardening)?;
     crate::process::check_user(config.allow_root).map_err(StartError::Hardening)?;
-    let recipients = Arc::new(LiveRecipients::load(&config.recipients).map_err(StartError::Keys)?);
+    let recipients = Arc::new(
+        LiveRecipients::load(&config.recipients, config.require_quorum)
+            .map_err(StartError::Keys)?,
+    );
     let store = Store::open(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     // Before the sweep, which counts what is stored only under a quota.

@@ -4,6 +4,7 @@
 
 pub mod fieldkit;
 pub mod keys;
+pub mod quorum;
 pub mod replica;
 pub mod review;
 pub mod server;
@@ -46,26 +47,113 @@ pub struct Json {
 }
 
 /// `--identity` and `--passphrase-file`: an age identity file and, when it is
-/// passphrase-protected and there is no terminal, where its passphrase is.
+/// passphrase-protected and there is no terminal, where its passphrase is. With
+/// `--quorum`, K holders each bring `--share FILE --identity FILE`, in pairs, and each is
+/// asked for their own passphrase (or gives `--passphrase-file`, one per holder, in order).
 #[derive(Args)]
 pub struct Identity {
-    /// A coalition (or lawyer's) identity file (plain or passphrase-protected).
-    #[arg(long, value_name = "KEY")]
-    pub identity: PathBuf,
-    /// Read the identity's passphrase from the first line of this file.
+    /// A coalition (or lawyer's) identity file (plain or passphrase-protected); with
+    /// --quorum, each holder's own, in the order of their --share.
+    #[arg(long, value_name = "KEY", required = true)]
+    pub identity: Vec<PathBuf>,
+    /// Read the identity's passphrase from the first line of this file; with --quorum,
+    /// once per --identity, in the same order.
     #[arg(long, value_name = "FILE")]
-    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_file: Vec<PathBuf>,
+    /// Open with a quorum key: its quorum.pub (from `amanat quorum init`).
+    #[arg(long, value_name = "QUORUM_PUB", requires = "share")]
+    pub quorum: Option<PathBuf>,
+    /// A holder's share file, followed by that holder's --identity.
+    #[arg(long, value_name = "FILE", requires = "quorum")]
+    pub share: Vec<PathBuf>,
+}
+
+/// The shares holders brought, each opened with its holder's own identities.
+pub struct Holders {
+    pub public: amanat::keys::quorum::QuorumPublic,
+    held: Vec<(String, Vec<u8>, Vec<age::x25519::Identity>)>,
+}
+
+impl Holders {
+    pub fn brought(&self) -> Vec<amanat::keys::quorum::Brought<'_>> {
+        self.held
+            .iter()
+            .map(|(name, bytes, identities)| amanat::keys::quorum::Brought {
+                name: name.clone(),
+                bytes: bytes.clone(),
+                identities,
+            })
+            .collect()
+    }
 }
 
 impl Identity {
     pub fn load(&self) -> Result<Vec<age::x25519::Identity>, String> {
-        amanat::keys::load_identities(&self.identity, self.passphrase_file.as_deref())
-            .map_err(|e| e.to_string())
+        if self.quorum.is_none() {
+            let ([identity], passphrase @ ([] | [_])) =
+                (&self.identity[..], &self.passphrase_file[..])
+            else {
+                return Err("give one --identity and at most one --passphrase-file (several \
+                            only with --quorum)"
+                    .into());
+            };
+            return amanat::keys::load_identities(
+                identity,
+                passphrase.first().map(PathBuf::as_path),
+            )
+            .map_err(|e| e.to_string());
+        }
+        let holders = self.holders()?;
+        let brought = holders.brought();
+        let identity =
+            amanat::keys::quorum::rebuild(&holders.public, &brought).map_err(|e| e.to_string())?;
+        eprintln!(
+            "quorum: {} shares checked; its key is rebuilt in memory for this command only",
+            brought.len()
+        );
+        Ok(vec![identity])
+    }
+
+    /// With `--quorum`: its public part, and each share with its holder's identities.
+    pub fn holders(&self) -> Result<Holders, String> {
+        let quorum = self.quorum.as_ref().ok_or("give the quorum's --quorum quorum.pub")?;
+        if self.share.len() != self.identity.len() {
+            return Err(format!(
+                "{} shares and {} identities: give each holder's --share with their --identity",
+                self.share.len(),
+                self.identity.len()
+            ));
+        }
+        if !self.passphrase_file.is_empty() && self.passphrase_file.len() != self.identity.len() {
+            return Err(format!(
+                "{} passphrase files for {} holders: give none (each holder types theirs) or \
+                 one per holder, in the order of their --identity",
+                self.passphrase_file.len(),
+                self.identity.len()
+            ));
+        }
+        let text = std::fs::read_to_string(quorum)
+            .map_err(|e| format!("cannot read {}: {e}", quorum.display()))?;
+        let public = amanat::keys::quorum::QuorumPublic::parse(&text).map_err(|e| e.to_string())?;
+        let mut held = Vec::new();
+        for (n, (share, identity)) in self.share.iter().zip(&self.identity).enumerate() {
+            let passphrase = self.passphrase_file.get(n).map(PathBuf::as_path);
+            let identities =
+                amanat::keys::load_identities(identity, passphrase).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(share)
+                .map_err(|e| format!("cannot read the share {}: {e}", share.display()))?;
+            held.push((share.display().to_string(), bytes, identities));
+        }
+        Ok(Holders { public, held })
     }
 
     /// Where the reviewer's tracker of tree heads lives unless `--state` says.
     pub fn state_file(&self, state: Option<&Path>) -> PathBuf {
-        state.map_or_else(|| self.identity.with_file_name("amanat-state.json"), Path::to_path_buf)
+        let first = self.quorum.as_ref().or(self.identity.first());
+        state.map_or_else(
+            || first.map_or_else(PathBuf::new, |p| p.with_file_name("amanat-state.json")),
+            Path::to_path_buf,
+        )
     }
 }
 

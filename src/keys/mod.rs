@@ -3,6 +3,7 @@
 //! (`signing`). With `envelope`, the only module that touches age keys.
 
 mod codename;
+pub mod quorum;
 mod signing;
 
 pub use codename::{
@@ -33,14 +34,17 @@ pub struct Recipients {
 /// seals every object of its submission to that set even if a reload comes meanwhile.
 pub struct LiveRecipients {
     path: PathBuf,
+    /// `require_quorum`: every recipient must be a quorum's, at start and at each reload.
+    require_quorum: bool,
     current: std::sync::RwLock<std::sync::Arc<Recipients>>,
 }
 
 impl LiveRecipients {
-    pub fn load(path: &Path) -> Result<LiveRecipients, KeyError> {
-        let recipients = Recipients::load(path)?;
+    pub fn load(path: &Path, require_quorum: bool) -> Result<LiveRecipients, KeyError> {
+        let recipients = Recipients::load_for_server(path, require_quorum)?;
         Ok(LiveRecipients {
             path: path.to_path_buf(),
+            require_quorum,
             current: std::sync::RwLock::new(std::sync::Arc::new(recipients)),
         })
     }
@@ -53,7 +57,7 @@ impl LiveRecipients {
     /// Reads the file again with every start-up check. On any failure the set in force
     /// stays: a half-edited file must never leave the server sealing to nobody.
     pub fn reload(&self) -> Result<std::sync::Arc<Recipients>, KeyError> {
-        let fresh = match Recipients::load(&self.path) {
+        let fresh = match Recipients::load_for_server(&self.path, self.require_quorum) {
             Ok(fresh) => std::sync::Arc::new(fresh),
             Err(e) => {
                 tracing::error!(error = %e, "recipients NOT reloaded; the previous set stays in use");
@@ -86,6 +90,13 @@ pub enum KeyError {
     Identity(PathBuf, io::Error),
     /// A passphrase that cannot be had (no terminal, an empty file, two that differ).
     Passphrase(String),
+    /// With `require_quorum`: a recipient that no quorum.pub beside the file names.
+    NotAQuorum {
+        path: PathBuf,
+        recipient: String,
+    },
+    /// A quorum.pub beside the recipients file that cannot be read as one.
+    BadQuorum(PathBuf, String),
 }
 
 impl fmt::Display for KeyError {
@@ -114,6 +125,22 @@ impl fmt::Display for KeyError {
             KeyError::BadRecipient(r) => write!(f, "{r:?} is not an age recipient"),
             KeyError::Identity(p, e) => write!(f, "cannot use the identity {}: {e}", p.display()),
             KeyError::Passphrase(why) => f.write_str(why),
+            KeyError::NotAQuorum { path, recipient } => write!(
+                f,
+                "require_quorum is on, but {recipient} in {} is not a quorum's recipient: no \
+                 quorum.pub beside that file names it, so one key alone could read what \
+                 arrives. On an offline machine run `amanat quorum init --threshold \
+                 K --holder age1... --holder age1... --out DIR`, copy DIR/quorum.pub beside \
+                 {} and its first line into it, and remove this recipient (or set \
+                 require_quorum = false to accept single keys).",
+                path.display(),
+                path.display()
+            ),
+            KeyError::BadQuorum(p, why) => write!(
+                f,
+                "{}: {why}. Copy the quorum.pub that `amanat quorum init` wrote, unchanged.",
+                p.display()
+            ),
             KeyError::SecretKeyPresent(p) => write!(
                 f,
                 "{} holds an age secret key. Decryption keys must never be on the server: \
@@ -146,6 +173,33 @@ impl Recipients {
             return Err(KeyError::NoRecipients(path.to_path_buf()));
         }
         Ok(recipients)
+    }
+
+    /// `load`, and with `require_quorum` every recipient must be the first line of a
+    /// `quorum.pub` (or `NAME.quorum.pub`) beside the file, each read in full.
+    pub fn load_for_server(path: &Path, require_quorum: bool) -> Result<Recipients, KeyError> {
+        let recipients = Recipients::load(path)?;
+        if !require_quorum {
+            return Ok(recipients);
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut quorums = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| KeyError::Unreadable(dir.into(), e))? {
+            let file = entry.map_err(|e| KeyError::Unreadable(dir.into(), e))?.path();
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "quorum.pub" || name.ends_with(".quorum.pub") {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| KeyError::Unreadable(file.clone(), e))?;
+                let public = quorum::QuorumPublic::parse(&text)
+                    .map_err(|e| KeyError::BadQuorum(file.clone(), e.to_string()))?;
+                quorums.push(public.recipient);
+            }
+        }
+        let single = recipients.keys.iter().map(ToString::to_string).find(|r| !quorums.contains(r));
+        match single {
+            Some(recipient) => Err(KeyError::NotAQuorum { path: path.to_path_buf(), recipient }),
+            None => Ok(recipients),
+        }
     }
 
     /// Parses recipients text; on failure returns the 1-based number of the bad line.

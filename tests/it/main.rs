@@ -23,6 +23,7 @@ mod limits;
 mod log;
 mod media;
 mod pages;
+mod quorum;
 mod replica;
 mod review;
 mod seizure;
