@@ -10,6 +10,7 @@
 mod common;
 mod quorum;
 mod replication;
+mod resumable;
 mod search;
 
 use common::{Coalition, Server};
@@ -139,6 +140,9 @@ fn main() {
     }
     if want("quorum") {
         figures.push(quorum::figure(&scale));
+    }
+    if want("resumable") {
+        figures.push(resumable::figure(&scale));
     }
     let table = render(&figures, tiny, started.elapsed());
     println!("{table}");

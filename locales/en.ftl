@@ -199,5 +199,7 @@ error-nothing_to_add = There is nothing to add: write something or choose a file
 error-codename_not_recognized = This codename does not open a case. Check each word.
 error-session_expired = Your case was closed after 15 minutes without activity, to protect you. Nothing was stored. Enter your codename again.
 error-busy = The server is busy. Nothing was stored. Please try again in a few minutes.
+error-upload_not_found = The upload of your file was lost: it was stopped, it waited too long, or the server restarted. Nothing was stored; please choose the file again and send.
+error-upload_incomplete = Your file has not finished uploading. Nothing was stored; wait for the upload to finish, then send again.
 error-cross_site_request = This form was sent from another website, so it was refused and nothing was stored. Open this site's own page and try again.
 error-internal_error = Something went wrong on the server and nothing was stored. Please try again.

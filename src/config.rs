@@ -34,6 +34,36 @@ pub struct Config {
     #[serde(rename = "replicas")]
     pub replicas: Vec<ReplicaEndpoint>,
     pub replication: Replication,
+    pub uploads: Uploads,
+}
+
+/// Resumable uploads (tus, `/api/v1/uploads`): large files over links that fail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Uploads {
+    /// Seconds an unfinished (or finished but not yet submitted) upload is kept after
+    /// its last request, while the server runs; a restart ends every unfinished upload.
+    pub resume_window_secs: u64,
+    /// Largest file one resumable upload carries, in bytes.
+    pub max_upload_bytes: u64,
+    /// Uploads held at once, unfinished or waiting for their submission; past this, new
+    /// ones are refused (503, `too_many_uploads`), unless one has made no progress for
+    /// `evict_idle_secs`: it is ended to make room. Each holds its encrypting worker.
+    pub max_held: usize,
+    /// How long a new upload waits for its first byte, and how long one must have made
+    /// no progress before it may be ended to make room for another.
+    pub evict_idle_secs: u64,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Uploads {
+            resume_window_secs: 24 * 3600,
+            max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            max_held: 32,
+            evict_idle_secs: 600,
+        }
+    }
 }
 
 /// One `[[replicas]]`: a bucket on an S3-compatible store.
@@ -214,6 +244,7 @@ impl Default for Config {
             attestation: Attestation::default(),
             replicas: Vec::new(),
             replication: Replication::default(),
+            uploads: Uploads::default(),
         }
     }
 }
@@ -329,6 +360,18 @@ impl Config {
         let l = &self.limits;
         if l.max_files == 0 || l.max_text_bytes == 0 || l.max_fields == 0 {
             return refuse("limits.max_files, max_text_bytes and max_fields must be above 0");
+        }
+        let u = &self.uploads;
+        // Each held upload keeps a thread of the blocking pool (512) waiting for its bytes.
+        if !(1..=30 * 86_400).contains(&u.resume_window_secs)
+            || u.max_upload_bytes == 0
+            || u.evict_idle_secs == 0
+            || !(1..=256).contains(&u.max_held)
+        {
+            return refuse(
+                "uploads.resume_window_secs must be 1 to 2592000 (30 days), uploads.max_held 1 \
+                 to 256, and uploads.max_upload_bytes and uploads.evict_idle_secs above 0",
+            );
         }
         if let Some(onion) = &self.onion_location {
             let visible = onion.bytes().all(|b| b.is_ascii_graphic());

@@ -90,6 +90,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let ack_wait = crate::replication::start(store.clone(), recipients.clone(), &config)
         .map_err(StartError::Replication)?;
     let followup = intake::followup::FollowUp::new(activity.clone());
-    let intake = Intake { config, recipients, store, followup, activity, ack_wait };
+    let uploads = Arc::new(crate::intake::resumable::Uploads::new(&config.uploads));
+    let intake = Intake { config, recipients, store, followup, activity, ack_wait, uploads };
     actix_web::rt::System::new().block_on(intake::serve(intake)).map_err(StartError::Server)
 }

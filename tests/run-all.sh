@@ -2,7 +2,8 @@
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
-# as through Tor, exiftool to write and read photos' metadata; Garage, the partners' object store, and
+# as through Tor, exiftool to write and read photos' metadata; tuspy, a tus client, from
+# PyPI; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
@@ -42,6 +43,17 @@ if ! command -v garage >/dev/null; then
         cargo install garage --version 2.5.0 --locked --no-default-features \
         --features bundled-libs,sqlite
 fi
+# tuspy, a tus client not written here, for the resumable-upload tests: pinned in
+# tests/requirements-tus.txt, in a virtual environment cached for the next run.
+tus_env="${XDG_CACHE_HOME:-$HOME/.cache}/amanat-py"
+if ! "$tus_env/bin/python" -c 'import tusclient' 2>/dev/null; then
+    python3 -m venv "$tus_env" 2>/dev/null || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$tus_env"
+    }
+    "$tus_env/bin/pip" install -q -r tests/requirements-tus.txt
+fi
+export AMANAT_TUS_PYTHON="$tus_env/bin/python"
 # The replica tests skip without Garage elsewhere; here its absence is a failure.
 export AMANAT_REQUIRE_GARAGE=1
 # The same for exiftool, the outside reader of what a photo says about itself.

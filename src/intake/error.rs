@@ -81,6 +81,31 @@ stable_codes! {
         /// A field of `sealed.json` is not what the field kit writes (an id that is not
         /// 32 hex digits, a recipients fingerprint that is not 64).
         SealedFieldInvalid => "sealed_field_invalid",
+        /// No such resumable upload: never made, ended, its time ran out, or the server
+        /// restarted since (unfinished uploads do not survive a restart).
+        UploadNotFound => "upload_not_found",
+        /// A submission named an upload that has not received all its bytes.
+        UploadIncomplete => "upload_incomplete",
+        /// A PATCH's `Upload-Offset` is not what the server has (ask with HEAD).
+        UploadOffsetMismatch => "upload_offset_mismatch",
+        /// A PATCH without `Upload-Offset` (or not a number).
+        UploadOffsetMissing => "upload_offset_missing",
+        /// Another request is still feeding the upload and did not let go in time.
+        UploadInUse => "upload_in_use",
+        /// `Upload-Length` over `uploads.max_upload_bytes`.
+        UploadTooLarge => "upload_too_large",
+        /// More bytes than the upload's declared length.
+        UploadOverrun => "upload_overrun",
+        UploadEmpty => "upload_empty",
+        /// A creation without `Upload-Length` (a deferred length is not supported).
+        UploadLengthRequired => "upload_length_required",
+        UploadMetadataInvalid => "upload_metadata_invalid",
+        /// A PATCH whose body is not `application/offset+octet-stream`.
+        UploadContentType => "upload_content_type",
+        /// A tus request without `Tus-Resumable: 1.0.0`.
+        TusVersionUnsupported => "tus_version_unsupported",
+        /// The server holds `uploads.max_held` uploads already.
+        TooManyUploads => "too_many_uploads",
         Internal => "internal_error",
     }
 }
@@ -94,23 +119,44 @@ impl IntakeError {
             NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
             SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
             SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
-            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
+            TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType, UploadEmpty,
+            UploadInUse, UploadIncomplete, UploadLengthRequired, UploadMetadataInvalid,
+            UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing, UploadOverrun,
+            UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
         };
         match self {
             SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields
-            | PartHeadersTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            NotMultipart => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            MalformedMultipart | NestedMultipart | FieldWithoutName | InvalidFieldName
-            | UnexpectedFile | InvalidUtf8 | TestimonyMissing | ConsentMissing
-            | DuplicateTestimony | IncompleteUpload | NothingToAdd | NotASealedFile
-            | SealedMemberRefused | SealedObjectMismatch | SealedObjectNotAge
-            | SealedFieldInvalid => StatusCode::BAD_REQUEST,
+            | PartHeadersTooLarge | UploadTooLarge | UploadOverrun => StatusCode::PAYLOAD_TOO_LARGE,
+            NotMultipart | UploadContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MalformedMultipart
+            | NestedMultipart
+            | FieldWithoutName
+            | InvalidFieldName
+            | UnexpectedFile
+            | InvalidUtf8
+            | TestimonyMissing
+            | ConsentMissing
+            | DuplicateTestimony
+            | IncompleteUpload
+            | NothingToAdd
+            | NotASealedFile
+            | SealedMemberRefused
+            | SealedObjectMismatch
+            | SealedObjectNotAge
+            | SealedFieldInvalid
+            | UploadEmpty
+            | UploadLengthRequired
+            | UploadMetadataInvalid
+            | UploadOffsetMissing => StatusCode::BAD_REQUEST,
             CrossSite => StatusCode::FORBIDDEN,
             CodenameNotRecognized | SessionExpired => StatusCode::UNAUTHORIZED,
-            Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Busy | TooManyUploads => StatusCode::SERVICE_UNAVAILABLE,
             UploadStalled | UploadTooSlow | UploadRateTooLow => StatusCode::REQUEST_TIMEOUT,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | UploadNotFound => StatusCode::NOT_FOUND,
+            UploadIncomplete | UploadOffsetMismatch => StatusCode::CONFLICT,
+            UploadInUse => StatusCode::LOCKED,
+            TusVersionUnsupported => StatusCode::PRECONDITION_FAILED,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,7 +171,10 @@ impl IntakeError {
             NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
             SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
             SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
-            UnexpectedFile, UploadRateTooLow, UploadStalled, UploadTooSlow,
+            TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType, UploadEmpty,
+            UploadInUse, UploadIncomplete, UploadLengthRequired, UploadMetadataInvalid,
+            UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing, UploadOverrun,
+            UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
         };
         match self {
             SubmissionTooLarge => format!(
@@ -228,6 +277,46 @@ impl IntakeError {
             Busy => {
                 "The server is busy. Nothing was stored. Please try again in a few minutes.".into()
             }
+            UploadNotFound => "There is no such upload: it was ended, its time to resume ran \
+                               out, or the server restarted since (unfinished uploads do not \
+                               survive a restart). Nothing of it is kept; please upload the \
+                               file again."
+                .into(),
+            UploadIncomplete => "An upload this submission names has not received all its \
+                                 bytes yet. Nothing was stored; finish the upload, then send \
+                                 again."
+                .into(),
+            UploadOffsetMismatch => "The upload's offset is not where the server is: ask with \
+                                     HEAD and resume from the Upload-Offset it gives."
+                .into(),
+            UploadInUse => "Another request is still sending or submitting this upload. Try \
+                            again in a few seconds."
+                .into(),
+            UploadOffsetMissing => "A PATCH must give the offset it resumes from \
+                                    (Upload-Offset, in digits)."
+                .into(),
+            UploadTooLarge => "The file is too large for one upload (uploads.max_upload_bytes; \
+                               OPTIONS gives the limit as Tus-Max-Size)."
+                .into(),
+            UploadOverrun => "More bytes were sent than the upload's declared length; they \
+                              were not taken."
+                .into(),
+            UploadEmpty => "The file is empty: there is nothing to upload.".into(),
+            UploadLengthRequired => "A new upload must give its length (Upload-Length); a \
+                                     deferred length is not supported."
+                .into(),
+            UploadMetadataInvalid => "Upload-Metadata must be comma-separated keys, each with \
+                                      a base64 value of UTF-8 text."
+                .into(),
+            UploadContentType => "An upload's bytes must be sent as \
+                                  application/offset+octet-stream."
+                .into(),
+            TusVersionUnsupported => {
+                "This server speaks tus 1.0.0: send Tus-Resumable: 1.0.0.".into()
+            }
+            TooManyUploads => "The server holds as many unfinished uploads as it allows. \
+                               Nothing was stored. Please try again in a few minutes."
+                .into(),
             Internal => "Something went wrong on the server and nothing was stored. \
                          Please try again."
                 .into(),

@@ -6,7 +6,9 @@ mod api;
 pub mod error;
 pub mod followup;
 mod pages;
+pub mod resumable;
 pub mod sealed;
+mod tus;
 pub mod upload;
 
 use crate::config::Config;
@@ -32,6 +34,8 @@ pub struct Intake {
     /// Set when `replication.ack = "replicated"`: each acknowledgement waits for the
     /// submission to be in this many replicas, up to the deadline.
     pub ack_wait: Option<crate::replication::AckWait>,
+    /// Resumable uploads between their requests (in memory only: a restart ends them).
+    pub uploads: Arc<resumable::Uploads>,
 }
 
 /// Headers on every response: nothing leaves the page, nothing is cached, no framing.
@@ -71,6 +75,15 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
         while hangup.recv().await.is_some() {
             let live = live.clone();
             let _ = actix_web::rt::task::spawn_blocking(move || live.reload()).await;
+        }
+    });
+    // Uploads whose time to resume ran out are ended, their ciphertext deleted.
+    let uploads = intake.uploads.clone();
+    actix_web::rt::spawn(async move {
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            minute.tick().await;
+            uploads.sweep();
         }
     });
     // The hour's traffic line is written once its hour is over, requests or not.
@@ -115,6 +128,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/api/v1/submissions", web::post().to(api::submit))
         .route("/api/v1/sealed", web::post().to(api::sealed))
+        .configure(tus::routes)
         .configure(pages::routes)
         .configure(followup::routes)
         .default_service(web::to(not_found));
@@ -206,7 +220,7 @@ async fn log_request(
 fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
     response.extensions_mut().insert(LoggedCode(error.code()));
     let retry_after = match error {
-        IntakeError::Busy => Some(120),
+        IntakeError::Busy | IntakeError::TooManyUploads => Some(120),
         _ => None,
     };
     if let Some(secs) = retry_after {

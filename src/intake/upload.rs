@@ -22,9 +22,11 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 /// Chunks in flight between the network and the encrypting worker, per file.
-const CHANNEL_DEPTH: usize = 8;
+pub(super) const CHANNEL_DEPTH: usize = 8;
 /// The file field name the API and the form use.
 pub const EVIDENCE_FIELD: &str = "evidence";
+/// A field naming a finished resumable upload (`/api/v1/uploads`) by its id.
+pub const UPLOAD_FIELD: &str = "upload";
 use crate::form::TESTIMONY_FIELD;
 const LANGUAGE_FIELD: &str = "language";
 /// On `/api/v1/followup/submissions`: the codename that opens the case. Never kept.
@@ -67,10 +69,13 @@ struct Received {
     attachment_ids: Vec<ObjectId>,
     attachment_ciphertext_bytes: u64,
     codename: Option<Zeroizing<String>>,
+    /// Finished resumable uploads this submission names: back to the server's uploads
+    /// if it is refused, used up once it commits.
+    claimed: Vec<super::resumable::Claimed>,
 }
 
-/// Deletes the request's objects unless it reaches its commit.
-struct AbandonOnDrop(PendingObjects);
+/// Deletes the request's (or a resumable upload's) objects unless they reach a commit.
+pub(super) struct AbandonOnDrop(pub(super) PendingObjects);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
@@ -269,6 +274,7 @@ pub async fn receive_keeping(
         attachment_ids,
         attachment_ciphertext_bytes,
         codename: _,
+        mut claimed,
     } = received;
     let language = language.unwrap_or_else(|| page_language.to_string());
     let manifest = Manifest {
@@ -307,6 +313,10 @@ pub async fn receive_keeping(
             Some((tag, case)) => CaseChoice::New { tag, case },
             None => CaseChoice::Existing,
         };
+        // The uploads' objects become this submission's, committed with it or not at all.
+        for upload in &mut claimed {
+            upload.spend(&pending)?;
+        }
         let receipt = store.commit(&pending, &record, choice)?;
         let objects = record.object_ids().iter().map(ToString::to_string).collect();
         Ok((record, objects, receipt))
@@ -350,6 +360,7 @@ async fn read_parts(
         attachment_ids: Vec::new(),
         attachment_ciphertext_bytes: 0,
         codename: None,
+        claimed: Vec::new(),
     };
     let mut text_bytes = 0usize;
     // One buffer for every text field, sized once: growing a Vec would leave unwiped
@@ -429,6 +440,24 @@ async fn read_parts(
             }
             // Opens the case; never part of what is stored.
             CODENAME_FIELD => received.codename = Some(value),
+            // A form sends an empty field when no upload was made.
+            UPLOAD_FIELD if value.trim().is_empty() => {}
+            UPLOAD_FIELD => {
+                if received.attachments.len() == limits.max_files {
+                    return Err(IntakeError::TooManyFiles);
+                }
+                let upload = intake.uploads.claim(value.trim()).await?;
+                received.attachment_ciphertext_bytes += upload.sealed.ciphertext_len;
+                received.attachments.push(Attachment {
+                    object: upload.sealed.id.to_string(),
+                    name: upload.name().to_string(),
+                    media_type: upload.media_type().to_string(),
+                    size: upload.sealed.plaintext_len,
+                    sha256: upload.sealed.plaintext_sha256.clone(),
+                });
+                received.attachment_ids.push(upload.sealed.id.clone());
+                received.claimed.push(upload);
+            }
             // A skipped question is not an answer.
             _ if value.trim().is_empty() => {}
             _ => received.fields.push(TextField { name, value: value.to_string() }),
@@ -557,7 +586,7 @@ impl io::Read for ChannelReader {
 }
 
 /// The blocking half of a file upload: encrypt, hash, persist.
-fn seal_stream(
+pub(super) fn seal_stream(
     recipients: &keys::Recipients,
     object: ObjectWriter,
     mut rx: mpsc::Receiver<Chunk>,

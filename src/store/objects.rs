@@ -223,12 +223,14 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Takes `bytes` more; false if they would pass the quota.
+    /// Takes `bytes` more; false (taking nothing) if they would pass the quota.
     pub fn grow(&mut self, bytes: u64) -> bool {
-        let fits = self.usage.fits(bytes);
+        if !self.usage.fits(bytes) {
+            return false;
+        }
         self.usage.in_flight.fetch_add(bytes, Ordering::Relaxed);
         self.held += bytes;
-        fits
+        true
     }
 }
 
@@ -467,6 +469,26 @@ impl PendingObjects {
             state.inline.clear();
         }
         result
+    }
+
+    /// Takes over `other`'s objects (a finished resumable upload joining a submission):
+    /// from now on this request's commit names them, its abandonment deletes them, and
+    /// `other` holds nothing.
+    pub fn adopt(&self, other: &PendingObjects) -> io::Result<()> {
+        let mut theirs = other.lock();
+        let mut ours = self.lock();
+        if theirs.status != Status::Open || ours.status != Status::Open {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "request was abandoned"));
+        }
+        ours.held.append(&mut theirs.held);
+        ours.inline.append(&mut theirs.inline);
+        let refs = theirs.refs.take();
+        if ours.refs.is_none() {
+            ours.refs = refs;
+        }
+        // Nothing is left in it for an abandonment to delete.
+        theirs.status = Status::Committed;
+        Ok(())
     }
 
     /// Deletes every uncommitted object now (called by the owning request's guard).

@@ -352,14 +352,16 @@ fn a_reviewer_finds_filters_and_triages_three_hundred_cases_offline() {
     assert_eq!(browser.text_of("#count"), format!("{CASES} of {CASES} cases"));
     browser.type_into("#q", "избивают");
     browser.click("form.filters button");
-    assert_eq!(browser.text_of("#count"), format!("{} of {CASES} cases", CASES.div_ceil(3)));
+    let found = format!("{} of {CASES} cases", CASES.div_ceil(3));
+    crate::common::wait_until("the search's answer", || browser.text_of("#count") == found);
     browser.screenshot("bench-list-search");
     let other = &ids[12];
     browser.open(&format!("{url}case/{other}"));
     browser.click("#status option[value=follow_up]");
     browser.type_into("#note", "Ask about the second night");
     browser.click("form button");
-    assert!(browser.exists("#trail li"));
+    // The answer is a new page: wait for it (a loaded machine may take a moment).
+    crate::common::wait_until("the case page shows its trail", || browser.exists("#trail li"));
     assert!(browser.text_of("#trail").contains("aigul: status: needs follow-up; a note"));
     browser.screenshot("bench-case");
     assert_eq!(bench.listed("status=follow_up"), std::slice::from_ref(other));
@@ -367,7 +369,8 @@ fn a_reviewer_finds_filters_and_triages_three_hundred_cases_offline() {
     browser.open(&format!("{url}patterns"));
     browser.screenshot("bench-patterns");
     browser.click("#chart-places svg a");
-    assert_eq!(browser.text_of("#count"), format!("{} of {CASES} cases", CASES / 4));
+    let counted = format!("{} of {CASES} cases", CASES / 4);
+    crate::common::wait_until("the bar's cases", || browser.text_of("#count") == counted);
     browser.open(&format!("{url}case/{}/print", ids[3]));
     assert!(!browser.exists("form"));
     browser.screenshot("bench-case-print");

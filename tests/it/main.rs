@@ -25,6 +25,7 @@ mod media;
 mod pages;
 mod quorum;
 mod replica;
+mod resumable;
 mod review;
 mod seizure;
 mod startup;
