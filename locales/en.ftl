@@ -109,6 +109,9 @@ field-evidence = Photos, videos or documents (up to { $files } files, { $size } 
 field-evidence-legend = Photos, videos, documents
 form-note-large = Large videos can take long on a slow connection. Keep this page open until you see your codename.
 form-send = Send securely
+upload-sending = Sending your files securely; keep this page open…
+upload-resuming = The connection dropped; carrying on where it stopped…
+upload-failed = The files could not be sent and nothing was stored. Check your connection and press "Send securely" again.
 
 ## Receipt
 receipt-title = Received: amanat

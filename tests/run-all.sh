@@ -2,8 +2,8 @@
 # The whole test suite on a fresh Debian machine: installs what the tests need (the
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
-# as through Tor, exiftool to write and read photos' metadata; tuspy, a tus client, from
-# PyPI; Garage, the partners' object store, and
+# as through Tor, exiftool to write and read photos' metadata, npm to check the vendored
+# tus-js-client; tuspy, a tus client, from PyPI; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
@@ -27,6 +27,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
 command -v microsocks >/dev/null || need+=(microsocks)
 command -v exiftool >/dev/null || need+=(libimage-exiftool-perl)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
@@ -54,6 +55,12 @@ if ! "$tus_env/bin/python" -c 'import tusclient' 2>/dev/null; then
     "$tus_env/bin/pip" install -q -r tests/requirements-tus.txt
 fi
 export AMANAT_TUS_PYTHON="$tus_env/bin/python"
+# The form's vendored tus-js-client is the locked package's own file, byte for byte.
+vendored=$(mktemp -d)
+cp vendor/tus-js-client/package.json vendor/tus-js-client/package-lock.json "$vendored/"
+(cd "$vendored" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+cmp "$vendored/node_modules/tus-js-client/dist/tus.min.js" src/intake/static/tus.min.js
+rm -rf "$vendored"
 # The replica tests skip without Garage elsewhere; here its absence is a failure.
 export AMANAT_REQUIRE_GARAGE=1
 # The same for exiftool, the outside reader of what a photo says about itself.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod followup;
 mod pages;
 pub mod resumable;
+mod scripts;
 pub mod sealed;
 mod tus;
 pub mod upload;
@@ -129,6 +130,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/submissions", web::post().to(api::submit))
         .route("/api/v1/sealed", web::post().to(api::sealed))
         .configure(tus::routes)
+        .configure(scripts::routes)
         .configure(pages::routes)
         .configure(followup::routes)
         .default_service(web::to(not_found));

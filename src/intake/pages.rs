@@ -108,6 +108,8 @@ struct FormPage<'a> {
     error: Option<FieldError>,
     /// What the survivor wrote, back in its box after a refusal.
     kept: Option<&'a str>,
+    /// The resumable-upload scripts' integrity values.
+    scripts: &'static super::scripts::Integrity,
 }
 
 struct FieldError {
@@ -188,7 +190,7 @@ async fn safety(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
 
 async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
     let t = Tr::new(lang_or_404!(req, intake));
-    html(
+    super::scripts::allowing_scripts(html(
         FormPage {
             t,
             here: "submit",
@@ -197,9 +199,10 @@ async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
             evidence_label: evidence_label(&intake, t),
             error: None,
             kept: None,
+            scripts: &super::scripts::INTEGRITY,
         }
         .render(),
-    )
+    ))
 }
 
 async fn submit(
@@ -278,12 +281,13 @@ fn refused_form(
             message: error_message(intake, lang, error),
         }),
         kept,
+        scripts: &super::scripts::INTEGRITY,
     };
     match page.render() {
-        Ok(body) => refusal(
+        Ok(body) => super::scripts::allowing_scripts(refusal(
             HttpResponse::build(error.status()).content_type("text/html; charset=utf-8").body(body),
             error,
-        ),
+        )),
         Err(_) => error_page(intake, lang, error, kept),
     }
 }

@@ -16,7 +16,17 @@ pub(crate) struct Browser {
 }
 
 impl Browser {
+    /// Chromium with JavaScript off, as Tor Browser at "Safest".
     pub(crate) fn start(profile: &std::path::Path) -> Browser {
+        Browser::start_with(profile, false)
+    }
+
+    /// Chromium with scripts allowed (Tor Browser at "Standard").
+    pub(crate) fn start_with_scripts(profile: &std::path::Path) -> Browser {
+        Browser::start_with(profile, true)
+    }
+
+    fn start_with(profile: &std::path::Path, scripts: bool) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -42,8 +52,9 @@ impl Browser {
                     "--disable-component-update", "--disable-sync", "--disable-quic",
                     format!("--user-data-dir={}", profile.display()),
                 ],
-                // Tor Browser at "Safest": no JavaScript at all.
-                "prefs": {"profile.managed_default_content_settings.javascript": 2}
+                // Tor Browser at "Safest": no JavaScript at all (1: allowed).
+                "prefs": {"profile.managed_default_content_settings.javascript":
+                    if scripts { 1 } else { 2 }}
             }
         }}});
         let created = browser.call("POST", "/session", capabilities);

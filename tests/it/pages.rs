@@ -17,8 +17,14 @@ const HEADERS: [(&str, &str); 7] = [
     ("x-frame-options", "DENY"),
 ];
 
+/// The form's policy: the same, and its own scripts (resumable uploads) may run and
+/// reach this server, nothing else.
+const FORM_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 fn check_headers(what: &str, response: &Response) {
+    let form = what.ends_with("/submit");
     for (name, value) in HEADERS {
+        let value = if form && name == "content-security-policy" { FORM_POLICY } else { value };
         assert_eq!(response.header(name), Some(value), "{what}: {name}");
     }
     let permissions = response.header("permissions-policy").unwrap_or("");
@@ -42,7 +48,7 @@ fn every_route_sends_the_safety_headers_and_pages_are_small_and_script_free() {
             check_headers(&path, &r);
             let html = r.text();
             assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{path}");
-            assert!(!html.to_lowercase().contains("<script"), "{path}: no script");
+            assert_scripts_are_pinned(&path, &html, page == "submit");
             assert!(
                 !html.contains("http://") && !html.contains("https://"),
                 "{path}: no other host"
@@ -81,6 +87,23 @@ fn every_route_sends_the_safety_headers_and_pages_are_small_and_script_free() {
     }
     let css = get(server.addr, "/static/amanat.css");
     check_headers("stylesheet", &css);
+    // The form's scripts are the files its integrity values name.
+    let form = get(server.addr, "/kk/submit").text();
+    for tag in form.split("<script").skip(1) {
+        let attribute = |name: &str| {
+            let start = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            tag[start..start + tag[start..].find('"').unwrap()].to_string()
+        };
+        let script = get(server.addr, &attribute("src"));
+        check_headers("script", &script);
+        assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha384::digest(&script.body);
+        let integrity =
+            format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(digest));
+        assert_eq!(attribute("integrity"), integrity, "{}", attribute("src"));
+    }
     sizes.push(("/static/amanat.css".into(), css.body.len()));
     for (what, r) in [
         ("healthz", get(server.addr, "/healthz")),
@@ -147,4 +170,21 @@ fn onion_location_is_sent_when_configured() {
     std::fs::write(&server.config, format!("onion_location = \"{onion}\"\n{config}")).unwrap();
     server.restart();
     assert_eq!(get(server.addr, "/en/").header("onion-location"), Some(onion));
+}
+
+/// No page has a script but the form, and the form's are its own files, each pinned by
+/// its SHA-384 (Subresource Integrity): none inline, none from elsewhere.
+fn assert_scripts_are_pinned(path: &str, html: &str, form: bool) {
+    let scripts: Vec<&str> = html.split("<script").skip(1).collect();
+    if !form {
+        assert!(scripts.is_empty(), "{path}: no script");
+        return;
+    }
+    assert_eq!(scripts.len(), 2, "{path}: tus-js-client and ours");
+    for script in scripts {
+        let tag = &script[..script.find('>').unwrap()];
+        assert!(tag.contains(" src=\"/static/"), "{path}: {tag}");
+        assert!(tag.contains(" integrity=\"sha384-"), "{path}: {tag}");
+        assert!(script[tag.len() + 1..].starts_with("</script>"), "{path}: nothing inline");
+    }
 }

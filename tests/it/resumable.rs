@@ -32,6 +32,8 @@ fn tus_python() -> PathBuf {
 struct CuttingProxy {
     addr: SocketAddr,
     cut: Arc<AtomicUsize>,
+    /// Bytes the client sent through it, in all.
+    sent: Arc<AtomicU64>,
 }
 
 fn cutting_proxy(
@@ -45,7 +47,7 @@ fn cutting_proxy(
     let sent = Arc::new(AtomicU64::new(0));
     let cuts = Arc::new(Mutex::new(cuts));
     let at_cut = Arc::new(at_cut);
-    let counted = cut.clone();
+    let (counted, total_sent) = (cut.clone(), sent.clone());
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
@@ -89,7 +91,7 @@ fn cutting_proxy(
             });
         }
     });
-    CuttingProxy { addr, cut }
+    CuttingProxy { addr, cut, sent: total_sent }
 }
 
 /// A file of `len` bytes: pseudo-random, with `canary` written at every MiB, so that a
@@ -176,28 +178,7 @@ fn tuspy_resumes_a_200_mib_video_across_cut_connections_and_it_decrypts_with_sto
     assert_eq!(objects.len(), 2, "the manifest and the video");
     assert_no_plaintext(&server.data_dir, &canary);
 
-    // The video's object, decrypted by the stock age tool: the original bytes, then the
-    // padding's zeros.
-    let video_object = objects
-        .iter()
-        .map(|id| server.object_file(id))
-        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
-        .unwrap();
-    let opened = dir.path().join("opened");
-    let age = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(&coalition.identity_files[0])
-        .arg("-o")
-        .arg(&opened)
-        .arg(&video_object)
-        .output()
-        .unwrap();
-    assert!(age.status.success(), "{}", String::from_utf8_lossy(&age.stderr));
-    let opened = std::fs::read(&opened).unwrap();
-    let original = std::fs::read(&video).unwrap();
-    assert!(opened.len() >= original.len());
-    assert!(opened[..original.len()] == original[..], "the bytes sent, in order");
-    assert!(opened[original.len()..].iter().all(|&b| b == 0), "then padding");
+    assert_largest_object_opens_to(&server, &coalition, &objects, &video);
 
     // Used once: a second submission naming it is refused and stores nothing.
     let before = (server.stored_objects(), recorded(&server));
@@ -211,6 +192,73 @@ fn tuspy_resumes_a_200_mib_video_across_cut_connections_and_it_decrypts_with_sto
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
     let logs = server.logs();
     assert!(!logs.contains(&id) && !logs.contains("injuries"), "{logs}");
+}
+
+/// The largest of `objects`, decrypted by the stock age tool, is the bytes of `sent`,
+/// then the padding's zeros.
+fn assert_largest_object_opens_to(
+    server: &Server,
+    coalition: &Coalition,
+    objects: &[String],
+    sent: &Path,
+) {
+    let video_object = objects
+        .iter()
+        .map(|id| server.object_file(id))
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let opened = sent.with_extension("opened");
+    let age = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(&coalition.identity_files[0])
+        .arg("-o")
+        .arg(&opened)
+        .arg(&video_object)
+        .output()
+        .unwrap();
+    assert!(age.status.success(), "{}", String::from_utf8_lossy(&age.stderr));
+    let opened = std::fs::read(&opened).unwrap();
+    let original = std::fs::read(sent).unwrap();
+    assert!(opened.len() >= original.len());
+    assert!(opened[..original.len()] == original[..], "the bytes sent, in order");
+    assert!(opened[original.len()..].iter().all(|&b| b == 0), "then padding");
+}
+
+#[test]
+fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let server = Server::start(dir.path(), &coalition, "");
+    let canary = format!("CANARY-BROWSER-{}", std::process::id()).into_bytes();
+    let video = dir.path().join("injuries.mp4");
+    evidence_file(&video, 100 << 20, &canary);
+    let (data_dir, watched) = (server.data_dir.clone(), canary.clone());
+    let proxy = cutting_proxy(server.addr, vec![(37 << 20) + 4_321], move || {
+        assert_no_plaintext(&data_dir, &watched);
+    });
+
+    let browser = crate::browser::Browser::start_with_scripts(&dir.path().join("profile"));
+    browser.open(&format!("http://{}/ru/submit", proxy.addr));
+    browser.type_into("#testimony", "Видео побоев, снятое на телефон в больнице.");
+    browser.click("#readers-coalition");
+    browser.type_into("#evidence", video.to_str().unwrap());
+    browser.click("button[type=submit]");
+    // The script uploads the video in 5 MiB requests, resumes after the cut, and then
+    // sends the form with the upload's id: the receipt page, as without scripts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !browser.exists("#codename") {
+        assert!(std::time::Instant::now() < deadline, "no receipt page");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    browser.screenshot("resumable-receipt");
+    assert_eq!(proxy.cut.load(Ordering::SeqCst), 1, "the link was cut once");
+    // Resumed, not sent again from the start: little more than the video crossed the
+    // link (a browser without scripts sends the whole form again after a cut).
+    let crossed = proxy.sent.load(Ordering::SeqCst);
+    assert!(crossed < (100 << 20) + (6 << 20), "{crossed} bytes crossed the link");
+    assert_eq!(recorded(&server).0, 1);
+    assert_largest_object_opens_to(&server, &coalition, &server.stored_objects(), &video);
+    assert_no_plaintext(&server.data_dir, &canary);
 }
 
 /// `method` on `path` with tus's version header and `headers`.
