@@ -383,6 +383,8 @@ struct CasePage<'a> {
     /// The receipt of what was just added, offered as a download.
     receipt: Option<&'a str>,
     evidence_label: String,
+    /// The resumable-upload scripts' integrity values.
+    scripts: &'static super::scripts::Integrity,
 }
 
 fn sign_in_page(lang: Lang, notice: Option<&'static str>) -> HttpResponse {
@@ -510,7 +512,7 @@ async fn render_case(
     };
     let view = CaseView { items, replies };
     let t = Tr::new(lang);
-    pages::html(
+    super::scripts::allowing_scripts(pages::html(
         CasePage {
             t,
             here: "followup",
@@ -518,9 +520,10 @@ async fn render_case(
             added: added.map(|(files, _)| files),
             receipt: added.map(|(_, receipt)| receipt),
             evidence_label: pages::evidence_label(intake, t),
+            scripts: &super::scripts::INTEGRITY,
         }
         .render(),
-    )
+    ))
 }
 
 fn session_of(req: &HttpRequest, intake: &Intake) -> Option<CaseRecord> {

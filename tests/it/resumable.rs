@@ -34,6 +34,8 @@ struct CuttingProxy {
     cut: Arc<AtomicUsize>,
     /// Bytes the client sent through it, in all.
     sent: Arc<AtomicU64>,
+    /// tus `PATCH` requests it carried.
+    patches: Arc<AtomicUsize>,
 }
 
 fn cutting_proxy(
@@ -48,6 +50,8 @@ fn cutting_proxy(
     let cuts = Arc::new(Mutex::new(cuts));
     let at_cut = Arc::new(at_cut);
     let (counted, total_sent) = (cut.clone(), sent.clone());
+    let patches = Arc::new(AtomicUsize::new(0));
+    let patches_seen = patches.clone();
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
@@ -60,6 +64,7 @@ fn cutting_proxy(
             });
             let (sent, cuts, at_cut, counted) =
                 (sent.clone(), cuts.clone(), at_cut.clone(), counted.clone());
+            let patches = patches.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -68,6 +73,10 @@ fn cutting_proxy(
                         Ok(n) => n,
                     };
                     let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                    // A request's head comes first on its connection, in one piece.
+                    if buf[..n].starts_with(b"PATCH /api/v1/uploads/") {
+                        patches.fetch_add(1, Ordering::SeqCst);
+                    }
                     let due = {
                         let mut cuts = cuts.lock().unwrap();
                         let due = cuts.first().is_some_and(|&at| total >= at);
@@ -91,7 +100,7 @@ fn cutting_proxy(
             });
         }
     });
-    CuttingProxy { addr, cut, sent: total_sent }
+    CuttingProxy { addr, cut, sent: total_sent, patches: patches_seen }
 }
 
 /// A file of `len` bytes: pseudo-random, with `canary` written at every MiB, so that a
@@ -251,6 +260,7 @@ fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     browser.screenshot("resumable-receipt");
+    let codename = browser.text_of("#codename");
     assert_eq!(proxy.cut.load(Ordering::SeqCst), 1, "the link was cut once");
     // Resumed, not sent again from the start: little more than the video crossed the
     // link (a browser without scripts sends the whole form again after a cut).
@@ -258,6 +268,30 @@ fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
     assert!(crossed < (100 << 20) + (6 << 20), "{crossed} bytes crossed the link");
     assert_eq!(recorded(&server).0, 1);
     assert_largest_object_opens_to(&server, &coalition, &server.stored_objects(), &video);
+    assert_no_plaintext(&server.data_dir, &canary);
+
+    // Days later, with the codename: a second video added to the case, resumably too.
+    let second = dir.path().join("later.mp4");
+    evidence_file(&second, 20 << 20, &canary);
+    let (before, patches) =
+        (proxy.sent.load(Ordering::SeqCst), proxy.patches.load(Ordering::SeqCst));
+    browser.open(&format!("http://{}/ru/followup", proxy.addr));
+    browser.type_into("#codename", &codename);
+    browser.click("button[type=submit]");
+    crate::common::wait_until("the case page", || browser.exists("#received"));
+    browser.type_into("#testimony", "Ещё одно видео.");
+    browser.type_into("#evidence", second.to_str().unwrap());
+    browser.click("form[action$='/followup/add'] button");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !browser.exists("#added") {
+        assert!(std::time::Instant::now() < deadline, "the addition is not confirmed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(recorded(&server).0, 2);
+    let crossed = proxy.sent.load(Ordering::SeqCst) - before;
+    assert!(crossed < (20 << 20) + (1 << 20), "{crossed} bytes: the video went once");
+    let pieces = proxy.patches.load(Ordering::SeqCst) - patches;
+    assert!(pieces >= 4, "the video went in 5 MiB tus requests, not in the form: {pieces}");
     assert_no_plaintext(&server.data_dir, &canary);
 }
 
