@@ -78,22 +78,16 @@ pub async fn serve(intake: Intake) -> std::io::Result<()> {
             let _ = actix_web::rt::task::spawn_blocking(move || live.reload()).await;
         }
     });
-    // Uploads whose time to resume ran out are ended, their ciphertext deleted.
-    let uploads = intake.uploads.clone();
-    actix_web::rt::spawn(async move {
-        let mut minute = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            minute.tick().await;
-            uploads.sweep();
-        }
-    });
-    // The hour's traffic line is written once its hour is over, requests or not.
-    let activity = intake.activity.clone();
+    // Every minute: the hour's traffic line is written once its hour is over, requests
+    // or not, and uploads whose time to resume ran out are ended, their ciphertext
+    // deleted.
+    let (activity, uploads) = (intake.activity.clone(), intake.uploads.clone());
     actix_web::rt::spawn(async move {
         let mut minute = tokio::time::interval(Duration::from_secs(60));
         loop {
             minute.tick().await;
             activity.roll_hour();
+            uploads.sweep();
         }
     });
     let intake = web::Data::new(intake);

@@ -7,7 +7,7 @@
 use super::api::{content_length, error_response};
 use super::error::IntakeError;
 use super::resumable::{Declared, Held, Stage, LOCK_WAIT};
-use super::upload::{admit, Chunk, Pace};
+use super::upload::{admit, truncate, Chunk, Pace};
 use super::Intake;
 use actix_web::http::header::{HeaderMap, HeaderValue, HttpDate};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -114,9 +114,9 @@ fn declared(headers: &HeaderMap) -> Result<Declared, IntakeError> {
                 _ => return Err(IntakeError::UploadMetadataInvalid),
             };
             match key {
-                "filename" | "name" => name = truncated(value, MAX_NAME_BYTES),
+                "filename" | "name" => name = Zeroizing::new(truncate(&value, MAX_NAME_BYTES)),
                 "filetype" | "type" => {
-                    media_type = truncated(value, MAX_TYPE_BYTES).to_string();
+                    media_type = truncate(&value, MAX_TYPE_BYTES);
                 }
                 _ => {}
             }
@@ -140,14 +140,6 @@ fn decode(encoded: &str) -> Result<Zeroizing<String>, IntakeError> {
         return Err(IntakeError::UploadMetadataInvalid);
     }
     Ok(Zeroizing::new(text.to_string()))
-}
-
-fn truncated(text: Zeroizing<String>, max: usize) -> Zeroizing<String> {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Zeroizing::new(text[..end].to_string())
 }
 
 /// `HEAD`: how much of the upload the server has.

@@ -254,11 +254,8 @@ fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
     browser.click("button[type=submit]");
     // The script uploads the video in 5 MiB requests, resumes after the cut, and then
     // sends the form with the upload's id: the receipt page, as without scripts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    while !browser.exists("#codename") {
-        assert!(std::time::Instant::now() < deadline, "no receipt page");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let minutes = |n: u64| std::time::Duration::from_secs(60 * n);
+    wait_within(minutes(3), "the receipt page", || browser.exists("#codename"));
     browser.screenshot("resumable-receipt");
     let codename = browser.text_of("#codename");
     assert_eq!(proxy.cut.load(Ordering::SeqCst), 1, "the link was cut once");
@@ -282,11 +279,7 @@ fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
     browser.type_into("#testimony", "Ещё одно видео.");
     browser.type_into("#evidence", second.to_str().unwrap());
     browser.click("form[action$='/followup/add'] button");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !browser.exists("#added") {
-        assert!(std::time::Instant::now() < deadline, "the addition is not confirmed");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_within(minutes(2), "the addition is confirmed", || browser.exists("#added"));
     assert_eq!(recorded(&server).0, 2);
     let crossed = proxy.sent.load(Ordering::SeqCst) - before;
     assert!(crossed < (20 << 20) + (1 << 20), "{crossed} bytes: the video went once");

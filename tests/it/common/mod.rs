@@ -243,8 +243,13 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Polls for a condition the server reaches on its own (not a timing assumption: the
 /// deadline is only there so a broken server fails the test instead of hanging it).
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+pub fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_within(Duration::from_secs(20), what, condition);
+}
+
+/// `wait_until`, for something that may take up to `limit`.
+pub fn wait_within(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     while !condition() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
         std::thread::sleep(Duration::from_millis(20));
