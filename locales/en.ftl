@@ -108,10 +108,15 @@ help-psychological = Psychological help
 field-evidence = Photos, videos or documents (up to { $files } files, { $size } in total)
 field-evidence-legend = Photos, videos, documents
 form-note-large = Large videos can take long on a slow connection. Keep this page open until you see your codename.
+form-uploads-kept = { $count ->
+    [one] The file you already sent is kept with this form: send it again without choosing it.
+   *[other] The { $count } files you already sent are kept with this form: send it again without choosing them.
+}
 form-send = Send securely
 upload-sending = Sending your files securely; keep this page open…
 upload-resuming = The connection dropped; carrying on where it stopped…
 upload-failed = The files could not be sent and nothing was stored. Check your connection and press "Send securely" again.
+upload-restarted = The server restarted and lost this upload; sending the file again from the start…
 
 ## Receipt
 receipt-title = Received: amanat

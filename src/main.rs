@@ -61,6 +61,9 @@ enum Command {
     /// one sealed file to carry out on USB or send by any messenger. Without
     /// --testimony-file, asks the form's questions on the terminal.
     Seal(cli::fieldkit::SealArgs),
+    /// Field kit: send sealed files to a server (its onion service, through Tor) in
+    /// resumable pieces, carrying on after every dropped link; prints the receipts.
+    Send(cli::fieldkit::SendArgs),
     /// Hand sealed files (from `amanat seal`) to the running server, through its admin
     /// socket.
     Import(cli::server::ImportArgs),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Reply(args) => cli::review::reply(config, &args),
         Command::ImportReplies(args) => cli::server::import_replies(config, &args),
         Command::Seal(args) => cli::fieldkit::seal(&args),
+        Command::Send(args) => cli::fieldkit::send(&args),
         Command::Import(args) => cli::server::import_sealed(config, &args),
         Command::Witness(args) => cli::witness::witness(config, &args),
         Command::Replica(args) => cli::replica::replica(config, &args),

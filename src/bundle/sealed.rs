@@ -136,4 +136,24 @@ impl SealedFile {
         let record = index.record("", total);
         Ok(SealedFile { package, index, record })
     }
+
+    /// What keeps it from being whole, if anything: damage, or an object it lists and
+    /// does not carry (a copy cut short on a USB stick).
+    pub fn missing(&self) -> Option<String> {
+        if let Some(damage) = &self.package.damaged {
+            return Some(damage.clone());
+        }
+        let absent = self
+            .index
+            .objects()
+            .into_iter()
+            .filter(|id| self.package.object_len(id).is_none())
+            .count();
+        (absent > 0).then(|| format!("{absent} of the objects it lists are not in it"))
+    }
+
+    /// The submission id its objects bind it to (the one a server records it under).
+    pub fn bound_id(&self) -> String {
+        submission_id(&self.index.manifest, &self.index.attachments)
+    }
 }

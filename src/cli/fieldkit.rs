@@ -78,3 +78,77 @@ pub fn seal(args: &SealArgs) -> Done {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Sealed files (from `amanat seal`), sent one after another.
+    #[arg(required = true, value_name = "FILE.sealed")]
+    files: Vec<PathBuf>,
+    /// The server: its onion address (`http://....onion`), or a loopback address.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Tor's SocksPort, e.g. `socks5h://127.0.0.1:9050` (needed for an onion address).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Size of each piece, in MiB: a dropped link loses at most one piece.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+    piece_mib: u16,
+    /// Stop after this many seconds without progress (default: keep trying until done
+    /// or stopped with Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    give_up_after: Option<u64>,
+    #[command(flatten)]
+    json: Json,
+}
+
+/// `amanat send`: each file until the server has recorded it; exit code 0 only when
+/// every one was.
+pub fn send(args: &SendArgs) -> Done {
+    use amanat::fieldkit::send::{Event, Server};
+    let give_up_after = args.give_up_after.map(std::time::Duration::from_secs);
+    let server =
+        Server::new(&args.to, args.proxy.as_deref(), give_up_after).map_err(|e| e.to_string())?;
+    let mut failed = false;
+    for file in &args.files {
+        let progress = Progress::new("sending");
+        let name = file.display().to_string();
+        let delivered = server.send(file, usize::from(args.piece_mib) << 20, |event| match event {
+            Event::Sent { sent, total } => progress.update(sent, total),
+            Event::Retrying { wait, why } => progress.say(&format!(
+                "{name}: {}; carrying on in {} s",
+                super::printable(why),
+                wait.as_secs()
+            )),
+            Event::StartedOver => progress.say(&format!(
+                "{name}: the server no longer has this upload (it restarted, or waited too \
+                 long); sending it again from the start"
+            )),
+        });
+        drop(progress);
+        match (delivered, args.json.json) {
+            (Ok(done), true) => print_json(&serde_json::json!({
+                "file": file, "id": done.id, "received_at": done.received_at,
+                "already_imported": done.already_imported, "receipt": done.receipt
+            })),
+            (Ok(done), false) => {
+                println!(
+                    "{}  {}  {}  {}",
+                    if done.already_imported { "already " } else { "received" },
+                    done.id,
+                    done.received_at,
+                    file.display()
+                );
+                println!("receipt: {}", done.receipt);
+            }
+            (Err(e), true) => {
+                failed = true;
+                print_json(&serde_json::json!({"file": file, "error": e.to_string()}));
+            }
+            (Err(e), false) => {
+                failed = true;
+                println!("NOT SENT  {}  {}", file.display(), super::printable(&e.to_string()));
+            }
+        }
+    }
+    Ok(super::exit_code(failed))
+}

@@ -187,6 +187,14 @@ impl Progress {
         Progress(Some(bar))
     }
 
+    /// A line for the person at the terminal (above the bar, if there is one).
+    pub fn say(&self, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// The callback the library's long jobs report to: bytes done of a total.
     pub fn update(&self, done: u64, total: u64) {
         if let Some(bar) = &self.0 {

@@ -3,6 +3,7 @@
 //! sealed file (`bundle::sealed`) to carry out on USB or send by any messenger.
 
 mod questions;
+pub mod send;
 
 pub use questions::ask_testimony;
 

@@ -1,6 +1,7 @@
 //! The JSON API: `POST /api/v1/submissions` (multipart) answers 201 with the receipt.
 
 use super::error::IntakeError;
+use super::resumable::{Arrived, Kind};
 use super::upload::{self, Target};
 use super::{refusal, Intake};
 use crate::envelope::Origin;
@@ -50,8 +51,9 @@ pub fn created(accepted: &upload::Accepted) -> HttpResponse {
 }
 
 /// `POST /api/v1/sealed`: a field kit's sealed file as the body, streamed to a blocking
-/// worker that checks and stores it (`sealed::ingest`). 201 with a receipt; 200 with
-/// the first receipt when the same file was imported before.
+/// worker that checks and stores it (`sealed::ingest`); or, as JSON, `{"upload": ID}`
+/// naming a finished resumable upload of one (`amanat send`). 201 with a receipt; 200
+/// with the first receipt when the same file was imported before.
 pub async fn sealed(
     req: HttpRequest,
     intake: web::Data<Intake>,
@@ -59,9 +61,14 @@ pub async fn sealed(
 ) -> HttpResponse {
     use futures_util::StreamExt;
     use upload::{ChannelReader, Chunk};
+    let media_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
+    if media_type
+        .is_some_and(|t| t.split(';').next().unwrap_or_default().trim() == "application/json")
+    {
+        return sealed_upload(&intake, payload).await;
+    }
     let limits = intake.config.limits.clone();
-    // Objects, the manifest, and tar headers and padding for each member.
-    let ceiling = limits.max_submission_bytes + (8 << 20) + (limits.max_files as u64 + 2) * 2048;
+    let ceiling = crate::intake::sealed::max_sealed_bytes(&limits);
     let _permit = match upload::admit(&intake, content_length(&req), ceiling, false).await {
         Ok(permit) => permit,
         Err(e) => return error_response(&intake, e),
@@ -80,21 +87,99 @@ pub async fn sealed(
     let fed =
         tokio::time::timeout(deadline, feeding).await.unwrap_or(Err(IntakeError::UploadTooSlow));
     drop(tx);
-    let ingested = worker.await.unwrap_or(Err(IntakeError::Internal));
-    match (fed, ingested) {
+    let stored = worker.await.unwrap_or(Err(IntakeError::Internal));
+    match (fed, stored) {
         (Err(e), _) | (Ok(()), Err(e)) => error_response(&intake, e),
-        (Ok(()), Ok(done)) => {
-            let mut response =
-                if done.already_imported { HttpResponse::Ok() } else { HttpResponse::Created() };
-            response.json(json!({
-                "id": done.record.id,
-                "case": done.record.case,
-                "received_at": done.record.received_at,
-                "objects": done.record.object_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "receipt": done.receipt,
-                "already_imported": done.already_imported,
-            }))
+        (Ok(()), Ok(done)) => ingested(&done),
+    }
+}
+
+/// The answer to a sealed file stored (201) or stored before (200).
+fn ingested(done: &crate::intake::sealed::Ingested) -> HttpResponse {
+    let mut response =
+        if done.already_imported { HttpResponse::Ok() } else { HttpResponse::Created() };
+    response.json(json!({
+        "id": done.record.id,
+        "case": done.record.case,
+        "received_at": done.record.received_at,
+        "objects": done.record.object_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "receipt": done.receipt,
+        "already_imported": done.already_imported,
+    }))
+}
+
+/// `{"upload": ID}`: the only JSON `/api/v1/sealed` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedUpload {
+    upload: String,
+}
+
+/// A sealed file that arrived as a resumable upload, checked and staged as it came:
+/// recorded now, once. Asked again for the same upload (its answer lost on the way),
+/// the answer is the submission's receipt.
+async fn sealed_upload(intake: &Intake, mut payload: web::Payload) -> HttpResponse {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let idle = std::time::Duration::from_secs(intake.config.limits.idle_timeout_secs);
+    loop {
+        let chunk = match tokio::time::timeout(idle, payload.next()).await {
+            Err(_) => return error_response(intake, IntakeError::UploadStalled),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return error_response(intake, IntakeError::IncompleteUpload),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        body.extend_from_slice(&chunk);
+        if body.len() > 1024 {
+            return error_response(intake, IntakeError::SealedRequestInvalid);
         }
+    }
+    let Ok(SealedUpload { upload: id }) = serde_json::from_slice(&body) else {
+        return error_response(intake, IntakeError::SealedRequestInvalid);
+    };
+    let store = intake.store.clone();
+    let claimed = match intake.uploads.claim(&id, Kind::Sealed).await {
+        Ok(claimed) => claimed,
+        Err(IntakeError::UploadNotFound) => match intake.uploads.recorded_as(&id) {
+            Some(submission) => {
+                let again = actix_web::rt::task::spawn_blocking(move || {
+                    crate::intake::sealed::receipt_of(&store, &submission)
+                })
+                .await
+                .unwrap_or(Err(IntakeError::Internal));
+                return match again {
+                    Ok(done) => ingested(&done),
+                    Err(e) => error_response(intake, e),
+                };
+            }
+            None => return error_response(intake, IntakeError::UploadNotFound),
+        },
+        Err(e) => return error_response(intake, e),
+    };
+    let uploads = intake.uploads.clone();
+    // Recorded and remembered on a thread of its own: a client gone meanwhile (its
+    // answer lost) finds the receipt when it asks again.
+    let result = actix_web::rt::task::spawn_blocking(move || {
+        let mut claimed = claimed;
+        let Arrived::Sealed(staged) = claimed.arrived.clone() else {
+            return Err(IntakeError::UploadWrongKind);
+        };
+        let pending = crate::store::PendingObjects::default();
+        let committed =
+            crate::intake::sealed::commit(&store, *staged, &pending, || claimed.spend(&pending));
+        if !matches!(committed, Ok(ref done) if !done.already_imported) {
+            pending.abandon();
+        }
+        if let Ok(done) = &committed {
+            uploads.recorded(&id, &done.record.id);
+        }
+        committed
+    })
+    .await
+    .unwrap_or(Err(IntakeError::Internal));
+    match result {
+        Ok(done) => ingested(&done),
+        Err(e) => error_response(intake, e),
     }
 }
 

@@ -81,11 +81,16 @@ stable_codes! {
         /// A field of `sealed.json` is not what the field kit writes (an id that is not
         /// 32 hex digits, a recipients fingerprint that is not 64).
         SealedFieldInvalid => "sealed_field_invalid",
+        /// A JSON body on `/api/v1/sealed` that is not `{"upload": ID}`.
+        SealedRequestInvalid => "sealed_request_invalid",
         /// No such resumable upload: never made, ended, its time ran out, or the server
         /// restarted since (unfinished uploads do not survive a restart).
         UploadNotFound => "upload_not_found",
         /// A submission named an upload that has not received all its bytes.
         UploadIncomplete => "upload_incomplete",
+        /// A sealed file's upload named by a submission, or a survivor's file's by
+        /// `/api/v1/sealed`.
+        UploadWrongKind => "upload_wrong_kind",
         /// A PATCH's `Upload-Offset` is not what the server has (ask with HEAD).
         UploadOffsetMismatch => "upload_offset_mismatch",
         /// A PATCH without `Upload-Offset` (or not a number).
@@ -117,12 +122,13 @@ impl IntakeError {
             FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
             MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
             NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
-            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
-            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
-            TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType, UploadEmpty,
-            UploadInUse, UploadIncomplete, UploadLengthRequired, UploadMetadataInvalid,
-            UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing, UploadOverrun,
-            UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
+            SealedObjectMismatch, SealedObjectNotAge, SealedRequestInvalid, SessionExpired,
+            StorageFull, SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields,
+            TooManyFiles, TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType,
+            UploadEmpty, UploadInUse, UploadIncomplete, UploadLengthRequired,
+            UploadMetadataInvalid, UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing,
+            UploadOverrun, UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
+            UploadWrongKind,
         };
         match self {
             SubmissionTooLarge | TooManyFiles | TextTooLarge | TooManyFields
@@ -144,6 +150,7 @@ impl IntakeError {
             | SealedObjectMismatch
             | SealedObjectNotAge
             | SealedFieldInvalid
+            | SealedRequestInvalid
             | UploadEmpty
             | UploadLengthRequired
             | UploadMetadataInvalid
@@ -154,7 +161,7 @@ impl IntakeError {
             UploadStalled | UploadTooSlow | UploadRateTooLow => StatusCode::REQUEST_TIMEOUT,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             NotFound | UploadNotFound => StatusCode::NOT_FOUND,
-            UploadIncomplete | UploadOffsetMismatch => StatusCode::CONFLICT,
+            UploadIncomplete | UploadOffsetMismatch | UploadWrongKind => StatusCode::CONFLICT,
             UploadInUse => StatusCode::LOCKED,
             TusVersionUnsupported => StatusCode::PRECONDITION_FAILED,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,12 +176,13 @@ impl IntakeError {
             FieldWithoutName, IncompleteUpload, Internal, InvalidFieldName, InvalidUtf8,
             MalformedMultipart, NestedMultipart, NotASealedFile, NotFound, NotMultipart,
             NothingToAdd, PartHeadersTooLarge, SealedFieldInvalid, SealedMemberRefused,
-            SealedObjectMismatch, SealedObjectNotAge, SessionExpired, StorageFull,
-            SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields, TooManyFiles,
-            TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType, UploadEmpty,
-            UploadInUse, UploadIncomplete, UploadLengthRequired, UploadMetadataInvalid,
-            UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing, UploadOverrun,
-            UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
+            SealedObjectMismatch, SealedObjectNotAge, SealedRequestInvalid, SessionExpired,
+            StorageFull, SubmissionTooLarge, TestimonyMissing, TextTooLarge, TooManyFields,
+            TooManyFiles, TooManyUploads, TusVersionUnsupported, UnexpectedFile, UploadContentType,
+            UploadEmpty, UploadInUse, UploadIncomplete, UploadLengthRequired,
+            UploadMetadataInvalid, UploadNotFound, UploadOffsetMismatch, UploadOffsetMissing,
+            UploadOverrun, UploadRateTooLow, UploadStalled, UploadTooLarge, UploadTooSlow,
+            UploadWrongKind,
         };
         match self {
             SubmissionTooLarge => format!(
@@ -274,6 +282,10 @@ impl IntakeError {
                                    `amanat seal` writes (an id or a fingerprint of the wrong \
                                    form). Nothing was stored."
                 .into(),
+            SealedRequestInvalid => "As JSON, /api/v1/sealed takes only {\"upload\": ID}, the \
+                                     id of a finished upload of a sealed file. Nothing was \
+                                     stored."
+                .into(),
             Busy => {
                 "The server is busy. Nothing was stored. Please try again in a few minutes.".into()
             }
@@ -285,6 +297,10 @@ impl IntakeError {
             UploadIncomplete => "An upload this submission names has not received all its \
                                  bytes yet. Nothing was stored; finish the upload, then send \
                                  again."
+                .into(),
+            UploadWrongKind => "This upload is not of the kind this request takes: a sealed \
+                                file's upload goes to /api/v1/sealed, a survivor's file's in a \
+                                submission's upload field. Nothing was stored."
                 .into(),
             UploadOffsetMismatch => "The upload's offset is not where the server is: ask with \
                                      HEAD and resume from the Upload-Offset it gives."

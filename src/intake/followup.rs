@@ -459,7 +459,7 @@ async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload)
     let multipart = Multipart::new(req.headers(), payload);
     let length = api::content_length(&req);
     let target = Target::Case(case.clone());
-    let mut kept = None;
+    let mut kept = pages::Kept::default();
     let received = upload::receive_keeping(
         &intake,
         length,
@@ -476,7 +476,7 @@ async fn add(req: HttpRequest, intake: web::Data<Intake>, payload: web::Payload)
             let files = accepted.objects.len() - 1;
             render_case(&intake, lang, &case, None, Some((files, &receipt))).await
         }
-        Err(e) => pages::error_page(&intake, lang, e, kept.as_deref().map(String::as_str)),
+        Err(e) => pages::error_page(&intake, lang, e, kept.testimony()),
     }
 }
 

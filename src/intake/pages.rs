@@ -79,6 +79,21 @@ fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, location.to_string())).finish()
 }
 
+/// What a refused page can hand back to the survivor: their testimony once it was
+/// read (never stored, wiped on drop), and the finished uploads the form named (put
+/// back among the server's uploads, so the form sent again need not send them again).
+#[derive(Default)]
+pub struct Kept {
+    pub testimony: Option<Zeroizing<String>>,
+    pub uploads: Vec<String>,
+}
+
+impl Kept {
+    pub fn testimony(&self) -> Option<&str> {
+        self.testimony.as_deref().map(String::as_str)
+    }
+}
+
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
@@ -108,6 +123,10 @@ struct FormPage<'a> {
     error: Option<FieldError>,
     /// What the survivor wrote, back in its box after a refusal.
     kept: Option<&'a str>,
+    /// Finished uploads the refused form named: sent again with it, and the words
+    /// that say so.
+    kept_uploads: &'a [String],
+    uploads_kept: String,
     /// The resumable-upload scripts' integrity values.
     scripts: &'static super::scripts::Integrity,
 }
@@ -199,6 +218,8 @@ async fn form(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
             evidence_label: evidence_label(&intake, t),
             error: None,
             kept: None,
+            kept_uploads: &[],
+            uploads_kept: String::new(),
             scripts: &super::scripts::INTEGRITY,
         }
         .render(),
@@ -214,7 +235,7 @@ async fn submit(
     let t = Tr::new(lang);
     let multipart = Multipart::new(req.headers(), payload);
     let content_length = api::content_length(&req);
-    let mut kept = None;
+    let mut kept = Kept::default();
     let target = Target::NewCase;
     match upload::receive_keeping(
         &intake,
@@ -247,18 +268,13 @@ async fn submit(
                 .render(),
             )
         }
-        Err(error) => refused_form(&intake, lang, error, kept.as_deref().map(String::as_str)),
+        Err(error) => refused_form(&intake, lang, error, &kept),
     }
 }
 
 /// A refused submission: the form again, the survivor's text back in its box, and the
 /// refusal in the page's language next to the field it is about.
-fn refused_form(
-    intake: &Intake,
-    lang: Lang,
-    error: IntakeError,
-    kept: Option<&str>,
-) -> HttpResponse {
+fn refused_form(intake: &Intake, lang: Lang, error: IntakeError, kept: &Kept) -> HttpResponse {
     let field = match error {
         IntakeError::TestimonyMissing | IntakeError::TextTooLarge => "testimony",
         IntakeError::SubmissionTooLarge
@@ -280,7 +296,13 @@ fn refused_form(
             code: error.code(),
             message: error_message(intake, lang, error),
         }),
-        kept,
+        kept: kept.testimony(),
+        kept_uploads: &kept.uploads,
+        uploads_kept: crate::i18n::message(
+            lang,
+            "form-uploads-kept",
+            &[("count", kept.uploads.len().into())],
+        ),
         scripts: &super::scripts::INTEGRITY,
     };
     match page.render() {
@@ -288,7 +310,7 @@ fn refused_form(
             HttpResponse::build(error.status()).content_type("text/html; charset=utf-8").body(body),
             error,
         )),
-        Err(_) => error_page(intake, lang, error, kept),
+        Err(_) => error_page(intake, lang, error, kept.testimony()),
     }
 }
 

@@ -13,7 +13,8 @@
 //! has made no progress for longest (and none for that long) makes room for a new one.
 
 use super::error::IntakeError;
-use super::upload::{seal_stream, AbandonOnDrop, Chunk, CHANNEL_DEPTH};
+use super::sealed::Staged;
+use super::upload::{seal_stream, AbandonOnDrop, ChannelReader, Chunk, CHANNEL_DEPTH};
 use crate::envelope::SealedObject;
 use crate::keys::Recipients;
 use crate::store::{PendingObjects, Reservation, Store};
@@ -40,7 +41,14 @@ struct Registry {
     uploads: HashMap<String, Arc<Held>>,
     /// Ids a submission under way has taken (they come back if it is refused).
     claimed: HashSet<String>,
+    /// Sealed files' uploads already recorded, and their submissions, for a while: a
+    /// field kit whose answer was lost on the way asks again and gets the receipt,
+    /// instead of sending the whole file again.
+    recorded: HashMap<String, (String, Instant)>,
 }
+
+/// Recorded sealed uploads remembered at most (the oldest are forgotten first).
+const MAX_RECORDED: usize = 1024;
 
 /// One upload between its requests.
 pub struct Held {
@@ -61,6 +69,24 @@ pub struct Held {
     /// From the client's `Upload-Metadata`, held in memory only, for the manifest.
     pub name: Zeroizing<String>,
     pub media_type: String,
+    pub kind: Kind,
+}
+
+/// What an upload carries, as its `Upload-Metadata` says (`kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A survivor's file, encrypted as it arrives, for a submission's `upload` field.
+    File,
+    /// A field kit's sealed file (ciphertext already), checked and staged as it
+    /// arrives, for `/api/v1/sealed`.
+    Sealed,
+}
+
+/// A whole upload, persisted, named by no record yet.
+#[derive(Clone)]
+pub enum Arrived {
+    File(SealedObject),
+    Sealed(Box<Staged>),
 }
 
 struct Times {
@@ -74,14 +100,14 @@ pub(super) enum Stage {
     /// Bytes still to come: the worker encrypting them, the quota the upload holds.
     Receiving {
         chunks: mpsc::Sender<Chunk>,
-        worker: tokio::task::JoinHandle<io::Result<SealedObject>>,
+        worker: tokio::task::JoinHandle<Result<Arrived, IntakeError>>,
         /// The quota for the whole declared length, given back when this is dropped.
         _quota: Reservation,
         /// Deletes the upload's object unless a submission takes it over.
         pending: AbandonOnDrop,
     },
     /// Whole, sealed and persisted, waiting for its submission.
-    Finished { sealed: SealedObject, pending: AbandonOnDrop },
+    Finished { arrived: Arrived, pending: AbandonOnDrop },
     /// The worker failed (a full disk, a write error): the upload cannot go on.
     Broken,
 }
@@ -91,6 +117,7 @@ pub struct Declared {
     pub length: u64,
     pub name: Zeroizing<String>,
     pub media_type: String,
+    pub kind: Kind,
 }
 
 impl Uploads {
@@ -111,13 +138,18 @@ impl Uploads {
     pub fn create(
         &self,
         store: &Arc<Store>,
+        limits: &crate::config::Limits,
         recipients: Arc<Recipients>,
         declared: Declared,
     ) -> Result<(String, Arc<Held>), IntakeError> {
         if declared.length == 0 {
             return Err(IntakeError::UploadEmpty);
         }
-        if declared.length > self.settings.max_upload_bytes {
+        let largest = match declared.kind {
+            Kind::File => self.settings.max_upload_bytes,
+            Kind::Sealed => super::sealed::max_sealed_bytes(limits),
+        };
+        if declared.length > largest {
             return Err(IntakeError::UploadTooLarge);
         }
         self.sweep();
@@ -129,12 +161,36 @@ impl Uploads {
             return Err(IntakeError::StorageFull);
         }
         let pending = PendingObjects::default();
-        let object = store.create_object(&pending);
         let (chunks, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
         let for_worker = pending.clone();
-        let worker = actix_web::rt::task::spawn_blocking(move || {
-            seal_stream(&recipients, object, rx, &for_worker)
-        });
+        let worker = match declared.kind {
+            Kind::File => {
+                let object = store.create_object(&pending);
+                actix_web::rt::task::spawn_blocking(move || {
+                    seal_stream(&recipients, object, rx, &for_worker)
+                        .map(Arrived::File)
+                        .map_err(|e| IntakeError::from_io(&e))
+                })
+            }
+            Kind::Sealed => {
+                let (store, limits) = (store.clone(), limits.clone());
+                actix_web::rt::task::spawn_blocking(move || {
+                    let mut input = ChannelReader::new(rx);
+                    // Bytes come until the declared length: an archive that ends before
+                    // its objects do is damaged, not cut off.
+                    let staged = super::sealed::stage(&store, &limits, &mut input, &for_worker)
+                        .map_err(|e| match e {
+                            IntakeError::IncompleteUpload => IntakeError::NotASealedFile,
+                            other => other,
+                        })?;
+                    // What follows the archive's last member (its end blocks) is read
+                    // and dropped, up to the upload's end.
+                    io::copy(&mut input, &mut io::sink())
+                        .map_err(|_| IntakeError::IncompleteUpload)?;
+                    Ok(Arrived::Sealed(Box::new(staged)))
+                })
+            }
+        };
         let first_byte = self.window().min(self.idle_before_eviction());
         let now = Instant::now();
         let upload = Arc::new(Held {
@@ -155,6 +211,7 @@ impl Uploads {
             removed: AtomicBool::new(false),
             name: declared.name,
             media_type: declared.media_type,
+            kind: declared.kind,
         });
         let id = crate::record::random_hex(16);
         let mut registry = self.lock();
@@ -215,6 +272,8 @@ impl Uploads {
 
     /// Drops every upload whose time ran out and that no request is feeding.
     pub fn sweep(&self) {
+        let window = self.window();
+        self.lock().recorded.retain(|_, (_, at)| at.elapsed() < window);
         let expired: Vec<String> = self
             .lock()
             .uploads
@@ -240,19 +299,22 @@ impl Uploads {
     /// Takes the finished upload `id` for a submission, or says why not. Until the
     /// submission commits, the upload can go back (`Claimed` puts it back when dropped),
     /// so a refused submission does not cost the survivor their upload.
-    pub async fn claim(self: &Arc<Self>, id: &str) -> Result<Claimed, IntakeError> {
+    pub async fn claim(self: &Arc<Self>, id: &str, kind: Kind) -> Result<Claimed, IntakeError> {
         let Some(upload) = self.get(id) else {
             let taken = self.lock().claimed.contains(id);
             return Err(if taken { IntakeError::UploadInUse } else { IntakeError::UploadNotFound });
         };
+        if upload.kind != kind {
+            return Err(IntakeError::UploadWrongKind);
+        }
         // Its last request may still be sealing it: wait for that, not for ever.
         let stage = tokio::time::timeout(LOCK_WAIT, upload.stage.lock())
             .await
             .map_err(|_| IntakeError::UploadIncomplete)?;
-        let Stage::Finished { sealed, .. } = &*stage else {
+        let Stage::Finished { arrived, .. } = &*stage else {
             return Err(IntakeError::UploadIncomplete);
         };
-        let sealed = sealed.clone();
+        let arrived = arrived.clone();
         drop(stage);
         // Taken out under the registry's lock: two submissions naming it cannot both
         // have it.
@@ -261,7 +323,24 @@ impl Uploads {
             return Err(IntakeError::UploadNotFound);
         }
         registry.claimed.insert(id.to_string());
-        Ok(Claimed { id: id.to_string(), upload, sealed, uploads: self.clone(), spent: false })
+        Ok(Claimed { id: id.to_string(), upload, arrived, uploads: self.clone(), spent: false })
+    }
+
+    /// Remembers that the sealed upload `id` was recorded as `submission`.
+    pub fn recorded(&self, id: &str, submission: &str) {
+        let mut registry = self.lock();
+        if registry.recorded.len() >= MAX_RECORDED {
+            let oldest = registry.recorded.iter().min_by_key(|(_, (_, at))| *at);
+            if let Some(oldest) = oldest.map(|(id, _)| id.clone()) {
+                registry.recorded.remove(&oldest);
+            }
+        }
+        registry.recorded.insert(id.to_string(), (submission.to_string(), Instant::now()));
+    }
+
+    /// The submission the sealed upload `id` was recorded as, if it was, lately.
+    pub fn recorded_as(&self, id: &str) -> Option<String> {
+        self.lock().recorded.get(id).map(|(submission, _)| submission.clone())
     }
 }
 
@@ -324,7 +403,7 @@ impl Held {
 pub struct Claimed {
     id: String,
     upload: Arc<Held>,
-    pub sealed: SealedObject,
+    pub arrived: Arrived,
     uploads: Arc<Uploads>,
     spent: bool,
 }

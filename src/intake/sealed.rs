@@ -26,25 +26,46 @@ pub struct Ingested {
     pub already_imported: bool,
 }
 
+/// The largest sealed file `limits` let in: the objects, the manifest, and a tar
+/// header and padding for each member.
+pub fn max_sealed_bytes(limits: &Limits) -> u64 {
+    limits.max_submission_bytes + (8 << 20) + (limits.max_files as u64 + 2) * 2048
+}
+
 /// Reads a sealed file from `input` (an HTTP body or the admin socket) and stores it
 /// like any submission, checking without a key: members only `sealed.json` then the
 /// objects it lists, regular files, each once; each object's bytes match its id and
 /// begin with an age header; sizes within `limits`. On any refusal nothing is kept.
 pub fn ingest(store: &Store, limits: &Limits, input: impl Read) -> Result<Ingested, IntakeError> {
     let pending = PendingObjects::default();
-    let result = ingest_into(store, limits, input, &pending);
+    let result = stage(store, limits, input, &pending)
+        .and_then(|staged| commit(store, staged, &pending, || Ok(())));
     if !matches!(result, Ok(ref i) if !i.already_imported) {
         pending.abandon();
     }
     result
 }
 
-fn ingest_into(
+/// A sealed file read whole and checked, its objects persisted into the request's
+/// pending objects but named by no record yet (a resumable upload waits so, for its
+/// `/api/v1/sealed`).
+#[derive(Clone)]
+pub struct Staged {
+    index: SealedIndex,
+    total_bytes: u64,
+    /// Its submission, when that was stored already as it was read: its objects were
+    /// then only checked, never stored.
+    already: Option<SubmissionRecord>,
+}
+
+/// The first half of `ingest`: reads and checks `input`, persisting its objects into
+/// `pending` (the caller abandons them if nothing commits).
+pub fn stage(
     store: &Store,
     limits: &Limits,
     input: impl Read,
     pending: &PendingObjects,
-) -> Result<Ingested, IntakeError> {
+) -> Result<Staged, IntakeError> {
     let mut archive = tar::Archive::new(input);
     // Raw: long-name and PAX extension members come to us as members (and are
     // refused) instead of being read whole into memory by the tar reader.
@@ -55,7 +76,6 @@ fn ingest_into(
     // that carried every one of them (a receipt alone must not tell whether a record is
     // still on the server).
     let mut already: Option<SubmissionRecord> = None;
-    let mut _claim = None;
     let mut stored: HashSet<ObjectId> = HashSet::new();
     let mut file_bytes = 0u64;
     let mut total_bytes = 0u64;
@@ -93,17 +113,7 @@ fn ingest_into(
                 SealedIndexError::TooManyFiles => IntakeError::TooManyFiles,
                 SealedIndexError::Duplicate => IntakeError::SealedMemberRefused,
             })?;
-            let id = submission_id(&parsed.manifest, &parsed.attachments);
-            _claim = Some(store.claim_import(&id).ok_or(IntakeError::Busy)?);
-            let same = |r: &SubmissionRecord| {
-                r.manifest == parsed.manifest && r.attachments == parsed.attachments
-            };
-            // The same sealed file again, under its bound id, or under the random id a
-            // file from before bound ids was stored with.
-            already = store.submission(&id).map_err(internal)?.filter(same);
-            if already.is_none() && parsed.submission != id {
-                already = store.submission(&parsed.submission).map_err(internal)?.filter(same);
-            }
+            already = stored_before(store, &parsed)?;
             index = Some(parsed);
             continue;
         };
@@ -136,11 +146,52 @@ fn ingest_into(
     if stored.len() != index.objects().len() {
         return Err(IntakeError::IncompleteUpload);
     }
-    if let Some(existing) = already {
+    Ok(Staged { index, total_bytes, already })
+}
+
+/// The submission of a sealed file with this index, if it is stored: under its bound
+/// id, or under the random id a file from before bound ids was stored with.
+fn stored_before(
+    store: &Store,
+    index: &SealedIndex,
+) -> Result<Option<SubmissionRecord>, IntakeError> {
+    let id = submission_id(&index.manifest, &index.attachments);
+    let same =
+        |r: &SubmissionRecord| r.manifest == index.manifest && r.attachments == index.attachments;
+    let mut found = store.submission(&id).map_err(internal)?.filter(same);
+    if found.is_none() && index.submission != id {
+        found = store.submission(&index.submission).map_err(internal)?.filter(same);
+    }
+    Ok(found)
+}
+
+/// The second half of `ingest`: records a staged sealed file, its objects in
+/// `pending`, or gives the first receipt when it was stored meanwhile (the caller then
+/// abandons `pending`: a committed record's objects are never deleted by that).
+/// `gather` puts the objects into `pending` once this import is the only one under way
+/// (an upload's objects stay the upload's when it is refused as busy).
+pub fn commit(
+    store: &Store,
+    staged: Staged,
+    pending: &PendingObjects,
+    gather: impl FnOnce() -> io::Result<()>,
+) -> Result<Ingested, IntakeError> {
+    let Staged { index, total_bytes, already } = staged;
+    let id = submission_id(&index.manifest, &index.attachments);
+    // One import of a sealed file records it at a time.
+    let _claim = store.claim_import(&id).ok_or(IntakeError::Busy)?;
+    gather().map_err(|e| IntakeError::from_io(&e))?;
+    let found = stored_before(store, &index)?;
+    if let Some(existing) = found {
         let leaf = existing.log_index.ok_or(IntakeError::Internal)?;
         let receipt =
             store.receipt(&existing.id, leaf, &LogLeaf::from(&existing)).map_err(internal)?;
         return Ok(Ingested { record: existing, receipt, already_imported: true });
+    }
+    if already.is_some() {
+        // Stored when it was read, gone since (purged): its objects were only checked,
+        // so this copy cannot be recorded. Sent again, it is stored whole.
+        return Err(IntakeError::Busy);
     }
     let record = index.record(&crate::record::Hour::now(), total_bytes);
     let receipt =
@@ -206,6 +257,16 @@ fn copy_checked<W: io::Write>(
             StoreError::Refused(IntakeError::SealedObjectMismatch)
         }
     })
+}
+
+/// The receipt of a sealed file's submission recorded before (an `amanat send` asking
+/// again after its answer was lost).
+pub fn receipt_of(store: &Store, submission: &str) -> Result<Ingested, IntakeError> {
+    let record =
+        store.submission(submission).map_err(internal)?.ok_or(IntakeError::UploadNotFound)?;
+    let leaf = record.log_index.ok_or(IntakeError::Internal)?;
+    let receipt = store.receipt(&record.id, leaf, &LogLeaf::from(&record)).map_err(internal)?;
+    Ok(Ingested { record, receipt, already_imported: true })
 }
 
 fn internal(e: io::Error) -> IntakeError {

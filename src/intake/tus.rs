@@ -6,7 +6,7 @@
 
 use super::api::{content_length, error_response};
 use super::error::IntakeError;
-use super::resumable::{Declared, Held, Stage, LOCK_WAIT};
+use super::resumable::{Declared, Held, Kind, Stage, LOCK_WAIT};
 use super::upload::{admit, truncate, Chunk, Pace};
 use super::Intake;
 use actix_web::http::header::{HeaderMap, HeaderValue, HttpDate};
@@ -80,7 +80,7 @@ async fn options(intake: web::Data<Intake>) -> HttpResponse {
 async fn create(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
     match declared(req.headers()).and_then(|declared| {
         let recipients = intake.recipients.current();
-        intake.uploads.create(&intake.store, recipients, declared)
+        intake.uploads.create(&intake.store, &intake.config.limits, recipients, declared)
     }) {
         Ok((id, upload)) => tus(HttpResponse::Created())
             .insert_header(("Location", format!("/api/v1/uploads/{id}")))
@@ -91,7 +91,8 @@ async fn create(req: HttpRequest, intake: web::Data<Intake>) -> HttpResponse {
 }
 
 /// The creation request's headers: the version, the length (a deferred length is not
-/// supported: a file on a phone has one), and the file's name and type if given.
+/// supported: a file on a phone has one), the file's name and type if given, and its
+/// `kind`: `sealed` for a field kit's sealed file, else a survivor's file.
 fn declared(headers: &HeaderMap) -> Result<Declared, IntakeError> {
     check_version(headers)?;
     if headers.contains_key("upload-defer-length") {
@@ -99,6 +100,7 @@ fn declared(headers: &HeaderMap) -> Result<Declared, IntakeError> {
     }
     let length = bytes_header(headers, "upload-length").ok_or(IntakeError::UploadLengthRequired)?;
     let (mut name, mut media_type) = (Zeroizing::new(String::new()), String::new());
+    let mut kind = Kind::File;
     if let Some(metadata) = headers.get("upload-metadata") {
         let metadata = metadata.to_str().map_err(|_| IntakeError::UploadMetadataInvalid)?;
         let mut keys = std::collections::HashSet::new();
@@ -118,6 +120,13 @@ fn declared(headers: &HeaderMap) -> Result<Declared, IntakeError> {
                 "filetype" | "type" => {
                     media_type = truncate(&value, MAX_TYPE_BYTES);
                 }
+                "kind" => {
+                    kind = match value.as_str() {
+                        "file" => Kind::File,
+                        "sealed" => Kind::Sealed,
+                        _ => return Err(IntakeError::UploadMetadataInvalid),
+                    }
+                }
                 _ => {}
             }
         }
@@ -125,7 +134,7 @@ fn declared(headers: &HeaderMap) -> Result<Declared, IntakeError> {
     if media_type.is_empty() {
         media_type = "application/octet-stream".into();
     }
-    Ok(Declared { length, name, media_type })
+    Ok(Declared { length, name, media_type, kind })
 }
 
 /// One `Upload-Metadata` value: base64 of UTF-8 text.
@@ -235,7 +244,7 @@ async fn resume(
     }
     // This request is now the upload's: one still feeding it (its link dead, unseen) stops.
     let generation = upload.take_over();
-    let stage = tokio::time::timeout(LOCK_WAIT, upload.stage.clone().lock_owned())
+    let mut stage = tokio::time::timeout(LOCK_WAIT, upload.stage.clone().lock_owned())
         .await
         .map_err(|_| IntakeError::UploadInUse)?;
     if upload.removed() {
@@ -257,8 +266,13 @@ async fn resume(
     // may go on in another).
     let deadline = Duration::from_secs(limits.upload_deadline_secs);
     let feeding = feed(limits, upload, generation, &mut payload, chunks);
-    let fed =
+    let mut fed =
         tokio::time::timeout(deadline, feeding).await.unwrap_or(Err(IntakeError::UploadTooSlow));
+    if fed == Err(IntakeError::Internal) {
+        // The worker took no more: it stopped, and says why (a sealed file refused at its
+        // first member, a full disk).
+        fed = Err(stopped_worker(&mut stage).await);
+    }
     // The last byte is in, whatever ended the request: seal it, in a task of its own so
     // that a client gone meanwhile cannot leave it half done.
     if upload.remaining() == 0 && matches!(*stage, Stage::Receiving { .. }) {
@@ -373,8 +387,25 @@ async fn finish(mut stage: tokio::sync::OwnedMutexGuard<Stage>) -> Result<(), In
     else {
         return Err(IntakeError::Internal);
     };
-    let sealed =
-        worker.await.map_err(|_| IntakeError::Internal)?.map_err(|e| IntakeError::from_io(&e))?;
-    *stage = Stage::Finished { sealed, pending };
+    let arrived = worker.await.map_err(|_| IntakeError::Internal)??;
+    *stage = Stage::Finished { arrived, pending };
     Ok(())
+}
+
+/// Why the upload's worker stopped before its last byte; the upload cannot go on.
+async fn stopped_worker(stage: &mut Stage) -> IntakeError {
+    let Stage::Receiving { worker, .. } = std::mem::replace(stage, Stage::Broken) else {
+        return IntakeError::Internal;
+    };
+    match tokio::time::timeout(LOCK_WAIT, worker).await {
+        // Never one of the answers that let a client carry on: the upload is over.
+        Ok(Ok(Err(
+            IntakeError::UploadTooSlow
+            | IntakeError::UploadRateTooLow
+            | IntakeError::UploadStalled
+            | IntakeError::IncompleteUpload,
+        ))) => IntakeError::Internal,
+        Ok(Ok(Err(refused))) => refused,
+        _ => IntakeError::Internal,
+    }
 }

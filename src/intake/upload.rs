@@ -6,6 +6,8 @@
 //! ever reaches a disk.
 
 use super::error::IntakeError;
+use super::pages::Kept;
+use super::resumable::{Arrived, Kind};
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, TextField, MANIFEST_SCHEMA};
 use crate::record::SubmissionRecord;
@@ -97,7 +99,7 @@ pub async fn receive(
     page_language: &str,
     target: Target,
 ) -> Result<Accepted, IntakeError> {
-    let mut kept = None;
+    let mut kept = Kept::default();
     receive_keeping(intake, content_length, multipart, origin, page_language, target, &mut kept)
         .await
 }
@@ -188,8 +190,7 @@ pub async fn admit(
     }
 }
 
-/// `receive`, handing the testimony back in `kept` once it was read, so a refused page
-/// can return the survivor's words to them (never stored, wiped on drop).
+/// `receive`, handing back in `kept` what a refused page returns to the survivor.
 pub async fn receive_keeping(
     intake: &Intake,
     content_length: Option<u64>,
@@ -197,7 +198,7 @@ pub async fn receive_keeping(
     origin: Origin,
     page_language: &str,
     target: Target,
-    kept: &mut Option<Zeroizing<String>>,
+    kept: &mut Kept,
 ) -> Result<Accepted, IntakeError> {
     let limits = &intake.config.limits;
     let overhead = (limits.max_files + limits.max_fields) as u64 * 4096;
@@ -321,7 +322,9 @@ pub async fn receive_keeping(
         let objects = record.object_ids().iter().map(ToString::to_string).collect();
         Ok((record, objects, receipt))
     })
-    .await?;
+    .await
+    // Their objects went with the failed commit: the page must not say they are kept.
+    .inspect_err(|_| kept.uploads.clear())?;
     // Durable here already; under `ack = "replicated"` the answer also waits (up to its
     // deadline) for the replicas, and says how far it got.
     let replicated = match &intake.ack_wait {
@@ -347,7 +350,7 @@ async fn read_parts(
     recipients: &Arc<keys::Recipients>,
     multipart: &mut Multipart,
     pending: &PendingObjects,
-    kept: &mut Option<Zeroizing<String>>,
+    kept: &mut Kept,
     text_capacity: usize,
 ) -> Result<Received, IntakeError> {
     let limits = &intake.config.limits;
@@ -432,7 +435,7 @@ async fn read_parts(
             TESTIMONY_FIELD if seen_testimony => return Err(IntakeError::DuplicateTestimony),
             TESTIMONY_FIELD => {
                 seen_testimony = true;
-                *kept = Some(value.clone());
+                kept.testimony = Some(value.clone());
                 received.testimony = value;
             }
             LANGUAGE_FIELD if is_language_tag(&value) => {
@@ -446,17 +449,21 @@ async fn read_parts(
                 if received.attachments.len() == limits.max_files {
                     return Err(IntakeError::TooManyFiles);
                 }
-                let upload = intake.uploads.claim(value.trim()).await?;
-                received.attachment_ciphertext_bytes += upload.sealed.ciphertext_len;
+                let upload = intake.uploads.claim(value.trim(), Kind::File).await?;
+                let Arrived::File(sealed) = &upload.arrived else {
+                    return Err(IntakeError::UploadWrongKind);
+                };
+                received.attachment_ciphertext_bytes += sealed.ciphertext_len;
                 received.attachments.push(Attachment {
-                    object: upload.sealed.id.to_string(),
+                    object: sealed.id.to_string(),
                     name: upload.name().to_string(),
                     media_type: upload.media_type().to_string(),
-                    size: upload.sealed.plaintext_len,
-                    sha256: upload.sealed.plaintext_sha256.clone(),
+                    size: sealed.plaintext_len,
+                    sha256: sealed.plaintext_sha256.clone(),
                 });
-                received.attachment_ids.push(upload.sealed.id.clone());
+                received.attachment_ids.push(sealed.id.clone());
                 received.claimed.push(upload);
+                kept.uploads.push(value.trim().to_string());
             }
             // A skipped question is not an answer.
             _ if value.trim().is_empty() => {}

@@ -21,14 +21,24 @@ pub(crate) struct Sealed {
 
 /// `amanat seal` with two photos and two answers.
 pub(crate) fn seal(dir: &Path, coalition: &Coalition, name: &str) -> Sealed {
-    let work = dir.join(format!("kit-{name}"));
-    std::fs::create_dir_all(&work).unwrap();
-    let testimony = work.join("testimony.txt");
-    std::fs::write(&testimony, TESTIMONY).unwrap();
     let files = vec![
         ("bruises-day2.jpg".to_string(), noise(700_000, 41)),
         ("detention-record.pdf".to_string(), noise(90_000, 42)),
     ];
+    seal_files(dir, coalition, name, files)
+}
+
+/// `amanat seal` with `files` and two answers.
+pub(crate) fn seal_files(
+    dir: &Path,
+    coalition: &Coalition,
+    name: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> Sealed {
+    let work = dir.join(format!("kit-{name}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let testimony = work.join("testimony.txt");
+    std::fs::write(&testimony, TESTIMONY).unwrap();
     let mut args = vec![
         "seal".to_string(),
         "--recipients".into(),
@@ -60,7 +70,7 @@ pub(crate) fn post_sealed(server: &Server, body: &[u8]) -> Response {
     request(server.addr, "POST", "/api/v1/sealed", &[("Content-Type", "application/x-tar")], body)
 }
 
-fn check_case(cases: &Path, sealed: &Sealed, received_by_server: bool) {
+pub(crate) fn check_case(cases: &Path, sealed: &Sealed, received_by_server: bool) {
     let dir = cases.join(&sealed.id);
     let case: Value =
         serde_json::from_slice(&std::fs::read(dir.join("testimony.json")).unwrap()).unwrap();

@@ -28,6 +28,7 @@ mod replica;
 mod resumable;
 mod review;
 mod seizure;
+mod send;
 mod startup;
 mod timestamp;
 mod witness;

@@ -856,17 +856,6 @@ fn a_replica_that_follows_purges_loses_only_what_was_exported_and_says_so_and_a_
     assert!(problems.iter().any(|p| p.contains(victim) && p.contains("missing")), "{problems:?}");
 }
 
-/// A SOCKS5 proxy on loopback (Debian's microsocks), as Tor's SocksPort is; stopped on
-/// drop.
-struct Socks(std::process::Child);
-
-impl Drop for Socks {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_replica_is_reached_through_the_socks_proxy_as_through_tor_and_never_around_it() {
     if !garage_or_skip() {
@@ -896,13 +885,7 @@ fn a_replica_is_reached_through_the_socks_proxy_as_through_tor_and_never_around_
     };
     assert_eq!(replica["backlog"], 1, "{replica:#}");
     assert!(garage.keys().is_empty());
-    let _socks = Socks(
-        std::process::Command::new("microsocks")
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("microsocks is installed (tests/run-all.sh installs it)"),
-    );
+    let _socks = Socks::start(port);
     let server_id = wait_replicated(&server)["server"].as_str().unwrap().to_string();
     assert_eq!(object_keys(&garage), expected_object_keys(&server, &server_id));
 }

@@ -29,17 +29,26 @@ fn tus_python() -> PathBuf {
 
 /// A loopback proxy to `upstream` that cuts the connection (both ways, mid-request)
 /// each time the bytes sent through it pass the next of `cuts`, calling `at_cut` first.
-struct CuttingProxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicUsize>,
+pub(crate) struct CuttingProxy {
+    pub addr: SocketAddr,
+    pub cut: Arc<AtomicUsize>,
     /// Bytes the client sent through it, in all.
-    sent: Arc<AtomicU64>,
+    pub sent: Arc<AtomicU64>,
     /// tus `PATCH` requests it carried.
     patches: Arc<AtomicUsize>,
 }
 
-fn cutting_proxy(
+pub(crate) fn cutting_proxy(
     upstream: SocketAddr,
+    cuts: Vec<u64>,
+    at_cut: impl Fn() + Send + Sync + 'static,
+) -> CuttingProxy {
+    cutting_proxy_to(Arc::new(Mutex::new(upstream)), cuts, at_cut)
+}
+
+/// `cutting_proxy` to wherever `upstream` says at each new connection.
+pub(crate) fn cutting_proxy_to(
+    upstream: Arc<Mutex<SocketAddr>>,
     cuts: Vec<u64>,
     at_cut: impl Fn() + Send + Sync + 'static,
 ) -> CuttingProxy {
@@ -52,10 +61,12 @@ fn cutting_proxy(
     let (counted, total_sent) = (cut.clone(), sent.clone());
     let patches = Arc::new(AtomicUsize::new(0));
     let patches_seen = patches.clone();
+    let target = upstream;
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
-            let Ok(mut server) = TcpStream::connect(upstream) else { continue };
+            let to = *target.lock().unwrap();
+            let Ok(mut server) = TcpStream::connect(to) else { continue };
             let (mut back_from, mut back_to) =
                 (server.try_clone().unwrap(), client.try_clone().unwrap());
             std::thread::spawn(move || {
@@ -126,7 +137,7 @@ fn evidence_file(path: &Path, len: usize, canary: &[u8]) {
 }
 
 /// No file under `dir` holds `canary`.
-fn assert_no_plaintext(dir: &Path, canary: &[u8]) {
+pub(crate) fn assert_no_plaintext(dir: &Path, canary: &[u8]) {
     for file in all_files(dir) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         assert!(!contains(&bytes, canary), "plaintext in {}", file.display());
@@ -289,7 +300,7 @@ fn a_browser_with_scripts_sends_a_100_mib_video_resumably_across_a_cut_link() {
 }
 
 /// `method` on `path` with tus's version header and `headers`.
-fn tus(
+pub(crate) fn tus(
     server: &Server,
     method: &str,
     path: &str,
@@ -302,14 +313,14 @@ fn tus(
 }
 
 /// A new upload of `len` bytes: its path.
-fn create(server: &Server, len: usize) -> String {
+pub(crate) fn create(server: &Server, len: usize) -> String {
     let created =
         tus(server, "POST", "/api/v1/uploads", &[("Upload-Length", &len.to_string())], b"");
     assert_eq!(created.status, 201, "{}", created.text());
     created.header("location").unwrap().to_string()
 }
 
-fn patch(server: &Server, path: &str, offset: usize, body: &[u8]) -> Response {
+pub(crate) fn patch(server: &Server, path: &str, offset: usize, body: &[u8]) -> Response {
     let offset = offset.to_string();
     let headers =
         [("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", offset.as_str())];
@@ -318,7 +329,7 @@ fn patch(server: &Server, path: &str, offset: usize, body: &[u8]) -> Response {
 
 /// `HEAD` on an upload: its status and `Upload-Offset` (a HEAD answer has no body,
 /// whatever its Content-Length says).
-fn head(server: &Server, path: &str) -> (u16, Option<String>) {
+pub(crate) fn head(server: &Server, path: &str) -> (u16, Option<String>) {
     use std::io::BufRead;
     let mut stream = connect(server.addr);
     let request = format!(
@@ -335,14 +346,14 @@ fn head(server: &Server, path: &str) -> (u16, Option<String>) {
 }
 
 /// Submissions recorded and leaves in the intake log, as `amanat status` counts them.
-fn recorded(server: &Server) -> (u64, u64) {
+pub(crate) fn recorded(server: &Server) -> (u64, u64) {
     let data_dir = server.data_dir.to_str().unwrap();
     let output = amanat(&["status", "--json", "--data-dir", data_dir]);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     (status["submissions"].as_u64().unwrap(), status["log_size"].as_u64().unwrap())
 }
 
-fn id_of(path: &str) -> &str {
+pub(crate) fn id_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap()
 }
 
@@ -577,4 +588,43 @@ fn an_upload_is_kept_only_while_it_makes_progress() {
         head(&server, &held[2]);
         server.temp_files().is_empty()
     });
+}
+
+#[test]
+fn a_browser_told_the_server_restarted_sends_the_video_again_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let coalition = Coalition::new(dir.path(), 1);
+    let mut server = Server::start(dir.path(), &coalition, "");
+    let video = dir.path().join("injuries.mp4");
+    evidence_file(&video, 30 << 20, b"CANARY-RESTART");
+    // At the first cut the server is restarted (its unfinished uploads die with it); at
+    // the second, well into the new upload, the test reads the page while the link waits.
+    let upstream = Arc::new(Mutex::new(server.addr));
+    let (at_cut, cut) = std::sync::mpsc::channel::<()>();
+    let (go_on, resume) = std::sync::mpsc::channel::<()>();
+    let resume = Mutex::new(resume);
+    let mib = 1u64 << 20;
+    let proxy =
+        cutting_proxy_to(upstream.clone(), vec![12 * mib, 12 * mib + 20 * mib], move || {
+            at_cut.send(()).unwrap();
+            resume.lock().unwrap().recv().unwrap();
+        });
+    let browser = crate::browser::Browser::start_with_scripts(&dir.path().join("profile"));
+    browser.open(&format!("http://{}/ru/submit", proxy.addr));
+    browser.type_into("#testimony", "Видео из больницы.");
+    browser.click("#readers-coalition");
+    browser.type_into("#evidence", video.to_str().unwrap());
+    browser.click("button[type=submit]");
+    let minutes = |n: u64| std::time::Duration::from_secs(60 * n);
+    cut.recv_timeout(minutes(2)).expect("the upload reached the first cut");
+    server.restart();
+    *upstream.lock().unwrap() = server.addr;
+    go_on.send(()).unwrap();
+    cut.recv_timeout(minutes(2)).expect("the new upload reached the second cut");
+    let words = browser.text_of("#upload-words");
+    go_on.send(()).unwrap();
+    assert!(words.contains("Сервер перезапустился"), "{words}");
+    wait_within(minutes(3), "the receipt page", || browser.exists("#codename"));
+    assert_eq!(recorded(&server).0, 1);
+    assert_largest_object_opens_to(&server, &coalition, &server.stored_objects(), &video);
 }

@@ -39,12 +39,14 @@
 
     function send(i) {
       if (i === files.length) {
-        ids.forEach(function (id) {
+        // First in the form, so that a refusal of the text still finds them and the
+        // page that comes back keeps them.
+        ids.reverse().forEach(function (id) {
           var field = document.createElement("input");
           field.type = "hidden";
           field.name = "upload";
           field.value = id;
-          form.appendChild(field);
+          form.insertBefore(field, form.firstChild);
         });
         // The files went already: the form itself carries only their uploads' ids.
         input.disabled = true;
@@ -52,6 +54,7 @@
         return;
       }
       var file = files[i];
+      var startedOver = false;
       var upload = new window.tus.Upload(file, {
         endpoint: "/api/v1/uploads",
         chunkSize: 5 * 1024 * 1024,
@@ -61,7 +64,15 @@
         removeFingerprintOnSuccess: true,
         onProgress: function (sent) {
           bar.value = Math.floor((100 * (before + sent)) / total);
-          say(form.dataset.sending);
+          say(startedOver ? form.dataset.restarted : form.dataset.sending);
+        },
+        // The server no longer has the upload (it restarted): tus-js-client starts the
+        // file again, and the survivor is told why the bar went back.
+        onAfterResponse: function (req, res) {
+          if (req.getMethod() === "HEAD" && res.getStatus() === 404) {
+            startedOver = true;
+            say(form.dataset.restarted);
+          }
         },
         onShouldRetry: function () {
           say(form.dataset.resuming);

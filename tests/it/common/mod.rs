@@ -639,3 +639,26 @@ pub fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A SOCKS5 proxy on loopback (Debian's microsocks), as Tor's SocksPort is; stopped on
+/// drop.
+pub struct Socks(std::process::Child);
+
+impl Socks {
+    pub fn start(port: u16) -> Socks {
+        Socks(
+            Command::new("microsocks")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("microsocks is installed (tests/run-all.sh installs it)"),
+        )
+    }
+}
+
+impl Drop for Socks {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
