@@ -95,6 +95,8 @@ pub fn seal_bytes<W: Write>(
 /// file takes about as long as encrypting it alone (bench/: figure 1). Chunks are
 /// handed to the plaintext thread by clone: pass a cheap one (`Bytes`, `Arc<[u8]>`).
 /// A chunk that is an `Err` stops sealing with that error; nothing is finished then.
+/// An empty chunk says the caller has nothing more for now: the ciphertext gathered so
+/// far goes to `out` (an upload that stalls is on disk, not held in memory).
 pub fn seal_parallel<C, W>(
     recipients: &Recipients,
     out: W,
@@ -105,8 +107,9 @@ where
     W: Write + Send,
 {
     use std::sync::mpsc::sync_channel;
-    // Bounded: memory stays a few chunks per stage whatever the file's size.
-    const DEPTH: usize = 8;
+    // Bounded: memory stays a few pieces per stage whatever the file's size (pieces of
+    // up to a quarter MiB: the callers' chunks, and the ciphertext gathered below).
+    const DEPTH: usize = 2;
     std::thread::scope(|scope| {
         let (plain_tx, plain_rx) = sync_channel::<C>(DEPTH);
         let plaintext = scope.spawn(move || {
@@ -131,10 +134,14 @@ where
         let encrypted = (|| -> io::Result<()> {
             let encryptor = age::Encryptor::with_recipients(recipients.as_age())
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let mut stream = encryptor.wrap_output(ChannelWriter(cipher_tx))?;
+            let mut stream = encryptor.wrap_output(ChannelWriter::new(cipher_tx))?;
             let mut len = 0u64;
             for chunk in chunks {
                 let chunk = chunk?;
+                if chunk.as_ref().is_empty() {
+                    stream.flush()?;
+                    continue;
+                }
                 len += chunk.as_ref().len() as u64;
                 plain_tx.send(chunk.clone()).map_err(|_| stage_gone())?;
                 stream.write_all(chunk.as_ref())?;
@@ -162,17 +169,53 @@ where
     })
 }
 
-/// Hands what age writes to the ciphertext thread of `seal_parallel`.
-struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+/// Ciphertext handed to the writing thread at a time: age writes 64 KiB chunks, and
+/// each hand-off wakes that thread.
+const CIPHER_PIECE: usize = 256 * 1024;
+
+/// Hands what age writes to the ciphertext thread of `seal_parallel`, gathered into
+/// pieces of `CIPHER_PIECE` (the same one copy as a piece per write).
+struct ChannelWriter {
+    to: std::sync::mpsc::SyncSender<Vec<u8>>,
+    piece: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(to: std::sync::mpsc::SyncSender<Vec<u8>>) -> ChannelWriter {
+        ChannelWriter { to, piece: Vec::new() }
+    }
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(CIPHER_PIECE));
+        self.to.send(piece).map_err(|_| stage_gone())
+    }
+}
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf.to_vec()).map_err(|_| stage_gone())?;
+        if self.piece.capacity() == 0 {
+            self.piece.reserve_exact(CIPHER_PIECE);
+        }
+        self.piece.extend_from_slice(buf);
+        if self.piece.len() >= CIPHER_PIECE - 64 * 1024 {
+            self.hand_over()?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.hand_over()
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        // age's `finish` writes the last chunk and hands the writer back, dropped at once:
+        // the end is the last piece.
+        let _ = self.hand_over();
     }
 }
 

@@ -5,6 +5,7 @@ pub mod activity;
 mod api;
 pub mod error;
 pub mod followup;
+mod handoff;
 mod pages;
 pub mod resumable;
 mod scripts;

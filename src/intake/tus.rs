@@ -7,7 +7,7 @@
 use super::api::{content_length, error_response};
 use super::error::IntakeError;
 use super::resumable::{Declared, Held, Kind, Stage, LOCK_WAIT};
-use super::upload::{admit, truncate, Chunk, Pace};
+use super::upload::{admit, truncate, Chunk, Pace, BATCH};
 use super::Intake;
 use actix_web::http::header::{HeaderMap, HeaderValue, HttpDate};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -291,10 +291,6 @@ async fn resume(
         other => other,
     }
 }
-
-/// Bytes handed to the worker at a time: the network's chunks are often a few KiB, and
-/// each hand-off wakes the worker's threads.
-const BATCH: usize = 64 * 1024;
 
 /// Bytes read from the request, not yet handed to the upload's worker.
 struct Batch<'a> {

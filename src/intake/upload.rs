@@ -6,12 +6,13 @@
 //! ever reaches a disk.
 
 use super::error::IntakeError;
+pub(super) use super::handoff::{seal_stream, ChannelReader, Chunk, BATCH, CHANNEL_DEPTH};
 use super::pages::Kept;
 use super::resumable::{Arrived, Kind};
 use super::Intake;
 use crate::envelope::{Attachment, Manifest, ObjectId, Origin, TextField, MANIFEST_SCHEMA};
 use crate::record::SubmissionRecord;
-use crate::store::{CaseChoice, CaseRecord, ObjectWriter, PendingObjects, Reservation};
+use crate::store::{CaseChoice, CaseRecord, PendingObjects, Reservation};
 use crate::{codename, envelope, keys};
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::web::Bytes;
@@ -23,8 +24,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-/// Chunks in flight between the network and the encrypting worker, per file.
-pub(super) const CHANNEL_DEPTH: usize = 8;
 /// The file field name the API and the form use.
 pub const EVIDENCE_FIELD: &str = "evidence";
 /// A field naming a finished resumable upload (`/api/v1/uploads`) by its id.
@@ -511,12 +510,37 @@ pub(super) async fn feed(
     idle: Duration,
     budget: &mut Budget,
 ) -> Result<(), IntakeError> {
-    while let Some(chunk) = budget.pace.within(idle, body.next()).await? {
+    use futures_util::FutureExt as _;
+    let mut batch = bytes::BytesMut::new();
+    loop {
+        // What has arrived already is gathered; before waiting on the network, what is
+        // gathered goes to the worker, so a slow link never holds bytes back.
+        let next = if let Some(next) = body.next().now_or_never() {
+            next
+        } else {
+            if !batch.is_empty() && tx.send(Chunk::Data(batch.split().freeze())).await.is_err() {
+                return Ok(());
+            }
+            budget.pace.within(idle, body.next()).await?
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk?;
         budget.take(chunk.len())?;
-        if tx.send(Chunk::Data(chunk)).await.is_err() {
+        let piece = if batch.is_empty() && chunk.len() >= BATCH {
+            chunk
+        } else {
+            batch.extend_from_slice(&chunk);
+            if batch.len() < BATCH {
+                continue;
+            }
+            batch.split().freeze()
+        };
+        if tx.send(Chunk::Data(piece)).await.is_err() {
             return Ok(());
         }
+    }
+    if !batch.is_empty() && tx.send(Chunk::Data(batch.freeze())).await.is_err() {
+        return Ok(());
     }
     let _ = tx.send(Chunk::End).await;
     Ok(())
@@ -552,73 +576,6 @@ impl Budget {
         }
         Ok(())
     }
-}
-
-pub(super) enum Chunk {
-    Data(Bytes),
-    End,
-}
-
-/// The blocking side of a streamed body: reads the chunks the request handler passes
-/// on. A body that stops without `End` (a refusal, a disconnect, a stall) is an error,
-/// never a clean end, so a cut-off upload can never look complete.
-pub(super) struct ChannelReader {
-    rx: mpsc::Receiver<Chunk>,
-    current: Bytes,
-    ended: bool,
-}
-
-impl ChannelReader {
-    pub(super) fn new(rx: mpsc::Receiver<Chunk>) -> Self {
-        ChannelReader { rx, current: Bytes::new(), ended: false }
-    }
-}
-
-impl io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Chunk::Data(bytes)) => self.current = bytes,
-                Some(Chunk::End) => self.ended = true,
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload cut off")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// The blocking half of a file upload: encrypt, hash, persist.
-pub(super) fn seal_stream(
-    recipients: &keys::Recipients,
-    object: ObjectWriter,
-    mut rx: mpsc::Receiver<Chunk>,
-    pending: &PendingObjects,
-) -> io::Result<envelope::SealedObject> {
-    // The chunks up to `End`; a channel closed before it (a refusal, a disconnect) is an
-    // error, so a cut-off upload is never finished.
-    let mut ended = false;
-    let chunks = std::iter::from_fn(|| {
-        if ended {
-            return None;
-        }
-        match rx.blocking_recv() {
-            Some(Chunk::Data(bytes)) => Some(Ok(bytes)),
-            Some(Chunk::End) => {
-                ended = true;
-                None
-            }
-            None => Some(Err(io::Error::new(io::ErrorKind::Interrupted, "upload abandoned"))),
-        }
-    });
-    // No buffer: age hands over whole 64 KiB chunks.
-    let (object, sealed) = envelope::seal_parallel(recipients, object, chunks)?;
-    object.persist(&sealed.id, pending)?;
-    Ok(sealed)
 }
 
 async fn read_text(
