@@ -11,6 +11,7 @@ mod common;
 mod quorum;
 mod replication;
 mod resumable;
+mod scale;
 mod search;
 
 use common::{Coalition, Server};
@@ -42,6 +43,9 @@ struct Scale {
     replica_runs: usize,
     search_cases: Vec<usize>,
     search_runs: usize,
+    /// Store sizes the scale figures are measured at, the first the reference.
+    scale_sizes: Vec<usize>,
+    scale_receipts: usize,
 }
 
 impl Scale {
@@ -65,6 +69,8 @@ impl Scale {
             replica_runs: 3,
             search_cases: vec![300, 10_000],
             search_runs: 10,
+            scale_sizes: vec![10_000, 100_000, 1_000_000],
+            scale_receipts: 20,
         }
     }
 
@@ -87,6 +93,8 @@ impl Scale {
             replica_runs: 1,
             search_cases: vec![30],
             search_runs: 1,
+            scale_sizes: vec![100, 300],
+            scale_receipts: 2,
         }
     }
 }
@@ -143,6 +151,9 @@ fn main() {
     }
     if want("resumable") {
         figures.push(resumable::figure(&scale));
+    }
+    if want("scale") {
+        figures.extend(scale::figures(&scale));
     }
     let table = render(&figures, tiny, started.elapsed());
     println!("{table}");

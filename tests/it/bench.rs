@@ -103,8 +103,24 @@ impl Bench {
 }
 
 /// Every socket process `pid` holds, as `tcp <local address>`, `udp ...`, `unix <path>`
-/// or `unix` (unnamed: a pair inside the process), read from /proc.
+/// or `unix` (unnamed: a pair inside the process), read from /proc. A connection the
+/// process is closing can leave its table a moment before its descriptor goes: the
+/// census is read again until every descriptor is accounted for.
 fn sockets_of(pid: u32) -> Vec<String> {
+    let mut tries = 0;
+    loop {
+        let (inodes, found) = census(pid);
+        tries += 1;
+        if found.len() == inodes || tries == 100 {
+            assert_eq!(found.len(), inodes, "every socket accounted for: {found:?}");
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The socket descriptors of `pid`, and those found in /proc's tables.
+fn census(pid: u32) -> (usize, Vec<String>) {
     let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
@@ -138,8 +154,7 @@ fn sockets_of(pid: u32) -> Vec<String> {
             found.push(columns.get(7).map_or("unix".to_string(), |path| format!("unix {path}")));
         }
     }
-    assert_eq!(found.len(), inodes.len(), "every socket accounted for: {found:?}");
-    found
+    (inodes.len(), found)
 }
 
 impl Drop for Bench {

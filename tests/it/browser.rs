@@ -63,14 +63,18 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, value) = self.try_call(method, path, body);
+        assert_eq!(status, 200, "WebDriver {method} {path}: {value}");
+        value
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
         let stream = TcpStream::connect(self.addr).unwrap();
         let response =
             try_request(stream, method, path, &[("Content-Type", "application/json")], &body)
                 .expect("chromedriver answers");
-        let value = response.json()["value"].clone();
-        assert_eq!(response.status, 200, "WebDriver {method} {path}: {value}");
-        value
+        (response.status, response.json()["value"].clone())
     }
 
     fn session_call(&self, method: &str, path: &str, body: Value) -> Value {
@@ -103,12 +107,21 @@ impl Browser {
         self.session_call("POST", &format!("/element/{element}/click"), json!({}));
     }
 
+    /// The element's text. An element replaced while it was read (the page it was on
+    /// gave way to the next one) is found again on the new page.
     pub(crate) fn text_of(&self, css: &str) -> String {
-        let element = self.find(css);
-        self.session_call("GET", &format!("/element/{element}/text"), Value::Null)
-            .as_str()
-            .unwrap()
-            .to_string()
+        for _ in 0..50 {
+            let element = self.find(css);
+            let path = format!("/session/{}/element/{element}/text", self.session);
+            match self.try_call("GET", &path, Value::Null) {
+                (200, text) => return text.as_str().unwrap().to_string(),
+                (404, value) if value["error"] == "stale element reference" => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                (status, value) => panic!("WebDriver GET {path}: {status} {value}"),
+            }
+        }
+        panic!("{css} went stale fifty times in a row");
     }
 }
 
