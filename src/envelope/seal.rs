@@ -189,8 +189,8 @@ impl ChannelWriter {
         if self.piece.is_empty() {
             return Ok(());
         }
-        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(CIPHER_PIECE));
-        self.to.send(piece).map_err(|_| stage_gone())
+        // The next write reserves a new piece; the last one costs nothing.
+        self.to.send(std::mem::take(&mut self.piece)).map_err(|_| stage_gone())
     }
 }
 

@@ -12,7 +12,7 @@
 use crate::bundle::sealed::SealedFile;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -282,16 +282,8 @@ impl Server {
             .header("Upload-Offset", offset.to_string())
             .content_type("application/offset+octet-stream")
             .send(&buffer[..n]);
-        let response = response.map_err(|e| Failure::Again(e.to_string(), None))?;
-        let status = response.status().as_u16();
-        let new_offset = response
-            .headers()
-            .get("upload-offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let retry_after = retry_after(&response);
-        let body = read_answer(response).map_err(|e| Failure::Again(e.to_string(), None))?;
-        match (status, new_offset) {
+        let answer = answer(response)?;
+        match (answer.status, answer.offset) {
             // A cut or slow request answers 204 too, with what arrived.
             (204, Some(new_offset)) if new_offset > offset && new_offset <= total => {
                 current.offset = Some(new_offset);
@@ -305,7 +297,7 @@ impl Server {
                 started_over(upload, events);
                 Ok(Step::Asked)
             }
-            _ => Err(refusal(status, &body, retry_after)),
+            _ => Err(answer.refusal()),
         }
     }
 
@@ -318,17 +310,13 @@ impl Server {
             .header("Upload-Length", total.to_string())
             .header("Upload-Metadata", SEALED_METADATA)
             .send_empty();
-        let response = response.map_err(|e| Failure::Again(e.to_string(), None))?;
-        let status = response.status().as_u16();
-        if status != 201 {
-            let retry_after = retry_after(&response);
-            let body = read_answer(response).unwrap_or_default();
-            return Err(refusal(status, &body, retry_after));
+        let answer = answer(response)?;
+        if answer.status != 201 {
+            return Err(answer.refusal());
         }
-        let location =
-            response.headers().get("location").and_then(|v| v.to_str().ok()).ok_or_else(|| {
-                SendError::Protocol("the server made an upload without a Location".into())
-            })?;
+        let location = answer.location.as_deref().ok_or_else(|| {
+            SendError::Protocol("the server made an upload without a Location".into())
+        })?;
         // Only an upload on the same server: a Location elsewhere is not followed.
         match location.strip_prefix('/') {
             Some(path) if path.starts_with("api/v1/uploads/") => {
@@ -343,23 +331,14 @@ impl Server {
 
     /// `HEAD`: how much of the upload the server has, or `None` when it has none of it.
     fn offset(&self, url: &str) -> Result<Option<u64>, Failure> {
-        let response = self.agent.head(url).header("Tus-Resumable", TUS_VERSION).call();
-        let response = response.map_err(|e| Failure::Again(e.to_string(), None))?;
-        match response.status().as_u16() {
-            200 => {
-                let offset = response
-                    .headers()
-                    .get("upload-offset")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| SendError::Protocol("HEAD gave no Upload-Offset".into()))?;
-                Ok(Some(offset))
-            }
+        let answer = answer(self.agent.head(url).header("Tus-Resumable", TUS_VERSION).call())?;
+        match answer.status {
+            200 => answer
+                .offset
+                .map(Some)
+                .ok_or_else(|| SendError::Protocol("HEAD gave no Upload-Offset".into()).into()),
             404 | 410 => Ok(None),
-            status => {
-                let retry_after = retry_after(&response);
-                Err(refusal(status, "", retry_after))
-            }
+            _ => Err(answer.refusal()),
         }
     }
 
@@ -373,14 +352,15 @@ impl Server {
             .post(format!("{}/api/v1/sealed", self.base))
             .content_type("application/json")
             .send(body.as_bytes());
-        match answer(response)? {
-            (200 | 201, body, _) => serde_json::from_str(&body).map(Some).map_err(|e| {
+        let answer = answer(response)?;
+        match answer.status {
+            200 | 201 => serde_json::from_str(&answer.body).map(Some).map_err(|e| {
                 Failure::Final(SendError::Protocol(format!("the server's receipt: {e}")))
             }),
-            (404, _, _) => Ok(None),
+            404 => Ok(None),
             // Its last piece still being made durable, or another try of ours under way.
-            (409 | 423, _, _) => Err(Failure::Again("the upload is being finished".into(), None)),
-            (status, body, retry_after) => Err(refusal(status, &body, retry_after)),
+            409 | 423 => Err(Failure::Again("the upload is being finished".into(), None)),
+            _ => Err(answer.refusal()),
         }
     }
 }
@@ -415,27 +395,44 @@ fn private_address(to: &str) -> Option<(String, Place)> {
     Some((base.to_string(), place))
 }
 
-/// A request's status, body and `Retry-After`; a failure to reach the server is worth
-/// trying again.
+/// What the server answered one request: its status, the headers this client reads,
+/// and its body (small JSON, capped).
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    /// `Upload-Offset`, where the answer gives one.
+    offset: Option<u64>,
+    location: Option<String>,
+    body: String,
+}
+
+/// The answer to a request; a failure to reach the server, or to read all of its
+/// answer, is worth trying again.
 fn answer(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<(u16, String, Option<Duration>), Failure> {
-    let response = response.map_err(|e| Failure::Again(e.to_string(), None))?;
-    let status = response.status().as_u16();
-    let retry_after = retry_after(&response);
-    let body = read_answer(response).map_err(|e| Failure::Again(e.to_string(), None))?;
-    Ok((status, body, retry_after))
-}
-
-fn read_answer(mut response: ureq::http::Response<ureq::Body>) -> io::Result<String> {
+) -> Result<Answer, Failure> {
+    let again = |e: &dyn std::fmt::Display| Failure::Again(e.to_string(), None);
+    let mut response = response.map_err(|e| again(&e))?;
+    let header = |name: &str| {
+        response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string())
+    };
+    let retry_after = header("retry-after").and_then(|v| v.parse().ok()).map(Duration::from_secs);
+    let offset = header("upload-offset").and_then(|v| v.parse().ok());
+    let location = header("location");
     let mut body = String::new();
-    response.body_mut().as_reader().take(MAX_ANSWER_BYTES).read_to_string(&mut body)?;
-    Ok(body)
+    response
+        .body_mut()
+        .as_reader()
+        .take(MAX_ANSWER_BYTES)
+        .read_to_string(&mut body)
+        .map_err(|e| again(&e))?;
+    Ok(Answer { status: response.status().as_u16(), retry_after, offset, location, body })
 }
 
-fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
-    let value = response.headers().get("retry-after")?.to_str().ok()?;
-    value.trim().parse().ok().map(Duration::from_secs)
+impl Answer {
+    fn refusal(&self) -> Failure {
+        refusal(self.status, &self.body, self.retry_after)
+    }
 }
 
 /// A refusal: for good when it is the request's fault (4xx, but the server's slow and

@@ -61,10 +61,7 @@ pub async fn sealed(
 ) -> HttpResponse {
     use futures_util::StreamExt;
     use upload::{ChannelReader, Chunk};
-    let media_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
-    if media_type
-        .is_some_and(|t| t.split(';').next().unwrap_or_default().trim() == "application/json")
-    {
+    if has_media_type(&req, "application/json") {
         return sealed_upload(&intake, payload).await;
     }
     let limits = intake.config.limits.clone();
@@ -188,6 +185,14 @@ pub fn error_response(intake: &Intake, error: IntakeError) -> HttpResponse {
         "error": { "code": error.code(), "message": error.message(&intake.config.limits) }
     });
     refusal(HttpResponse::build(error.status()).json(body), error)
+}
+
+/// Whether the request's `Content-Type` is `essence` (parameters aside).
+pub fn has_media_type(req: &HttpRequest, essence: &str) -> bool {
+    let value = req.headers().get(actix_web::http::header::CONTENT_TYPE);
+    value
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.split(';').next().unwrap_or_default().trim() == essence)
 }
 
 pub fn content_length(req: &HttpRequest) -> Option<u64> {

@@ -183,10 +183,7 @@ pub fn commit(
     gather().map_err(|e| IntakeError::from_io(&e))?;
     let found = stored_before(store, &index)?;
     if let Some(existing) = found {
-        let leaf = existing.log_index.ok_or(IntakeError::Internal)?;
-        let receipt =
-            store.receipt(&existing.id, leaf, &LogLeaf::from(&existing)).map_err(internal)?;
-        return Ok(Ingested { record: existing, receipt, already_imported: true });
+        return imported_before(store, existing);
     }
     if already.is_some() {
         // Stored when it was read, gone since (purged): its objects were only checked,
@@ -264,6 +261,11 @@ fn copy_checked<W: io::Write>(
 pub fn receipt_of(store: &Store, submission: &str) -> Result<Ingested, IntakeError> {
     let record =
         store.submission(submission).map_err(internal)?.ok_or(IntakeError::UploadNotFound)?;
+    imported_before(store, record)
+}
+
+/// The answer for a sealed file recorded before: its record and first receipt.
+fn imported_before(store: &Store, record: SubmissionRecord) -> Result<Ingested, IntakeError> {
     let leaf = record.log_index.ok_or(IntakeError::Internal)?;
     let receipt = store.receipt(&record.id, leaf, &LogLeaf::from(&record)).map_err(internal)?;
     Ok(Ingested { record, receipt, already_imported: true })

@@ -4,7 +4,7 @@
 //! pattern reaches the request log, never an upload's id; the file name a client gives
 //! in `Upload-Metadata` is held in memory for the manifest and never logged.
 
-use super::api::{content_length, error_response};
+use super::api::{content_length, error_response, has_media_type};
 use super::error::IntakeError;
 use super::resumable::{Declared, Held, Kind, Stage, LOCK_WAIT};
 use super::upload::{admit, truncate, Chunk, Pace, BATCH};
@@ -231,8 +231,7 @@ async fn resume(
     mut payload: web::Payload,
 ) -> Result<(), IntakeError> {
     check_version(req.headers())?;
-    let media_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
-    if media_type.map(|t| t.split(';').next().unwrap_or_default().trim()) != Some(OFFSET_STREAM) {
+    if !has_media_type(req, OFFSET_STREAM) {
         return Err(IntakeError::UploadContentType);
     }
     let claimed =
@@ -280,14 +279,9 @@ async fn resume(
         sealing.await.map_err(|_| IntakeError::Internal)??;
     }
     match fed {
-        // What arrived before a slow or cut request ended counts: the client resumes
-        // from the offset it is given (a tus client retries only some refusals).
-        Err(
-            IntakeError::UploadTooSlow
-            | IntakeError::UploadRateTooLow
-            | IntakeError::UploadStalled
-            | IntakeError::IncompleteUpload,
-        ) => Ok(()),
+        // The client resumes from the offset it is given (a tus client retries only
+        // some refusals).
+        Err(error) if cut_short(error) => Ok(()),
         other => other,
     }
 }
@@ -395,13 +389,19 @@ async fn stopped_worker(stage: &mut Stage) -> IntakeError {
     };
     match tokio::time::timeout(LOCK_WAIT, worker).await {
         // Never one of the answers that let a client carry on: the upload is over.
-        Ok(Ok(Err(
-            IntakeError::UploadTooSlow
-            | IntakeError::UploadRateTooLow
-            | IntakeError::UploadStalled
-            | IntakeError::IncompleteUpload,
-        ))) => IntakeError::Internal,
-        Ok(Ok(Err(refused))) => refused,
+        Ok(Ok(Err(refused))) if !cut_short(refused) => refused,
         _ => IntakeError::Internal,
     }
+}
+
+/// A request that ended before its body did (slow, stalled, cut): what arrived counts,
+/// and the client carries on from the offset it is given.
+fn cut_short(error: IntakeError) -> bool {
+    matches!(
+        error,
+        IntakeError::UploadTooSlow
+            | IntakeError::UploadRateTooLow
+            | IntakeError::UploadStalled
+            | IntakeError::IncompleteUpload
+    )
 }
