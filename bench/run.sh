@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark in release mode and rewrites BENCHMARKS.md with the table.
-#   bench/run.sh                     every figure (about fifteen minutes here)
+#   bench/run.sh                     every figure (about an hour here), BENCHMARKS.md and bench/scale.svg
 #   bench/run.sh --only large,small  some of them, printed only (large memory small
-#                                    review storage startup replication search
+#                                    review storage replication search scale
 #                                    quorum resumable)
 #   bench/run.sh --tiny              one small round, to check the harness (printed only)
 # Needs Debian's `age` (apt-get install age), and Garage and curl for the replication

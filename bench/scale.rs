@@ -2,12 +2,14 @@
 //! realistic submissions through the store's own commit path (`Store::commit`, each
 //! durable as at intake, many threads sharing flushes), then the server started on it:
 //! its first start after the load and its warm start, a receipt's latency, and the
-//! disk each submission takes, at each size beside the smallest.
+//! disk each submission takes, and an export of the newest submissions (the older ones
+//! exported before, as an operator who exports every day leaves them), at each size
+//! beside the smallest; `plot` draws each against the store's size.
 
 use crate::{disk_usage, median, secs, time, Figure, Scale};
 use amanat::envelope::{self, Manifest, Origin, TextField, MANIFEST_SCHEMA};
 use amanat::record::{Hour, SubmissionRecord};
-use amanat::store::{CaseChoice, PendingObjects, Store};
+use amanat::store::{CaseChoice, LastExport, PendingObjects, Store};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,7 @@ const FILLERS: usize = 16;
 /// 2 KB testimony and a few answers each, sealed to `recipients`, as a field kit's
 /// sealed file arrives (no codename: deriving one is issue 15's Argon2id, a second per
 /// core per 26, and would be what this measured).
-fn fill(data: &Path, recipients: &amanat::keys::Recipients, from: usize, to: usize) -> Duration {
-    let store = Store::open(data).unwrap();
+fn fill(store: &Store, recipients: &amanat::keys::Recipients, from: usize, to: usize) -> Duration {
     let next = std::sync::atomic::AtomicUsize::new(from);
     let words = "They took me from the hospital bed at night and beat me in the van. ";
     let testimony: String = words.repeat(2048 / words.len() + 1)[..2048].to_string();
@@ -31,7 +32,7 @@ fn fill(data: &Path, recipients: &amanat::keys::Recipients, from: usize, to: usi
                 if n >= to {
                     return;
                 }
-                commit_one(&store, recipients, &testimony, n);
+                commit_one(store, recipients, &testimony, n);
             });
         }
     });
@@ -75,6 +76,40 @@ fn commit_one(store: &Store, recipients: &amanat::keys::Recipients, testimony: &
     store.commit(&pending, &record, CaseChoice::WithoutCodename).unwrap();
 }
 
+/// Marks every submission not yet exported as carried out, in bundles of `per_bundle`,
+/// through the store's own `mark_exported` (what a confirmed `amanat export` does; the
+/// bundles themselves would only be bytes written and deleted).
+fn exported_before(store: &Store, per_bundle: usize) {
+    let ids: Vec<String> =
+        store.submissions_to_export(false).unwrap().into_iter().map(|r| r.id.to_string()).collect();
+    for bundle in ids.chunks(per_bundle) {
+        let last = LastExport {
+            bundle: amanat::record::random_hex(16),
+            exported_at: Hour::now(),
+            submissions: bundle.len(),
+        };
+        store.mark_exported(&last, bundle, store.log_size().unwrap()).unwrap();
+    }
+}
+
+/// `amanat export` of what is new, timed: the number it carried out, and how long.
+fn export_newest(data: &Path, bundle: &Path) -> (usize, Duration) {
+    let began = Instant::now();
+    let out = crate::amanat(&[
+        "export",
+        "--json",
+        "--data-dir",
+        crate::p(data),
+        "--out",
+        crate::p(bundle),
+    ]);
+    let took = began.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::remove_file(bundle).unwrap();
+    (summary["submissions"].as_u64().unwrap() as usize, took)
+}
+
 /// What one size of store measured.
 struct AtSize {
     count: usize,
@@ -84,9 +119,16 @@ struct AtSize {
     warm_start: Duration,
     receipt: Duration,
     disk_per_submission: f64,
+    export: Duration,
 }
 
-pub fn figures(scale: &Scale) -> Vec<Figure> {
+/// The scale rows, and the plot of them.
+pub struct Scaled {
+    pub figures: Vec<Figure>,
+    pub plot: String,
+}
+
+pub fn figures(scale: &Scale) -> Scaled {
     let dir = tempfile::tempdir().unwrap();
     let coalition = crate::common::Coalition::new(dir.path(), 3);
     let recipients = amanat::keys::Recipients::load(&coalition.recipients_file).unwrap();
@@ -94,8 +136,14 @@ pub fn figures(scale: &Scale) -> Vec<Figure> {
     let mut sizes = Vec::new();
     let mut filled = 0;
     for &count in &scale.scale_sizes {
-        let fill = fill(&data, &recipients, filled, count);
-        let fill_rate = (count - filled) as f64 / secs(fill).max(1e-9);
+        let store = Store::open(&data).unwrap();
+        let newest = scale.scale_newest.min(count);
+        let split = (count - newest).max(filled);
+        let mut took = fill(&store, &recipients, filled, split);
+        exported_before(&store, scale.scale_newest);
+        took += fill(&store, &recipients, split, count);
+        drop(store);
+        let fill_rate = (count - filled) as f64 / secs(took).max(1e-9);
         filled = count;
         // The first start after the load replays what sled wrote since it last opened.
         let began = Instant::now();
@@ -115,8 +163,11 @@ pub fn figures(scale: &Scale) -> Vec<Figure> {
                 })
                 .collect(),
         );
-        drop(server);
+        // Measured before the export, whose custody leaf and marks are not submissions.
         let disk_per_submission = disk_usage(&data) as f64 / count as f64;
+        let (exported, export) = export_newest(&data, &dir.path().join("newest.tar"));
+        assert_eq!(exported, newest + scale.scale_receipts, "the newest and the receipts' own");
+        drop(server);
         sizes.push(AtSize {
             count,
             fill_rate,
@@ -124,6 +175,7 @@ pub fn figures(scale: &Scale) -> Vec<Figure> {
             warm_start,
             receipt,
             disk_per_submission,
+            export,
         });
     }
     let base = &sizes[0];
@@ -160,10 +212,161 @@ pub fn figures(scale: &Scale) -> Vec<Figure> {
             goal: "within 1.1x".into(),
             met: Some(disk <= 1.1),
         });
+        let export = secs(at.export) / secs(base.export);
+        figures.push(Figure {
+            name: format!(
+                "Scale: `amanat export` of the {} newest with {n} in the store",
+                scale.scale_newest.min(n)
+            ),
+            amanat: format!("{:.2} s", secs(at.export)),
+            reference: format!("with {}: {:.2} s", base.count, secs(base.export)),
+            ratio: format!("{export:.2}x"),
+            goal: "within 1.5x".into(),
+            met: Some(export <= 1.5),
+        });
     }
-    figures
+    Scaled { figures, plot: plot(&sizes) }
 }
 
+/// One panel of the plot: a figure at each store size, and its goal where it has one.
+struct Panel {
+    title: &'static str,
+    unit: &'static str,
+    values: Vec<f64>,
+    goal: Option<f64>,
+}
+
+/// An SVG of each scale figure against the store's size (a log axis), its goal dashed.
+fn plot(sizes: &[AtSize]) -> String {
+    let base = &sizes[0];
+    let of = |f: fn(&AtSize) -> f64| sizes.iter().map(f).collect::<Vec<_>>();
+    let panels = [
+        Panel {
+            title: "first start after the load",
+            unit: "s",
+            values: of(|a| secs(a.first_start)),
+            goal: Some(2.0),
+        },
+        Panel {
+            title: "warm start",
+            unit: "s",
+            values: of(|a| secs(a.warm_start)),
+            goal: Some(0.2),
+        },
+        Panel {
+            title: "a receipt's latency (median)",
+            unit: "ms",
+            values: of(|a| secs(a.receipt) * 1000.0),
+            goal: Some(secs(base.receipt) * 1000.0 * 1.25),
+        },
+        Panel {
+            title: "disk per submission",
+            unit: "bytes",
+            values: of(|a| a.disk_per_submission),
+            goal: Some(base.disk_per_submission * 1.1),
+        },
+        Panel {
+            title: "export of the newest",
+            unit: "s",
+            values: of(|a| secs(a.export)),
+            goal: Some(secs(base.export) * 1.5),
+        },
+    ];
+    let counts: Vec<f64> = sizes.iter().map(|a| a.count as f64).collect();
+    let (width, height, cols) = (320.0, 230.0, 3);
+    let rows = panels.len().div_ceil(cols);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        width * cols as f64,
+        height * rows as f64 + 24.0
+    );
+    svg.push_str(&format!(
+        "<text x=\"8\" y=\"16\" font-size=\"13\">amanat against the number of submissions in the \
+         store (log scale); dashed: the goal ({})</text>\n",
+        crate::today()
+    ));
+    for (i, panel) in panels.iter().enumerate() {
+        let (ox, oy) = ((i % cols) as f64 * width, (i / cols) as f64 * height + 24.0);
+        svg.push_str(&panel_svg(panel, &counts, ox, oy, width, height));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn panel_svg(panel: &Panel, counts: &[f64], ox: f64, oy: f64, width: f64, height: f64) -> String {
+    let (left, right, top, bottom) = (ox + 52.0, ox + width - 16.0, oy + 26.0, oy + height - 30.0);
+    let top_value =
+        panel.values.iter().copied().chain(panel.goal).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let (lo, hi) =
+        (counts[0].log10(), counts[counts.len() - 1].log10().max(counts[0].log10() + 1.0));
+    let at_x = |c: f64| left + (c.log10() - lo) / (hi - lo) * (right - left);
+    let at_y = |v: f64| bottom - v / top_value * (bottom - top);
+    let mut out = format!(
+        "<text x=\"{left}\" y=\"{}\" font-weight=\"bold\">{} ({})</text>\n\
+         <line x1=\"{left}\" y1=\"{bottom}\" x2=\"{right}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"black\"/>\n",
+        oy + 16.0,
+        panel.title,
+        panel.unit
+    );
+    for tick in 0..=4 {
+        let v = top_value * f64::from(tick) / 4.0;
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            left - 4.0,
+            at_y(v) + 4.0,
+            short(v)
+        ));
+    }
+    for &c in counts {
+        out.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            at_x(c),
+            bottom + 14.0,
+            short(c)
+        ));
+    }
+    if let Some(goal) = panel.goal {
+        out.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{g:.1}\" x2=\"{right}\" y2=\"{g:.1}\" stroke=\"#c33\" stroke-dasharray=\"5,4\"/>\n",
+            g = at_y(goal)
+        ));
+    }
+    let points: Vec<String> = counts
+        .iter()
+        .zip(&panel.values)
+        .map(|(&c, &v)| format!("{:.1},{:.1}", at_x(c), at_y(v)))
+        .collect();
+    out.push_str(&format!(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#236\" stroke-width=\"2\"/>\n",
+        points.join(" ")
+    ));
+    for (&c, &v) in counts.iter().zip(&panel.values) {
+        out.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#236\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            at_x(c),
+            at_y(v),
+            at_x(c),
+            at_y(v) - 7.0,
+            short(v)
+        ));
+    }
+    out
+}
+
+/// A number short enough for an axis: 1M, 100k, 11.6k, 17.6, 0.046.
+fn short(v: f64) -> String {
+    let trimmed = |v: f64, unit: &str| format!("{v:.1}").trim_end_matches(".0").to_string() + unit;
+    match v {
+        v if v >= 1e6 => trimmed(v / 1e6, "M"),
+        v if v >= 1e4 => trimmed(v / 1e3, "k"),
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 1.0 => format!("{v:.1}"),
+        v => format!("{v:.3}"),
+    }
+}
 /// Waits for a healthy `/healthz`.
 fn healthy(server: &crate::common::Server) {
     while crate::common::try_request(

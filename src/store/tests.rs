@@ -210,3 +210,53 @@ fn a_replica_deletes_only_what_its_settings_ask_it_holds_and_no_kept_submission_
     assert_eq!(due(true, None).0, vec![sid("recent")]);
     assert!(store.due_deletions_before("q", true, None).unwrap().submissions.is_empty());
 }
+
+#[test]
+fn an_export_finds_what_is_new_in_stores_from_before_its_list_and_after_an_older_writer() {
+    let (_dir, data, store) = new_store();
+    for name in ["a", "b", "c"] {
+        commit_objects(&store, name, &[name.as_bytes()]);
+    }
+    let last =
+        LastExport { bundle: sid("x"), exported_at: "2026-01-01T00:00:00Z".into(), submissions: 1 };
+    store.mark_exported(&last, &[sid("a")], 3).unwrap();
+    let new_ones = |store: &Store| {
+        let mut ids: Vec<String> =
+            store.submissions_to_export(false).unwrap().into_iter().map(|r| r.id.into()).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |names: &[&str]| {
+        let mut ids: Vec<String> = names.iter().map(|n| sid(n)).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(new_ones(&store), sorted(&["b", "c"]));
+    drop(store);
+    // A store from before the list: neither the list nor its log position.
+    let with_sled = |change: &dyn Fn(&sled::Db)| {
+        let db = sled::open(data.join("index")).unwrap();
+        change(&db);
+        db.flush().unwrap();
+    };
+    with_sled(&|db| {
+        db.drop_tree("unexported").unwrap();
+        db.open_tree("meta").unwrap().remove(index::UNEXPORTED_THROUGH).unwrap();
+    });
+    let store = Store::open(&data).unwrap();
+    assert_eq!(new_ones(&store), sorted(&["b", "c"]));
+    // An older amanat, started on this store, recorded "d" without the list or its
+    // position: the next start finds it in the log.
+    let before = store.log_size().unwrap();
+    commit_objects(&store, "d", &[b"d"]);
+    drop(store);
+    with_sled(&|db| {
+        db.open_tree("unexported").unwrap().remove(sid("d").as_bytes()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(index::UNEXPORTED_THROUGH, &before.to_be_bytes()[..]).unwrap();
+    });
+    let store = Store::open(&data).unwrap();
+    assert_eq!(new_ones(&store), sorted(&["b", "c", "d"]));
+    store.mark_exported(&last, &[sid("b"), sid("d")], store.log_size().unwrap()).unwrap();
+    assert_eq!(new_ones(&store), sorted(&["c"]));
+}

@@ -4,14 +4,16 @@
 //! small objects are stored in chunks.
 
 mod cases;
+mod exports;
 mod flush;
 mod journal;
 
+pub(super) use exports::UNEXPORTED_THROUGH;
 use journal::journal_key;
 pub(super) use journal::{JournalValue, RawJournalLeaf};
 
 use super::objects::InlineObject;
-use super::records::{CaseRecord, ExportMark, LastExport, ReplyKeyChange, ReplyRecord, TaggedCase};
+use super::records::{CaseRecord, ExportMark, ReplyKeyChange, ReplyRecord, TaggedCase};
 use crate::log::{merkle, LogLeaf};
 use crate::record::{ObjectId, SubmissionRecord};
 use flush::GroupFlush;
@@ -57,6 +59,10 @@ pub(super) struct Index {
     /// Case id -> its latest `ReplyKeyChange`.
     reply_keys: sled::Tree,
     exports: sled::Tree,
+    /// Submission id -> its record, for those never exported: an export reads what is
+    /// new, together, and not the whole store. Kept in the transactions that record and
+    /// mark them (a record is never changed once recorded).
+    unexported: sled::Tree,
     meta: sled::Tree,
     /// The Merkle log: perfect-subtree hashes by (level, index), and its size.
     log: sled::Tree,
@@ -116,6 +122,7 @@ impl Index {
         let replies = db.open_tree("replies").map_err(sled_io)?;
         let reply_keys = db.open_tree("reply_keys").map_err(sled_io)?;
         let exports = db.open_tree("exports").map_err(sled_io)?;
+        let unexported = db.open_tree("unexported").map_err(sled_io)?;
         let meta = db.open_tree("meta").map_err(sled_io)?;
         let log = db.open_tree("log").map_err(sled_io)?;
         let inline_objects = db.open_tree("inline_objects").map_err(sled_io)?;
@@ -132,6 +139,7 @@ impl Index {
             replies,
             reply_keys,
             exports,
+            unexported,
             meta,
             log,
             inline_objects,
@@ -139,6 +147,7 @@ impl Index {
             flush: GroupFlush::default(),
         };
         index.complete_journal()?;
+        index.complete_unexported()?;
         Ok(index)
     }
 
@@ -218,116 +227,6 @@ impl Index {
         }
     }
 
-    /// Submissions whose ciphertext is still here, in id order; with `unexported_only`,
-    /// those never carried out.
-    pub(super) fn submissions(&self, unexported_only: bool) -> io::Result<Vec<SubmissionRecord>> {
-        let mut out = Vec::new();
-        for item in &self.submissions {
-            let (key, bytes) = item.map_err(sled_io)?;
-            let mark = self.exports.get(&key).map_err(sled_io)?;
-            let purged = mark
-                .as_deref()
-                .and_then(|m| serde_json::from_slice::<ExportMark>(m).ok())
-                .is_some_and(|m| m.purged);
-            // Purged ciphertext is gone: nothing left to carry out.
-            if purged || (unexported_only && mark.is_some()) {
-                continue;
-            }
-            out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
-        }
-        Ok(out)
-    }
-
-    pub(super) fn export_mark(&self, id: &str) -> io::Result<Option<ExportMark>> {
-        match self.exports.get(id.as_bytes()).map_err(sled_io)? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(io::Error::other),
-            None => Ok(None),
-        }
-    }
-
-    /// Marks submissions as carried out in `bundle`, durably, in one transaction with
-    /// the export's custody leaf; remembers the log size the bundle's checkpoint had.
-    pub(super) fn mark_exported(
-        &self,
-        last: &LastExport,
-        ids: &[String],
-        checkpoint_size: u64,
-    ) -> io::Result<()> {
-        let mark = |purged| {
-            serde_json::to_vec(&ExportMark {
-                bundle: last.bundle.clone(),
-                exported_at: last.exported_at.clone(),
-                purged,
-                purged_lens: Vec::new(),
-            })
-        };
-        let fresh = mark(false).map_err(io::Error::other)?;
-        let last_bytes = serde_json::to_vec(last).map_err(io::Error::other)?;
-        let mut sizes = self.export_sizes()?;
-        if !sizes.contains(&checkpoint_size) {
-            sizes.push(checkpoint_size);
-        }
-        let sizes_bytes = serde_json::to_vec(&sizes).map_err(io::Error::other)?;
-        let leaf = checked_leaf(&LogLeaf::Export {
-            bundle: last.bundle.clone(),
-            exported_at: last.exported_at.clone(),
-            submissions: ids.to_vec(),
-        })?;
-        (&self.exports, &self.meta, &self.log)
-            .transaction(|(exports, meta, log)| {
-                for id in ids {
-                    // Re-exporting (--all) keeps the first mark and its purge state.
-                    if exports.get(id.as_bytes())?.is_none() {
-                        exports.insert(id.as_bytes(), fresh.as_slice())?;
-                    }
-                }
-                meta.insert("last_export", last_bytes.as_slice())?;
-                meta.insert("export_sizes", sizes_bytes.as_slice())?;
-                append_leaf(log, &leaf)?;
-                Ok(())
-            })
-            .map_err(tx_io)?;
-        self.make_durable()
-    }
-
-    /// Log sizes of the checkpoints earlier bundles carried.
-    pub(super) fn export_sizes(&self) -> io::Result<Vec<u64>> {
-        Ok(self.meta_get("export_sizes")?.unwrap_or_default())
-    }
-
-    /// Marks submissions purged and logs the purge as one custody leaf, in one
-    /// transaction: the log never misses a purge, nor names one that did not happen.
-    /// Durable with the next flush.
-    pub(super) fn mark_purged(
-        &self,
-        due: &[(String, ExportMark)],
-        purged_at: &str,
-        inline: &[ObjectId],
-    ) -> io::Result<()> {
-        let marks = due
-            .iter()
-            .map(|(id, mark)| {
-                serde_json::to_vec(&ExportMark { purged: true, ..mark.clone() })
-                    .map(|bytes| (id.as_bytes(), bytes))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io::Error::other)?;
-        let leaf = checked_leaf(&LogLeaf::Purge {
-            purged_at: purged_at.into(),
-            submissions: due.iter().map(|(id, _)| id.clone()).collect(),
-        })?;
-        (&self.exports, &self.log, &self.inline_objects, &self.inline_ids)
-            .transaction(|(exports, log, objects, ids)| {
-                for (id, bytes) in &marks {
-                    exports.insert(*id, bytes.as_slice())?;
-                }
-                InlineTrees { objects, ids }.remove(inline)?;
-                append_leaf(log, &leaf)
-            })
-            .map(|_| ())
-            .map_err(tx_io)
-    }
-
     /// Bytes the index takes on disk: sled's one file (values are kept small enough
     /// that sled never writes its blob files).
     pub(super) fn disk_bytes(&self) -> io::Result<u64> {
@@ -336,18 +235,6 @@ impl Index {
 
     pub(super) fn flush_durable(&self) -> io::Result<()> {
         self.make_durable()
-    }
-
-    pub(super) fn export_counts(&self) -> io::Result<(usize, usize)> {
-        let mut exported = 0;
-        let mut purged = 0;
-        for item in &self.exports {
-            let (_, v) = item.map_err(sled_io)?;
-            exported += 1;
-            let mark: ExportMark = serde_json::from_slice(&v).map_err(io::Error::other)?;
-            purged += usize::from(mark.purged);
-        }
-        Ok((exported, purged))
     }
 
     /// Makes everything applied so far durable; concurrent callers share the work.
@@ -390,12 +277,15 @@ impl Index {
         };
         let leaf = checked_leaf(&LogLeaf::from(record)).map_err(CommitError::NotRecorded)?;
         let member = member_key(&record.case, &record.id);
-        let trees = (&self.submissions, &self.cases, &self.case_records, &self.case_members);
-        let objects = (&self.inline_objects, &self.inline_ids);
+        let trees = (&self.submissions, &self.unexported, &self.meta, &self.log, &self.cases);
+        let more = (&self.case_records, &self.case_members, &self.inline_objects, &self.inline_ids);
         // Each check uses what `insert` returns (the value it replaced): sled's insert
         // reads the key anyway, and an abort discards every write of the transaction.
-        let index = (trees.0, trees.1, trees.2, trees.3, &self.log, objects.0, objects.1)
-            .transaction(|(submissions, cases, case_records, case_members, log, objects, ids)| {
+        let index = (trees.0, trees.1, trees.2, trees.3, trees.4, more.0, more.1, more.2, more.3)
+            .transaction(|tx| {
+                let (submissions, unexported, meta, log, cases) =
+                    (&tx.0, &tx.1, &tx.2, &tx.3, &tx.4);
+                let (case_records, case_members, objects, ids) = (&tx.5, &tx.6, &tx.7, &tx.8);
                 match &new_case {
                     Some((key, tagged, case)) => {
                         if case_records.insert(record.case.as_bytes(), case.as_slice())?.is_some() {
@@ -416,6 +306,8 @@ impl Index {
                 InlineTrees { objects, ids }.insert(index, inline)?;
                 let record = SubmissionRecord { log_index: Some(index), ..record.clone() };
                 let bytes = serde_json::to_vec(&record).map_err(|e| abort(&e.to_string()))?;
+                unexported.insert(record.id.as_bytes(), bytes.as_slice())?;
+                meta.insert(UNEXPORTED_THROUGH, &(index + 1).to_be_bytes()[..])?;
                 if submissions.insert(record.id.as_bytes(), bytes)?.is_some() {
                     return Err(abort("submission id already recorded"));
                 }
