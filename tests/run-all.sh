@@ -3,7 +3,8 @@
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
 # as through Tor, exiftool to write and read photos' metadata, npm to check the vendored
-# tus-js-client; tuspy, a tus client, from PyPI; Garage, the partners' object store, and
+# tus-js-client; tuspy, a tus client, and schemathesis and openapi-spec-validator, which
+# hold the API to its contract, from PyPI; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
 # of the benchmarks, and fuzzes each reader for ten seconds. Run as root: it installs
@@ -55,6 +56,16 @@ if ! "$tus_env/bin/python" -c 'import tusclient' 2>/dev/null; then
     "$tus_env/bin/pip" install -q -r tests/requirements-tus.txt
 fi
 export AMANAT_TUS_PYTHON="$tus_env/bin/python"
+# schemathesis and openapi-spec-validator, which hold the API to docs/openapi.yaml:
+# pinned in tests/requirements-contract.txt, in their own cached virtual environment.
+contract_env="${XDG_CACHE_HOME:-$HOME/.cache}/amanat-contract"
+if ! cmp -s tests/requirements-contract.txt "$contract_env/requirements.txt"; then
+    rm -rf "$contract_env"
+    python3 -m venv "$contract_env"
+    "$contract_env/bin/pip" install -q -r tests/requirements-contract.txt
+    cp tests/requirements-contract.txt "$contract_env/requirements.txt"
+fi
+export AMANAT_CONTRACT_VENV="$contract_env"
 # The form's vendored tus-js-client is the locked package's own file, byte for byte.
 vendored=$(mktemp -d)
 cp vendor/tus-js-client/package.json vendor/tus-js-client/package-lock.json "$vendored/"

@@ -5,15 +5,17 @@ use actix_web::http::StatusCode;
 use std::io;
 
 /// Declares a refusal enum, its stable codes and the list of all of them from one
-/// table, so that no refusal can be left out of the list.
+/// table, so that no refusal can be left out of the list; each code says when it is
+/// answered and what the client should do (the table in docs/error-codes.md is made
+/// from them).
 macro_rules! stable_codes {
     ($(#[$outer:meta])* pub enum $name:ident {
-        $( $(#[$doc:meta])* $variant:ident => $code:literal, )*
+        $( $variant:ident => $code:literal { when: $when:literal, then: $then:literal $(,)? }, )*
     }) => {
         $(#[$outer])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name {
-            $( $(#[$doc])* $variant, )*
+            $( #[doc = $when] $variant, )*
         }
 
         impl $name {
@@ -26,96 +28,224 @@ macro_rules! stable_codes {
                     $($name::$variant => $code,)*
                 }
             }
+
+            /// When the refusal is answered, for the table of codes.
+            pub fn when(self) -> &'static str {
+                match self {
+                    $($name::$variant => $when,)*
+                }
+            }
+
+            /// What a client should do on it, for the table of codes.
+            pub fn then(self) -> &'static str {
+                match self {
+                    $($name::$variant => $then,)*
+                }
+            }
         }
     };
 }
 
 stable_codes! {
     pub enum IntakeError {
-        /// All files together passed `limits.max_submission_bytes`.
-        SubmissionTooLarge => "submission_too_large",
-        TooManyFiles => "too_many_files",
-        /// All text fields together passed `limits.max_text_bytes`.
-        TextTooLarge => "text_too_large",
-        TooManyFields => "too_many_fields",
-        /// A part's headers did not fit the multipart parser's buffer.
-        PartHeadersTooLarge => "part_headers_too_large",
-        NotMultipart => "not_multipart",
-        MalformedMultipart => "malformed_multipart",
-        NestedMultipart => "nested_multipart",
-        FieldWithoutName => "field_without_name",
-        InvalidFieldName => "invalid_field_name",
-        UnexpectedFile => "unexpected_file",
-        InvalidUtf8 => "invalid_utf8",
-        TestimonyMissing => "testimony_missing",
-        /// The web form's consent question was not answered.
-        ConsentMissing => "consent_missing",
-        DuplicateTestimony => "duplicate_testimony",
-        /// The client stopped sending before the upload was complete.
-        IncompleteUpload => "incomplete_upload",
-        /// No bytes arrived for `limits.idle_timeout_secs`.
-        UploadStalled => "upload_stalled",
-        /// The upload took longer than `limits.upload_deadline_secs` in all.
-        UploadTooSlow => "upload_too_slow",
-        /// The upload kept an average below `limits.min_upload_bytes_per_sec` past its grace.
-        UploadRateTooLow => "upload_rate_too_low",
-        StorageFull => "storage_full",
-        NotFound => "not_found",
-        /// A follow-up with neither text nor a file.
-        NothingToAdd => "nothing_to_add",
-        /// The codename opens no case (API only: the page answers with its form again).
-        CodenameNotRecognized => "codename_not_recognized",
-        /// The follow-up session is gone (15 minutes idle, or the server restarted).
-        SessionExpired => "session_expired",
-        /// The server holds as many open follow-up sessions as it allows.
-        Busy => "busy",
-        /// A form post from another site.
-        CrossSite => "cross_site_request",
-        /// Not a tar beginning with `sealed.json` of ours.
-        NotASealedFile => "not_a_sealed_file",
-        /// A tar member other than the objects `sealed.json` lists: a link, a device, a
-        /// path outside `objects/`, a duplicate.
-        SealedMemberRefused => "sealed_member_refused",
-        SealedObjectMismatch => "sealed_object_mismatch",
-        SealedObjectNotAge => "sealed_object_not_age",
-        /// A field of `sealed.json` is not what the field kit writes (an id that is not
-        /// 32 hex digits, a recipients fingerprint that is not 64).
-        SealedFieldInvalid => "sealed_field_invalid",
-        /// A JSON body on `/api/v1/sealed` that is not `{"upload": ID}`.
-        SealedRequestInvalid => "sealed_request_invalid",
-        /// No such resumable upload: never made, ended, its time ran out, or the server
-        /// restarted since (unfinished uploads do not survive a restart).
-        UploadNotFound => "upload_not_found",
-        /// A submission named an upload that has not received all its bytes.
-        UploadIncomplete => "upload_incomplete",
-        /// A sealed file's upload named by a submission, or a survivor's file's by
-        /// `/api/v1/sealed`.
-        UploadWrongKind => "upload_wrong_kind",
-        /// A PATCH's `Upload-Offset` is not what the server has (ask with HEAD).
-        UploadOffsetMismatch => "upload_offset_mismatch",
-        /// A PATCH without `Upload-Offset` (or not a number).
-        UploadOffsetMissing => "upload_offset_missing",
-        /// Another request is still feeding the upload and did not let go in time.
-        UploadInUse => "upload_in_use",
-        /// `Upload-Length` over `uploads.max_upload_bytes`.
-        UploadTooLarge => "upload_too_large",
-        /// More bytes than the upload's declared length.
-        UploadOverrun => "upload_overrun",
-        UploadEmpty => "upload_empty",
-        /// A creation without `Upload-Length` (a deferred length is not supported).
-        UploadLengthRequired => "upload_length_required",
-        UploadMetadataInvalid => "upload_metadata_invalid",
-        /// A PATCH whose body is not `application/offset+octet-stream`.
-        UploadContentType => "upload_content_type",
-        /// A tus request without `Tus-Resumable: 1.0.0`.
-        TusVersionUnsupported => "tus_version_unsupported",
-        /// The server holds `uploads.max_held` uploads already.
-        TooManyUploads => "too_many_uploads",
-        Internal => "internal_error",
+        SubmissionTooLarge => "submission_too_large" {
+            when: "The files of one submission together pass `limits.max_submission_bytes`.",
+            then: "Send fewer or smaller files, the rest in another submission of the same case.",
+        },
+        TooManyFiles => "too_many_files" {
+            when: "More than `limits.max_files` files in one submission.",
+            then: "Send the rest in another submission.",
+        },
+        TextTooLarge => "text_too_large" {
+            when: "The text fields together pass `limits.max_text_bytes`.",
+            then: "Shorten the text, or attach it as a file.",
+        },
+        TooManyFields => "too_many_fields" {
+            when: "More than `limits.max_fields` text fields.",
+            then: "Send fewer fields; put free text in `testimony`.",
+        },
+        PartHeadersTooLarge => "part_headers_too_large" {
+            when: "A multipart part's headers do not fit the parser's buffer (a file name of many kilobytes).",
+            then: "Shorten the part's headers (rename the file) and send again.",
+        },
+        NotMultipart => "not_multipart" {
+            when: "The body is not `multipart/form-data`.",
+            then: "Fix the client: send the media type the route takes.",
+        },
+        MalformedMultipart => "malformed_multipart" {
+            when: "The multipart structure is broken (boundary, part headers).",
+            then: "Send the whole request again; if it repeats, fix the client.",
+        },
+        NestedMultipart => "nested_multipart" {
+            when: "A part is itself multipart.",
+            then: "Fix the client: send each file as its own `evidence` part.",
+        },
+        FieldWithoutName => "field_without_name" {
+            when: "A part has no `name` in its Content-Disposition.",
+            then: "Fix the client: name every part.",
+        },
+        InvalidFieldName => "invalid_field_name" {
+            when: "A field name is empty, over 64 bytes, or holds control characters.",
+            then: "Fix the client: use short printable field names.",
+        },
+        UnexpectedFile => "unexpected_file" {
+            when: "A file arrives in a field other than `evidence`.",
+            then: "Send files only as `evidence` parts.",
+        },
+        InvalidUtf8 => "invalid_utf8" {
+            when: "A text field is not valid UTF-8.",
+            then: "Send text as UTF-8.",
+        },
+        TestimonyMissing => "testimony_missing" {
+            when: "A submission without a `testimony` field (or with an empty one).",
+            then: "Ask the person to write what happened, and send again.",
+        },
+        ConsentMissing => "consent_missing" {
+            when: "The web form's consent question was not answered (pages only).",
+            then: "Answer the form's last section and send again.",
+        },
+        DuplicateTestimony => "duplicate_testimony" {
+            when: "The `testimony` field appears more than once.",
+            then: "Fix the client: send one `testimony`.",
+        },
+        IncompleteUpload => "incomplete_upload" {
+            when: "The client stopped sending before the body was complete.",
+            then: "Send it again; for large files use the resumable uploads.",
+        },
+        UploadStalled => "upload_stalled" {
+            when: "No bytes arrived for `limits.idle_timeout_secs`.",
+            then: "Send it again, or use the resumable uploads on a failing link.",
+        },
+        UploadTooSlow => "upload_too_slow" {
+            when: "The request took longer than `limits.upload_deadline_secs` in all.",
+            then: "Use the resumable uploads, or send fewer files at a time.",
+        },
+        UploadRateTooLow => "upload_rate_too_low" {
+            when: "After its grace, the upload averaged under `limits.min_upload_bytes_per_sec`.",
+            then: "Use the resumable uploads, or a better connection.",
+        },
+        StorageFull => "storage_full" {
+            when: "The server's disk or quota is full; nothing was stored.",
+            then: "Keep the submission and try again later (hours, not seconds).",
+        },
+        NotFound => "not_found" {
+            when: "No such route or page.",
+            then: "Check the path against this document.",
+        },
+        NothingToAdd => "nothing_to_add" {
+            when: "A follow-up with neither text nor a file.",
+            then: "Send text, a file, or both.",
+        },
+        CodenameNotRecognized => "codename_not_recognized" {
+            when: "The codename opens no case.",
+            then: "Check each word with the person; do not retry in a loop (every try costs the server a derivation).",
+        },
+        SessionExpired => "session_expired" {
+            when: "The follow-up session is gone: 15 minutes idle, or the server restarted.",
+            then: "Open the case again with the codename.",
+        },
+        Busy => "busy" {
+            when: "Every upload place (`limits.max_concurrent_uploads`) is taken, or the same sealed file is being imported at this moment.",
+            then: "Wait `Retry-After` seconds, then send again.",
+        },
+        CrossSite => "cross_site_request" {
+            when: "A form post that `Sec-Fetch-Site` or `Origin` says came from another site (pages only).",
+            then: "Post the form from the server's own page.",
+        },
+        NotASealedFile => "not_a_sealed_file" {
+            when: "The body is not a tar beginning with the field kit's `sealed.json`.",
+            then: "Send only files made by `amanat seal`; never plaintext.",
+        },
+        SealedMemberRefused => "sealed_member_refused" {
+            when: "A tar member other than the objects `sealed.json` lists (a link, a device, a path outside `objects/`, a duplicate).",
+            then: "Seal the submission again with `amanat seal`.",
+        },
+        SealedObjectMismatch => "sealed_object_mismatch" {
+            when: "An object's bytes do not hash to its id: damaged or altered on the way.",
+            then: "Get another copy of the sealed file and send that.",
+        },
+        SealedObjectNotAge => "sealed_object_not_age" {
+            when: "An object of the sealed file is not age-encrypted.",
+            then: "Seal the submission again with `amanat seal`.",
+        },
+        SealedFieldInvalid => "sealed_field_invalid" {
+            when: "A field of `sealed.json` is not what the field kit writes (an id not of 32 hex digits, a fingerprint not of 64).",
+            then: "Seal the submission again with `amanat seal`.",
+        },
+        SealedRequestInvalid => "sealed_request_invalid" {
+            when: "A JSON body on `/api/v1/sealed` that is not `{\"upload\": ID}`.",
+            then: "Fix the client: send the id of a finished sealed upload.",
+        },
+        UploadNotFound => "upload_not_found" {
+            when: "No such resumable upload: never made, ended, its time ran out, or the server restarted since.",
+            then: "Create a new upload and send the file from the start.",
+        },
+        UploadIncomplete => "upload_incomplete" {
+            when: "A submission names an upload that has not received all its bytes.",
+            then: "Finish the upload (HEAD, then PATCH from its offset), then send the submission again.",
+        },
+        UploadWrongKind => "upload_wrong_kind" {
+            when: "A sealed file's upload named in a submission, or a survivor's file's upload sent to `/api/v1/sealed`.",
+            then: "Name each upload where its kind belongs.",
+        },
+        UploadOffsetMismatch => "upload_offset_mismatch" {
+            when: "A PATCH's `Upload-Offset` is not the server's.",
+            then: "Ask with HEAD and resume from the `Upload-Offset` it gives.",
+        },
+        UploadOffsetMissing => "upload_offset_missing" {
+            when: "A PATCH without `Upload-Offset` in digits.",
+            then: "Fix the client: send the offset it resumes from.",
+        },
+        UploadInUse => "upload_in_use" {
+            when: "Another request is still feeding or submitting the upload.",
+            then: "Wait a few seconds, then HEAD and resume.",
+        },
+        UploadTooLarge => "upload_too_large" {
+            when: "`Upload-Length` over `uploads.max_upload_bytes` (OPTIONS gives it as `Tus-Max-Size`).",
+            then: "Split the evidence into smaller files.",
+        },
+        UploadOverrun => "upload_overrun" {
+            when: "More bytes than the upload's declared length.",
+            then: "Fix the client: send exactly `Upload-Length` bytes.",
+        },
+        UploadEmpty => "upload_empty" {
+            when: "A new upload of length 0.",
+            then: "Do not upload empty files.",
+        },
+        UploadLengthRequired => "upload_length_required" {
+            when: "A creation without `Upload-Length` (a deferred length is not supported).",
+            then: "Send the file's length when creating the upload.",
+        },
+        UploadMetadataInvalid => "upload_metadata_invalid" {
+            when: "`Upload-Metadata` is not comma-separated keys with base64 values of UTF-8 text, or names an unknown `kind`.",
+            then: "Fix the client's metadata.",
+        },
+        UploadContentType => "upload_content_type" {
+            when: "A PATCH whose body is not `application/offset+octet-stream`.",
+            then: "Fix the client: send that media type.",
+        },
+        TusVersionUnsupported => "tus_version_unsupported" {
+            when: "A tus request without `Tus-Resumable: 1.0.0`.",
+            then: "Speak tus 1.0.0.",
+        },
+        TooManyUploads => "too_many_uploads" {
+            when: "The server holds `uploads.max_held` unfinished uploads already.",
+            then: "Wait `Retry-After` seconds, then create the upload again.",
+        },
+        Internal => "internal_error" {
+            when: "Something failed on the server; nothing was stored (its log has the reason).",
+            then: "Send again later; tell the operator if it repeats.",
+        },
     }
 }
 
 impl IntakeError {
+    /// Seconds a client should wait before sending again, where the refusal is for
+    /// load (answered as `Retry-After`).
+    pub fn retry_after(self) -> Option<u32> {
+        matches!(self, IntakeError::Busy | IntakeError::TooManyUploads).then_some(120)
+    }
+
     pub fn status(self) -> StatusCode {
         use IntakeError::{
             Busy, CodenameNotRecognized, ConsentMissing, CrossSite, DuplicateTestimony,
@@ -372,16 +502,30 @@ stable_codes! {
     /// The admin socket's own refusals. Their codes are in the same stable list as the
     /// API's (`all_codes`); an imported sealed file is refused with the API's codes.
     pub enum AdminRefusal {
-        /// Not a request of this version, or a request out of order.
-        BadRequest => "bad_request",
-        NoSuchObject => "no_such_object",
-        /// `reload` found a recipients file that fails the start-up checks.
-        RecipientsRefused => "recipients_refused",
-        ReplyRefused => "reply_refused",
-        /// The export was not confirmed: nothing was marked exported.
-        NotConfirmed => "not_confirmed",
-        /// The server could not do it (its log has the reason).
-        Failed => "failed",
+        BadRequest => "bad_request" {
+            when: "Not a request of this version, or a request out of order.",
+            then: "Use the `amanat` of the server's own version.",
+        },
+        NoSuchObject => "no_such_object" {
+            when: "`amanat object` names an object the store does not hold.",
+            then: "Check the id (`amanat status`, the bundle's index).",
+        },
+        RecipientsRefused => "recipients_refused" {
+            when: "`reload` found a recipients file that fails the start-up checks; the old recipients stay.",
+            then: "Fix the recipients file and reload again.",
+        },
+        ReplyRefused => "reply_refused" {
+            when: "A reply that is not a sealed reply to the case's current key, or to no such case.",
+            then: "Seal the reply again with `amanat reply` from a current bundle.",
+        },
+        NotConfirmed => "not_confirmed" {
+            when: "An export was not confirmed: nothing was marked exported.",
+            then: "Export again; the same submissions are still new.",
+        },
+        Failed => "failed" {
+            when: "The server could not do it (its log has the reason).",
+            then: "Read the server's log, fix the cause, and try again.",
+        },
     }
 }
 

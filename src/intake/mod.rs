@@ -3,6 +3,7 @@
 
 pub mod activity;
 mod api;
+pub mod contract;
 pub mod error;
 pub mod followup;
 mod handoff;
@@ -124,6 +125,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/api/v1/submissions", web::post().to(api::submit))
         .route("/api/v1/sealed", web::post().to(api::sealed))
+        .route("/api/v1/openapi.json", web::get().to(contract::openapi))
         .configure(tus::routes)
         .configure(scripts::routes)
         .configure(pages::routes)
@@ -216,11 +218,7 @@ async fn log_request(
 /// upload is never read, and an unread body cannot confuse the next request.
 fn refusal(mut response: HttpResponse, error: IntakeError) -> HttpResponse {
     response.extensions_mut().insert(LoggedCode(error.code()));
-    let retry_after = match error {
-        IntakeError::Busy | IntakeError::TooManyUploads => Some(120),
-        _ => None,
-    };
-    if let Some(secs) = retry_after {
+    if let Some(secs) = error.retry_after() {
         response.headers_mut().insert(
             actix_web::http::header::RETRY_AFTER,
             actix_web::http::header::HeaderValue::from(secs),

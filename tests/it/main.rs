@@ -7,6 +7,7 @@ mod attested;
 mod bench;
 mod browser;
 mod codename_keys;
+mod contract;
 mod crash;
 mod demo;
 mod deploy;
