@@ -3,7 +3,8 @@
 # stock `age` tool, Chromium and its WebDriver, tor and systemd-analyze to check the
 # deploy/ files, curl to tamper with a replica, microsocks to reach one through SOCKS
 # as through Tor, exiftool to write and read photos' metadata, npm to check the vendored
-# tus-js-client; tuspy, a tus client, and schemathesis and openapi-spec-validator, which
+# tus-js-client, valgrind's callgrind to count the server's instructions in the
+# benchmarks; tuspy, a tus client, and schemathesis and openapi-spec-validator, which
 # hold the API to its contract, from PyPI; Garage, the partners' object store, and
 # cargo-deny and cargo-fuzz are built from the crates registry), then
 # checks formatting, lints and the dependency tree, runs every test, runs one tiny round
@@ -29,6 +30,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v microsocks >/dev/null || need+=(microsocks)
 command -v exiftool >/dev/null || need+=(libimage-exiftool-perl)
 command -v npm >/dev/null || need+=(npm)
+command -v callgrind_control >/dev/null || need+=(valgrind)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
