@@ -34,7 +34,8 @@ impl Index {
         for item in &self.submissions {
             let (key, bytes) = item.map_err(sled_io)?;
             // Purged ciphertext is gone: nothing left to carry out.
-            if self.export_mark_of(&key)?.is_some_and(|m| m.purged) {
+            let mark: Option<ExportMark> = Self::get_json(&self.exports, &key)?;
+            if mark.is_some_and(|m| m.purged) {
                 continue;
             }
             out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?);
@@ -101,14 +102,7 @@ impl Index {
     }
 
     pub(in crate::store) fn export_mark(&self, id: &str) -> io::Result<Option<ExportMark>> {
-        self.export_mark_of(id.as_bytes())
-    }
-
-    fn export_mark_of(&self, key: &[u8]) -> io::Result<Option<ExportMark>> {
-        match self.exports.get(key).map_err(sled_io)? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(io::Error::other),
-            None => Ok(None),
-        }
+        Self::get_json(&self.exports, id.as_bytes())
     }
 
     /// Marks submissions as carried out in `bundle`, durably, in one transaction with

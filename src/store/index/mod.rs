@@ -372,7 +372,7 @@ impl Index {
         Ok(totals)
     }
 
-    fn get_json<T: serde::de::DeserializeOwned>(
+    pub(super) fn get_json<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
         key: &[u8],
     ) -> io::Result<Option<T>> {
